@@ -1,0 +1,94 @@
+"""Canonical JSON: the exact bytes that signatures cover. Pure: no I/O.
+
+Canonical JSON = UTF-8, object keys sorted, no whitespace, non-ASCII kept as UTF-8. Only objects,
+arrays, strings, integers, booleans and null exist; floats (and NaN/Infinity) are refused because
+their textual form is not unique across implementations. Duplicate object keys are refused when
+parsing, because two parsers could otherwise see two different documents behind one signature.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import ManifestError
+
+MAX_DEPTH = 32
+
+
+def _refuse_float(text: str) -> Any:
+    raise ManifestError(f"floating-point number {text!r} is not allowed")
+
+
+def _refuse_constant(text: str) -> Any:
+    raise ManifestError(f"{text} is not valid JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ManifestError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def check_types(value: Any, depth: int = 0) -> None:
+    """Raise ManifestError unless ``value`` is made only of canonical-JSON types."""
+    if depth > MAX_DEPTH:
+        raise ManifestError(f"nesting deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ManifestError("string is not valid Unicode (lone surrogate)") from exc
+        return
+    if isinstance(value, float):
+        raise ManifestError(f"floating-point number {value!r} is not allowed")
+    if isinstance(value, list):
+        for item in value:
+            check_types(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ManifestError(f"object key {key!r} is not a string")
+            check_types(key, depth + 1)
+            check_types(item, depth + 1)
+        return
+    raise ManifestError(f"value of type {type(value).__name__} is not allowed in canonical JSON")
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """The canonical encoding of ``value`` (raises ManifestError on a non-canonical type)."""
+    check_types(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def loads_strict(data: bytes) -> Any:
+    """Parse JSON bytes, refusing floats, NaN/Infinity, duplicate keys and invalid UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"not valid UTF-8 at byte {exc.start}") from exc
+    if text.startswith("\ufeff"):
+        raise ManifestError("byte-order mark is not allowed")
+    try:
+        value = json.loads(
+            text,
+            parse_float=_refuse_float,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_no_duplicates,
+        )
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except RecursionError as exc:
+        raise ManifestError("JSON nested too deeply") from exc
+    check_types(value)
+    return value

@@ -1,0 +1,107 @@
+"""phase-discover: find providers of a channel/arch manifest (mDNS on the LAN, then the DHT)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..discovery.model import Candidate, Query, host_arch
+from ..errors import NoSourceError, UsageError
+from ..manifest import check_arch, check_channel
+from ..verification import argtype
+from ._common import EXIT_OK, Parser, print_json, run, setup_logging
+
+PROG = "phase-discover"
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG,
+        description="Find a boot-image provider for a channel/arch: "
+        "mDNS (_phase-image._tcp) on the LAN first, then the Kademlia DHT. Prints "
+        "the best manifest URL (or every provider with --all).",
+    )
+    parser.add_argument(
+        "--channel", default="stable", type=argtype(check_channel), help="channel (default stable)"
+    )
+    parser.add_argument(
+        "--arch",
+        default=host_arch(),
+        type=argtype(check_arch),
+        help=f"architecture (default this machine's: {host_arch()})",
+    )
+    parser.add_argument(
+        "--all",
+        dest="want_all",
+        action="store_true",
+        help="collect for the whole timeout and list every provider",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds to search (default 5)"
+    )
+    parser.add_argument(
+        "--source",
+        choices=("auto", "mdns", "dht"),
+        default="auto",
+        help="auto (default): mDNS, then the DHT if the LAN has no provider",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help="DHT bootstrap node; repeatable",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list of providers")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no log lines")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    return parser
+
+
+def discover(args: argparse.Namespace) -> list[Candidate]:
+    query = Query(
+        channel=args.channel, arch=args.arch, timeout=args.timeout, want_all=args.want_all
+    )
+    found: list[Candidate] = []
+    if args.source in ("auto", "mdns"):
+        from ..discovery.mdns import discover_mdns
+
+        found += discover_mdns(query)
+    if args.source == "dht" or (args.source == "auto" and not found and args.bootstrap):
+        from ..discovery.dht import discover_dht
+
+        found += discover_dht(query, args.bootstrap)
+    return found
+
+
+def handle(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose, args.quiet)
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if args.source == "dht" and not args.bootstrap:
+        raise UsageError("--source dht needs at least one --bootstrap HOST:PORT")
+    found = discover(args)
+    if not found:
+        raise NoSourceError(
+            f"no provider of {args.channel}/{args.arch} found within {args.timeout:g} s"
+        )
+    if args.json:
+        print_json([c.to_json() for c in found])
+    elif args.want_all:
+        for c in found:
+            sys.stdout.write(f"{c.url}\t{c.source}\t{c.version or '-'}\t{c.name or '-'}\n")
+    else:
+        sys.stdout.write(found[0].url + "\n")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(PROG, build_parser(), handle, argv)

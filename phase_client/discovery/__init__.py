@@ -1,0 +1,1 @@
+"""Finding providers: mDNS on the LAN, the Kademlia DHT across networks, ranking of candidates."""

@@ -1,0 +1,47 @@
+"""What every discovery source returns. Pure."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ..manifest import normalize_arch
+
+
+def host_arch() -> str:
+    return normalize_arch(platform.machine() or "x86_64")
+
+
+@dataclass(frozen=True)
+class Query:
+    channel: str = "stable"
+    arch: str = field(default_factory=host_arch)
+    timeout: float = 5.0
+    want_all: bool = False  # False: return soon after the first match
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A provider of one channel/arch manifest, as a source reported it (not yet trusted)."""
+
+    source: str  # "mdns" or "dht"
+    url: str  # the manifest URL
+    channel: str
+    arch: str
+    version: str | None = None
+    name: str | None = None  # mDNS instance name, or the DHT record's provider_name
+    host: str | None = None
+    addresses: tuple[str, ...] = ()
+    port: int | None = None
+    peer_id: str | None = None
+    last_updated: str | None = None
+    rtt_ms: float | None = None  # measured by the probe, when probed
+
+    def with_rtt(self, rtt_ms: float | None) -> Candidate:
+        return replace(self, rtt_ms=rtt_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["addresses"] = list(self.addresses)
+        return data

@@ -1,0 +1,179 @@
+"""Ed25519 keys: parsing every accepted key form, keyids and libp2p peer ids.
+
+Public keys are accepted as ``ed25519:<64 hex>``, bare 64 hex, standard base64 of 32 bytes, or
+32 raw bytes (a file holding exactly those bytes). Private keys are stored as
+``ed25519-seed:<64 hex of the 32-byte seed>`` (file mode 0600); the same other forms are accepted
+on reading (bare hex, base64, raw 32-byte seed).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.signing
+
+from .errors import KeyFormatError
+
+PUBLIC_PREFIX = "ed25519:"
+SEED_PREFIX = "ed25519-seed:"
+KEYID_RE = re.compile(r"^ed25519:[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_KEY_FILE = 4096
+
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def base58btc(data: bytes) -> str:
+    """Bitcoin-alphabet base58, as used by libp2p peer ids."""
+    number = int.from_bytes(data, "big")
+    out = []
+    while number:
+        number, rem = divmod(number, 58)
+        out.append(_B58_ALPHABET[rem])
+    leading_zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * leading_zeros + "".join(reversed(out))
+
+
+def peer_id_for(raw_public: bytes) -> str:
+    """libp2p peer id of an Ed25519 key: base58btc(identity-multihash(protobuf PublicKey)).
+
+    protobuf PublicKey{Type=Ed25519(1), Data=32 bytes} = 08 01 12 20 <key>; the identity
+    multihash prefixes code 0x00 and length 0x24 (36), so every such id starts ``12D3KooW``.
+    """
+    proto = b"\x08\x01\x12\x20" + raw_public
+    return base58btc(b"\x00" + bytes([len(proto)]) + proto)
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    raw: bytes
+    _verify_key: nacl.signing.VerifyKey = field(compare=False, repr=False, hash=False)
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> PublicKey:
+        if len(raw) != 32:
+            raise KeyFormatError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+        return cls(bytes(raw), nacl.signing.VerifyKey(bytes(raw)))
+
+    @property
+    def keyid(self) -> str:
+        return PUBLIC_PREFIX + self.raw.hex()
+
+    @property
+    def peer_id(self) -> str:
+        return peer_id_for(self.raw)
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        if len(signature) != 64:
+            return False
+        try:
+            self._verify_key.verify(message, signature)
+        except nacl.exceptions.BadSignatureError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    seed: bytes = field(repr=False)
+    _signing_key: nacl.signing.SigningKey = field(compare=False, repr=False, hash=False)
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        if len(seed) != 32:
+            raise KeyFormatError(f"an Ed25519 seed is 32 bytes, got {len(seed)}")
+        return cls(bytes(seed), nacl.signing.SigningKey(bytes(seed)))
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls.from_seed(os.urandom(32))
+
+    @property
+    def public(self) -> PublicKey:
+        return PublicKey.from_raw(bytes(self._signing_key.verify_key))
+
+    def sign(self, message: bytes) -> bytes:
+        return self._signing_key.sign(message).signature
+
+    def file_bytes(self) -> bytes:
+        return f"{SEED_PREFIX}{self.seed.hex()}\n".encode()
+
+
+def _decode_32(data: bytes, prefix: str, what: str) -> bytes:
+    """Decode the 32 key bytes from any accepted textual or raw form."""
+    if len(data) == 32:
+        # No textual form is 32 characters long (hex is 64, base64 44), so 32 bytes are raw.
+        return data
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise KeyFormatError(f"{what}: not a key (binary data of {len(data)} bytes)") from exc
+    if text.startswith(prefix):
+        body = text[len(prefix) :]
+        if not _HEX64.match(body):
+            raise KeyFormatError(f"{what}: expected {prefix}<64 hex digits>")
+        return bytes.fromhex(body)
+    if ":" in text:
+        raise KeyFormatError(f"{what}: unknown key type {text.split(':', 1)[0]!r} (want {prefix})")
+    if _HEX64.match(text):
+        return bytes.fromhex(text)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) == 32:
+        return raw
+    raise KeyFormatError(f"{what}: not an Ed25519 key ({prefix}<hex>, hex, base64 or 32 raw bytes)")
+
+
+def parse_public_key(data: bytes, what: str = "key") -> PublicKey:
+    return PublicKey.from_raw(_decode_32(data, PUBLIC_PREFIX, what))
+
+
+def parse_signing_key(data: bytes, what: str = "signing key") -> SigningKey:
+    return SigningKey.from_seed(_decode_32(data, SEED_PREFIX, what))
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise KeyFormatError(f"cannot read key {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_KEY_FILE:
+        raise KeyFormatError(f"key file {path} is too large to be a key")
+    return data
+
+
+def load_public_key(spec: str) -> PublicKey:
+    """``--key`` value: an inline ``ed25519:<hex>`` or the path of a key file."""
+    if spec.startswith(PUBLIC_PREFIX) and not Path(spec).exists():
+        return parse_public_key(spec.encode(), what="inline key")
+    return parse_public_key(_read_key_file(Path(spec)), what=f"key {spec}")
+
+
+def load_keys_dir(directory: str | os.PathLike[str]) -> list[PublicKey]:
+    """Every ``*.pub`` file in ``directory`` (sorted, so the result is stable)."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise KeyFormatError(f"keys directory {path} does not exist or is not a directory")
+    return [
+        parse_public_key(_read_key_file(p), what=f"key {p}") for p in sorted(path.glob("*.pub"))
+    ]
+
+
+def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
+    return parse_signing_key(_read_key_file(Path(path)), what=f"signing key {path}")
+
+
+def unique_keys(keys: list[PublicKey]) -> tuple[PublicKey, ...]:
+    seen: dict[bytes, PublicKey] = {}
+    for key in keys:
+        seen.setdefault(key.raw, key)
+    return tuple(seen.values())

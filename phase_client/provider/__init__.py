@@ -1,0 +1,1 @@
+"""The provider side (plasmd): signing, catalog, HTTP server, advertisers."""

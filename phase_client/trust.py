@@ -1,0 +1,135 @@
+"""Trust decisions: is this manifest to be booted? Pure: no I/O, no clock, no files.
+
+The caller hands in everything the decision depends on (trusted keys, the time, what was accepted
+before) and gets a ``VerifiedManifest`` or a precise VerificationError. Checks run in this order,
+so that nothing is believed before the signatures are:
+  1. signatures: at least ``threshold`` distinct trusted keys signed the canonical bytes;
+  2. wrong software: channel/arch equal to what was asked for;
+  3. freshness: ``expires_at`` is later than "now", where now = max(system clock, build time of
+     the tool, created_at of the newest manifest accepted before) - a wrong clock at boot can
+     only make the check stricter, never let an expired manifest in;
+  4. rollback: ``sequence`` not lower than the highest accepted for that channel/arch (equal only
+     for the identical signed content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from .errors import ExpiredError, MismatchError, RollbackError, SignatureError, UsageError
+from .keys import PublicKey, unique_keys
+from .manifest import Manifest, normalize_arch
+from .timefmt import format_utc
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    keys: tuple[PublicKey, ...]
+    threshold: int = 1
+    channel: str | None = None
+    arch: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", unique_keys(list(self.keys)))
+        if not self.keys:
+            raise UsageError("no trusted key given (use --key or --keys-dir)")
+        if self.threshold < 1:
+            raise UsageError("--threshold must be at least 1")
+        if self.threshold > len(self.keys):
+            raise UsageError(
+                f"--threshold {self.threshold} but only {len(self.keys)} distinct trusted key(s)"
+            )
+        if self.arch is not None:
+            object.__setattr__(self, "arch", normalize_arch(self.arch))
+
+
+@dataclass(frozen=True)
+class AcceptedRecord:
+    """What the state directory remembers of the last manifest accepted for a channel/arch."""
+
+    sequence: int
+    created_at: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class VerifiedManifest:
+    manifest: Manifest
+    signed_by: tuple[str, ...]
+    digest: str
+
+    @property
+    def record(self) -> AcceptedRecord:
+        return AcceptedRecord(self.manifest.sequence, self.manifest.created_at, self.digest)
+
+
+def content_digest(manifest: Manifest) -> str:
+    """sha256 of the signed bytes: identifies the signed content, whatever its file layout."""
+    return hashlib.sha256(manifest.signed_bytes()).hexdigest()
+
+
+def effective_now(system_now: int, floor: int, latest_accepted_created: int | None) -> int:
+    return max(system_now, floor, latest_accepted_created or 0)
+
+
+def check_signatures(
+    manifest: Manifest, keys: tuple[PublicKey, ...], threshold: int
+) -> tuple[str, ...]:
+    """Keyids of the distinct trusted keys whose signature over the signed bytes is valid.
+
+    The keyid in a signature is only a hint: the key it names is tried first, then every other
+    trusted key not yet counted, so a wrong keyid neither helps nor hurts.
+    """
+    message = manifest.signed_bytes()
+    by_id = {key.keyid: key for key in keys}
+    valid: dict[str, None] = {}
+    for signature in manifest.signatures:
+        hinted = by_id.get(signature.keyid)
+        candidates = [hinted] if hinted else []
+        candidates += [k for k in keys if k is not hinted]
+        for key in candidates:
+            if key.keyid not in valid and key.verify(message, signature.sig):
+                valid[key.keyid] = None
+                break
+    if len(valid) < threshold:
+        if not manifest.signatures:
+            raise SignatureError("manifest is not signed")
+        if not valid:
+            raise SignatureError("no valid signature by a trusted key")
+        raise SignatureError(
+            f"only {len(valid)} of the required {threshold} trusted keys signed the manifest"
+        )
+    return tuple(valid)
+
+
+def verify(
+    manifest: Manifest,
+    policy: TrustPolicy,
+    *,
+    now: int,
+    previous: AcceptedRecord | None = None,
+) -> VerifiedManifest:
+    """Apply every trust rule; ``now`` is already the effective time (see effective_now)."""
+    signed_by = check_signatures(manifest, policy.keys, policy.threshold)
+    if policy.channel is not None and manifest.channel != policy.channel:
+        raise MismatchError(f"manifest is for channel {manifest.channel!r}, not {policy.channel!r}")
+    if policy.arch is not None and normalize_arch(manifest.arch) != policy.arch:
+        raise MismatchError(f"manifest is for arch {manifest.arch!r}, not {policy.arch!r}")
+    if manifest.expires_at <= now:
+        raise ExpiredError(
+            f"manifest expired at {format_utc(manifest.expires_at)} (now is {format_utc(now)})"
+        )
+    digest = content_digest(manifest)
+    if previous is not None:
+        if manifest.sequence < previous.sequence:
+            raise RollbackError(
+                f"sequence {manifest.sequence} is lower than {previous.sequence}, "
+                f"already accepted for {manifest.combination}"
+            )
+        if manifest.sequence == previous.sequence and digest != previous.digest:
+            raise RollbackError(
+                f"sequence {manifest.sequence} was already accepted for {manifest.combination} "
+                "with different content"
+            )
+    return VerifiedManifest(manifest=manifest, signed_by=signed_by, digest=digest)
