@@ -1,0 +1,77 @@
+"""Shared fixtures: deterministic keys and manifest documents."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phase_client.keys import SigningKey
+from phase_client.manifest import build_document, sign_document
+
+REPO = Path(__file__).resolve().parent.parent
+# 2025-11-26T12:00:00Z and thirty days later: a fixed, valid window for pure tests.
+T0 = 1764158400
+T_EXPIRES = T0 + 30 * 86400
+SAMPLE_HASH = "sha256:" + "ab" * 32
+
+
+def key_from_byte(value: int) -> SigningKey:
+    return SigningKey.from_seed(bytes([value]) * 32)
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return key_from_byte(1)
+
+
+@pytest.fixture
+def other_key() -> SigningKey:
+    return key_from_byte(2)
+
+
+def make_document(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "version": "2025.11.26",
+        "sequence": 42,
+        "channel": "stable",
+        "arch": "x86_64",
+        "created_at": T0,
+        "expires_at": T_EXPIRES,
+        "cmdline": "console=ttyS0 quiet",
+        "artifacts": {
+            "kernel": {"hash": SAMPLE_HASH, "size": 1024, "path": "vmlinuz"},
+            "initramfs": {"hash": "sha256:" + "cd" * 32, "size": 2048, "path": "initramfs.img"},
+        },
+    }
+    fields.update(overrides)
+    return build_document(**fields)
+
+
+def signed_document(*keys: SigningKey, **overrides: Any) -> dict[str, Any]:
+    document = make_document(**overrides)
+    for k in keys:
+        document = sign_document(document, k)
+    return document
+
+
+@pytest.fixture
+def make_signed() -> Callable[..., dict[str, Any]]:
+    return signed_document
+
+
+def run_tool(*argv: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> Any:
+    """Run ``python -m phase_client ARGV`` as a user would; returns CompletedProcess."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "phase_client", *argv],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        cwd=REPO,
+        env=env,
+    )
