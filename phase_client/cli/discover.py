@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="DHT bootstrap node; repeatable",
     )
+    parser.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="do not probe candidates (no liveness check, no RTT ranking)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list of providers")
     parser.add_argument("-q", "--quiet", action="store_true", help="no log lines")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
@@ -67,19 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def discover(args: argparse.Namespace) -> list[Candidate]:
+    from ..discovery.orchestrate import find_providers
+
     query = Query(
         channel=args.channel, arch=args.arch, timeout=args.timeout, want_all=args.want_all
     )
-    found: list[Candidate] = []
-    if args.source in ("auto", "mdns"):
-        from ..discovery.mdns import discover_mdns
-
-        found += discover_mdns(query)
-    if args.source == "dht" or (args.source == "auto" and not found and args.bootstrap):
-        from ..discovery.dht import discover_dht
-
-        found += discover_dht(query, args.bootstrap)
-    return found
+    return find_providers(
+        query, source=args.source, bootstrap=args.bootstrap, probe=not args.no_probe
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -97,7 +97,8 @@ def handle(args: argparse.Namespace) -> int:
         print_json([c.to_json() for c in found])
     elif args.want_all:
         for c in found:
-            sys.stdout.write(f"{c.url}\t{c.source}\t{c.version or '-'}\t{c.name or '-'}\n")
+            rtt = f"{c.rtt_ms:.1f}ms" if c.rtt_ms is not None else "-"
+            sys.stdout.write(f"{c.url}\t{c.source}\t{c.version or '-'}\t{rtt}\t{c.name or '-'}\n")
     else:
         sys.stdout.write(found[0].url + "\n")
     return EXIT_OK

@@ -1,0 +1,112 @@
+"""Discovery flow of the boot (seed M3): mDNS on the LAN first, then the DHT; probe; rank.
+
+In ``auto`` mode both sources start at once (the DHT lookup costs round trips, so it should not
+wait for the mDNS timeout), but a reachable LAN provider always wins: DHT answers are used only
+when the LAN has none (or, with ``want_all``, listed after them). Sources run in daemon threads so
+that returning early never waits for a slower source to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from ..errors import PhaseError
+from .model import Candidate, Query
+from .probe import probe_all
+from .rank import deduplicate, rank
+
+log = logging.getLogger(__name__)
+# Part of the timeout kept for probing what the sources found.
+PROBE_SHARE = 0.25
+PROBE_MAX = 2.0
+
+
+class _Background:
+    """A source lookup running in a daemon thread; ``result`` waits until a deadline."""
+
+    def __init__(self, name: str, lookup: Callable[[], list[Candidate]]) -> None:
+        self.name = name
+        self._found: list[Candidate] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(lookup,), daemon=True, name=f"discover-{name}"
+        )
+        self._thread.start()
+
+    def _run(self, lookup: Callable[[], list[Candidate]]) -> None:
+        try:
+            self._found = lookup()
+        except PhaseError as exc:
+            log.info("%s discovery: %s", self.name, exc)
+        except Exception as exc:  # a source failing must not stop the other one
+            log.warning("%s discovery failed: %s: %s", self.name, type(exc).__name__, exc)
+        finally:
+            self._done.set()
+
+    def result(self, deadline: float) -> list[Candidate]:
+        self._done.wait(max(0.0, deadline - time.monotonic()))
+        return list(self._found) if self._done.is_set() else []
+
+
+def _mdns_lookup(query: Query) -> list[Candidate]:
+    from .mdns import discover_mdns
+
+    return discover_mdns(query)
+
+
+def _dht_lookup(query: Query, bootstrap: Sequence[tuple[str, int]]) -> list[Candidate]:
+    from .dht import discover_dht
+
+    return discover_dht(query, list(bootstrap))
+
+
+def find_providers(
+    query: Query,
+    *,
+    source: str = "auto",
+    bootstrap: Sequence[tuple[str, int]] = (),
+    probe: bool = True,
+    rng: random.Random | None = None,
+    mdns_lookup: Callable[[Query], list[Candidate]] = _mdns_lookup,
+    dht_lookup: Callable[[Query, Sequence[tuple[str, int]]], list[Candidate]] = _dht_lookup,
+) -> list[Candidate]:
+    """Ranked, reachable candidates (best first); empty when none was found in time."""
+    started = time.monotonic()
+    deadline = started + query.timeout
+    probe_budget = min(PROBE_MAX, query.timeout * PROBE_SHARE) if probe else 0.0
+    search = replace(query, timeout=max(0.1, query.timeout - probe_budget))
+
+    lookups: list[_Background] = []
+    if source in ("auto", "mdns"):
+        lookups.append(_Background("mdns", lambda: mdns_lookup(search)))
+    if source == "dht" or (source == "auto" and bootstrap):
+        lookups.append(_Background("dht", lambda: dht_lookup(search, bootstrap)))
+
+    def finish(found: list[Candidate]) -> list[Candidate]:
+        found = deduplicate(found)
+        if probe and found:
+            remaining = deadline - time.monotonic()
+            found = probe_all(found, timeout=max(0.3, min(PROBE_MAX, remaining)))
+        return rank(found, rng)
+
+    search_deadline = started + search.timeout + 0.5
+    if query.want_all:
+        return finish([c for lookup in lookups for c in lookup.result(search_deadline)])
+    for lookup in lookups:  # mDNS first: a reachable LAN provider wins
+        chosen = finish(lookup.result(search_deadline))
+        if chosen:
+            log.info(
+                "found %d provider(s) of %s/%s via %s in %.0f ms",
+                len(chosen),
+                query.channel,
+                query.arch,
+                lookup.name,
+                (time.monotonic() - started) * 1000,
+            )
+            return chosen
+    return []

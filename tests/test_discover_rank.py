@@ -1,0 +1,173 @@
+"""Ranking, probing and the auto-mode flow of phase-discover."""
+
+from __future__ import annotations
+
+import http.server
+import random
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from phase_client.discovery.model import Candidate, Query
+from phase_client.discovery.orchestrate import find_providers
+from phase_client.discovery.probe import probe_all
+from phase_client.discovery.rank import deduplicate, rank, version_key
+
+
+def cand(url: str, source: str = "mdns", rtt: float | None = None, version: str = "1") -> Candidate:
+    return Candidate(
+        source=source, url=url, channel="stable", arch="x86_64", version=version, rtt_ms=rtt
+    )
+
+
+def test_version_key_is_natural() -> None:
+    assert version_key("2025.11.9") < version_key("2025.11.26")
+    assert version_key("2025.11.26") < version_key("2025.11.26.1")
+    assert version_key(None) < version_key("0")
+
+
+def test_lan_before_wan_even_when_slower() -> None:
+    ranked = rank([cand("http://wan/", "dht", rtt=1.0), cand("http://lan/", "mdns", rtt=80.0)])
+    assert [c.url for c in ranked] == ["http://lan/", "http://wan/"]
+
+
+def test_rtt_then_newest_version() -> None:
+    ranked = rank(
+        [
+            cand("http://slow/", rtt=50.0, version="2025.12.01"),
+            cand("http://old/", rtt=1.0, version="2025.11.09"),
+            cand("http://new/", rtt=2.0, version="2025.11.26"),
+            cand("http://unprobed/", rtt=None, version="2026.01.01"),
+        ]
+    )
+    assert [c.url for c in ranked] == [
+        "http://new/",
+        "http://old/",
+        "http://slow/",
+        "http://unprobed/",
+    ]
+
+
+def test_equals_are_spread_at_random() -> None:
+    equals = [cand(f"http://p{i}/", rtt=1.0) for i in range(3)]
+    firsts = Counter(rank(equals, random.Random(seed))[0].url for seed in range(300))
+    assert set(firsts) == {"http://p0/", "http://p1/", "http://p2/"}
+    assert min(firsts.values()) > 60  # roughly a third each
+
+
+def test_deduplicate_prefers_lan_report() -> None:
+    merged = deduplicate([cand("http://x/", "dht"), cand("http://x/", "mdns"), cand("http://y/")])
+    assert sorted((c.url, c.source) for c in merged) == [
+        ("http://x/", "mdns"),
+        ("http://y/", "mdns"),
+    ]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self) -> None:
+        self.send_response(200 if self.path.endswith("manifest.json") else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/stable/x86_64/manifest.json"
+
+
+def test_probe_drops_dead_and_wrong_and_measures_rtt(http_server: str) -> None:
+    alive = cand(f"{http_server}/stable/x86_64/manifest.json")
+    missing = cand(f"{http_server}/nothing-here")
+    gone = cand(dead_url())
+    result = probe_all([alive, missing, gone], timeout=2.0)
+    assert [c.url for c in result] == [alive.url]
+    assert result[0].rtt_ms is not None and result[0].rtt_ms >= 0
+
+
+def fake_source(found: list[Candidate], delay: float = 0.0):  # type: ignore[no-untyped-def]
+    calls: list[Query] = []
+
+    def lookup(query: Query, *_: Sequence[tuple[str, int]]) -> list[Candidate]:
+        calls.append(query)
+        time.sleep(delay)
+        return list(found)
+
+    lookup.calls = calls  # type: ignore[attr-defined]
+    return lookup
+
+
+def test_auto_prefers_lan_and_does_not_wait_for_dht(http_server: str) -> None:
+    lan = cand(f"{http_server}/stable/x86_64/manifest.json", "mdns")
+    wan = cand(f"{http_server}/stable/x86_64/manifest.json?wan", "dht")
+    started = time.monotonic()
+    result = find_providers(
+        Query(timeout=10),
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=fake_source([lan]),
+        dht_lookup=fake_source([wan], delay=8),
+    )
+    assert [c.source for c in result] == ["mdns"]
+    assert time.monotonic() - started < 5
+
+
+def test_auto_falls_back_to_dht_when_lan_provider_is_dead(http_server: str) -> None:
+    stale = cand(dead_url(), "mdns")  # crashed without goodbye: still in the mDNS cache
+    wan = cand(f"{http_server}/stable/x86_64/manifest.json", "dht")
+    result = find_providers(
+        Query(timeout=5),
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=fake_source([stale]),
+        dht_lookup=fake_source([wan]),
+    )
+    assert [c.url for c in result] == [wan.url]
+
+
+def test_all_lists_every_source_lan_first(http_server: str) -> None:
+    lan = cand(f"{http_server}/a/manifest.json", "mdns")
+    wan = cand(f"{http_server}/b/manifest.json", "dht")
+    result = find_providers(
+        Query(timeout=3, want_all=True),
+        bootstrap=[("h", 1)],
+        mdns_lookup=fake_source([lan]),
+        dht_lookup=fake_source([wan]),
+    )
+    assert [c.source for c in result] == ["mdns", "dht"]
+    assert all(c.rtt_ms is not None for c in result)
+
+
+def test_nothing_found_respects_timeout() -> None:
+    started = time.monotonic()
+    assert find_providers(Query(timeout=1.0), mdns_lookup=fake_source([], delay=30)) == []
+    assert time.monotonic() - started < 3
+
+
+def test_no_probe_keeps_unreachable() -> None:
+    gone = cand(dead_url())
+    assert find_providers(Query(timeout=2), probe=False, mdns_lookup=fake_source([gone])) == [gone]
+
+
+def test_dht_only_without_bootstrap_is_not_queried() -> None:
+    dht = fake_source([cand("http://x/", "dht")])
+    find_providers(Query(timeout=0.5), mdns_lookup=fake_source([]), dht_lookup=dht)
+    assert dht.calls == []  # type: ignore[attr-defined]
