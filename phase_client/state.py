@@ -55,13 +55,6 @@ class StateStore:
             for combo, e in self._read().items()
         }
 
-    def previous(self, channel: str, arch: str) -> AcceptedRecord | None:
-        return self.records().get(f"{channel}/{arch}")
-
-    def latest_created(self) -> int | None:
-        """The newest created_at ever accepted: a floor for the clock."""
-        return max((r.created_at for r in self.records().values()), default=None)
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         try:

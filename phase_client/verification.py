@@ -97,8 +97,9 @@ def verify_bytes(
 ) -> VerifiedManifest:
     """Parse and verify manifest bytes against the policy, the clock floor and the state."""
     manifest = parse_manifest(data)
-    previous = state.previous(manifest.channel, manifest.arch) if state else None
-    latest = state.latest_created() if state else None
+    records = state.records() if state else {}
+    previous = records.get(manifest.combination)
+    latest = max((r.created_at for r in records.values()), default=None)
     clock = int(time.time()) if system_now is None else system_now
     now = effective_now(clock, parse_utc(BUILD_TIME), latest)
     return verify(manifest, policy, now=now, previous=previous)
