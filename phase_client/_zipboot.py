@@ -1,0 +1,111 @@
+"""Start-up of the single-file zipapp (``build/phase.pyz``); see docs/boot.md.
+
+Pure-Python modules import straight from the zip. PyNaCl cannot: its ``nacl._sodium`` and cffi's
+``_cffi_backend`` are shared libraries, and the dynamic loader needs real files. The build stores
+them (with the rest of the ``nacl`` package, which must sit beside ``_sodium``) under ``_native/``
+in the zip; the first run extracts that part once into a private directory named after its content
+hash, and every later run only checks that the directory exists. This is what shiv does for a
+whole application, limited to the ~2 MB that needs it.
+
+Where: ``$PHASE_PYZ_ROOT``, else ``$XDG_RUNTIME_DIR/phase-pyz``, else ``/run/phase-pyz`` for root,
+else ``~/.cache/phase-pyz``. The root must belong to us and not be writable by others: anyone who
+could write there could put code into a signature checker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+NATIVE_PREFIX = "_native/"
+
+
+class ZipbootError(Exception):
+    """The native part could not be made available; the message says why."""
+
+
+def default_root() -> str:
+    explicit = os.environ.get("PHASE_PYZ_ROOT")
+    if explicit:
+        return explicit
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "phase-pyz")
+    if os.geteuid() == 0 and os.path.isdir("/run"):
+        return "/run/phase-pyz"
+    return os.path.join(os.path.expanduser("~"), ".cache", "phase-pyz")
+
+
+def private_dir(path: str) -> str:
+    """Create ``path`` (mode 0700) if needed and refuse one that others could write to."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+    except OSError as exc:
+        raise ZipbootError(f"cannot create {path}: {exc.strerror or exc}") from exc
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise ZipbootError(
+            f"{path} is not private (owner uid {st.st_uid}, mode {st.st_mode & 0o777:o}); "
+            "set PHASE_PYZ_ROOT to a directory only you can write"
+        )
+    return path
+
+
+def extract(archive: str, target: str, root: str) -> None:
+    """Unpack the ``_native/`` entries of ``archive`` into ``target``, atomically."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    staging = tempfile.mkdtemp(prefix=".extract-", dir=root)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.filename.startswith(NATIVE_PREFIX) or info.is_dir():
+                    continue
+                relative = info.filename[len(NATIVE_PREFIX) :]
+                if relative.startswith("/") or ".." in relative.split("/"):
+                    raise ZipbootError(f"bad entry {info.filename!r} in {archive}")
+                dest = os.path.join(staging, relative)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.chmod(dest, (info.external_attr >> 16) & 0o755 or 0o644)
+        os.chmod(staging, 0o700)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            # Another process finished the same extraction first: use its copy.
+            if not os.path.isdir(target):
+                raise
+    except OSError as exc:
+        raise ZipbootError(f"cannot extract the native modules into {root}: {exc}") from exc
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def native_dir(archive: str, native_id: str) -> str:
+    root = private_dir(default_root())
+    target = os.path.join(root, f"native-{native_id}")
+    if not os.path.isdir(target):
+        extract(archive, target, root)
+    return target
+
+
+def boot(native_id: str) -> None:
+    """Entry point called by the zip's ``__main__``: set up the native part, then dispatch.
+
+    ``__main__`` (shipped as source) has already checked that this Python reads our bytecode.
+    """
+    archive = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sys.path.append(native_dir(archive, native_id))
+    except ZipbootError as exc:
+        sys.stderr.write(f"phase: {exc}\n")
+        sys.exit(1)
+    from phase_client.cli import main
+
+    sys.exit(main(sys.argv))

@@ -1,0 +1,175 @@
+"""build/phase.pyz as a user runs it: stdlib-only Python, multi-call symlinks, native extraction."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phase_client.keys import SigningKey
+from phase_client.manifest import build_document, dump_document, sign_document
+
+from .conftest import REPO
+
+BUILD = REPO / "scripts" / "build-zipapp.py"
+
+
+def build(output: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(BUILD), "--output", str(output), "--python", f"{sys.executable} -IS"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("zipapp") / "phase.pyz"
+    build(output)
+    return output
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    root = tmp_path / "pyz-root"
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PHASE_PYZ_ROOT": str(root)}
+
+
+def run_pyz(pyz: Path, *argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python3 -S -I phase.pyz ARGV``: no site-packages, nothing but the standard library."""
+    return subprocess.run(
+        [sys.executable, "-S", "-I", str(pyz), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def signed_manifest(tmp_path: Path, key: SigningKey, kernel: bytes) -> Path:
+    import hashlib
+
+    now = int(time.time())
+    document = build_document(
+        version="2026.11.24",
+        sequence=7,
+        channel="stable",
+        arch="x86_64",
+        created_at=now - 60,
+        expires_at=now + 86400,
+        cmdline="console=ttyS0",
+        artifacts={
+            "kernel": {
+                "hash": "sha256:" + hashlib.sha256(kernel).hexdigest(),
+                "size": len(kernel),
+                "path": "vmlinuz",
+            }
+        },
+    )
+    path = tmp_path / "manifest.json"
+    path.write_bytes(dump_document(sign_document(document, key)))
+    return path
+
+
+def test_build_is_reproducible(pyz: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.pyz"
+    build(again)
+    assert again.read_bytes() == pyz.read_bytes()
+
+
+def test_layout_sorted_bytecode_and_native_part(pyz: Path) -> None:
+    assert pyz.read_bytes().startswith(b"#!")
+    with zipfile.ZipFile(pyz) as zf:
+        assert zf.testzip() is None
+        names = zf.namelist()
+        dates = {info.date_time for info in zf.infolist()}
+    assert names == sorted(names)
+    assert len(dates) == 1
+    assert "__main__.py" in names
+    assert "phase_client/cli/verify.pyc" in names
+    assert "zeroconf/_core.pyc" in names and "kademlia/network.pyc" in names
+    assert any(n.startswith("_native/nacl/_sodium") for n in names)
+    assert any(n.startswith("_native/_cffi_backend") for n in names)
+    # Native code only under _native/, where zipimport never looks.
+    assert not [n for n in names if n.endswith(".so") and not n.startswith("_native/")]
+
+
+def test_verify_runs_on_bare_stdlib_python(pyz: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    key = SigningKey.from_seed(b"\x05" * 32)
+    manifest = signed_manifest(tmp_path, key, b"kernel bytes")
+    result = run_pyz(pyz, "verify", str(manifest), "--key", key.public.keyid, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("VERIFIED stable/x86_64 version 2026.11.24 sequence 7")
+    native = list(Path(env["PHASE_PYZ_ROOT"]).glob("native-*"))
+    assert len(native) == 1
+    assert (native[0] / "nacl" / "signing.py").is_file()
+    # A second run reuses the extracted copy and leaves no staging directory behind.
+    again = run_pyz(pyz, "verify", str(manifest), "--key", key.public.keyid, env=env)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in Path(env["PHASE_PYZ_ROOT"]).iterdir()) == [native[0].name]
+
+
+def test_bad_signature_fails_from_zipapp(pyz: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    manifest = signed_manifest(tmp_path, SigningKey.from_seed(b"\x05" * 32), b"k")
+    other = SigningKey.from_seed(b"\x06" * 32)
+    result = run_pyz(pyz, "verify", str(manifest), "--key", other.public.keyid, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("FAILED: ")
+
+
+@pytest.mark.parametrize("tool", ["phase-verify", "phase-fetch", "phase-discover"])
+def test_multicall_symlinks(pyz: Path, tmp_path: Path, env: dict[str, str], tool: str) -> None:
+    link = tmp_path / tool
+    link.symlink_to(pyz)
+    result = subprocess.run(
+        [str(link), "--help"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {tool}")
+
+
+def test_no_tool_prints_usage(pyz: Path, env: dict[str, str]) -> None:
+    result = run_pyz(pyz, "--help", env=env)
+    assert result.returncode == 0
+    assert "tools:" in result.stdout
+    bad = run_pyz(pyz, "nonsense", env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("phase: unknown tool")
+
+
+def test_refuses_a_native_root_others_can_write(
+    pyz: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    root = Path(env["PHASE_PYZ_ROOT"])
+    root.mkdir()
+    root.chmod(0o777)
+    result = run_pyz(pyz, "verify", "--help", env=env)
+    assert result.returncode == 1
+    assert "not private" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(root.iterdir()) == []
+
+
+def test_concurrent_first_runs_agree(pyz: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    key = SigningKey.from_seed(b"\x07" * 32)
+    manifest = signed_manifest(tmp_path, key, b"x")
+    argv = [sys.executable, "-S", "-I", str(pyz), "verify", str(manifest), "--key"]
+    procs: list[Any] = [
+        subprocess.Popen(
+            [*argv, key.public.keyid], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    entries = sorted(p.name for p in Path(env["PHASE_PYZ_ROOT"]).iterdir())
+    assert len(entries) == 1 and entries[0].startswith("native-")
