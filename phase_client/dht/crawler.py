@@ -1,0 +1,74 @@
+"""Record lookup: the union of verified provider records held by the k nodes closest to a key.
+
+The stock ``ValueSpiderCrawl`` stops at the first round that returns any value and keeps the most
+common answer of at most alpha nodes: with several providers per key that loses all but one, and
+with replicas that disagree it answers differently run to run. Here the lookup first finds the k
+closest live nodes (the stock node crawl), then asks each of them for every page of records it
+holds, verifies each record and keeps the newest per provider. Results gathered so far survive a
+timeout of the caller (``found`` is filled as replies arrive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from kademlia.crawling import NodeSpiderCrawl
+from kademlia.node import Node
+
+from . import records
+from .protocol import RecordProtocol
+from .records import ProviderRecord
+
+
+class RecordCrawl(NodeSpiderCrawl):
+    protocol: RecordProtocol
+
+    def __init__(
+        self,
+        protocol: RecordProtocol,
+        digest: bytes,
+        peers: list[Node],
+        ksize: int,
+        alpha: int,
+        clock: Callable[[], int],
+    ) -> None:
+        super().__init__(protocol, Node(digest), peers, ksize, alpha)
+        self.digest = digest
+        self.clock = clock
+        self.found: dict[str, ProviderRecord] = {}
+        self.answered = 0  # nodes that answered a find_records
+        self.invalid = 0  # records that failed verification
+
+    def offer(self, raws: list[object]) -> None:
+        now = self.clock()
+        for raw in raws:
+            record = records.try_parse(raw, now, expected_digest=self.digest)
+            if record is None:
+                self.invalid += 1
+                continue
+            current = self.found.get(record.peer_id)
+            if current is None or record.newer_than(current):
+                self.found[record.peer_id] = record
+
+    async def _fetch(self, node: Node) -> None:
+        ok, reply = await self.protocol.call_find_records(node, self.digest, 0)
+        if not ok:
+            return
+        self.answered += 1
+        self.offer(reply["records"])
+        more = range(1, self.protocol.page_limit(reply["pages"]))
+        replies = await asyncio.gather(
+            *(self.protocol.call_find_records(node, self.digest, page) for page in more)
+        )
+        for ok, reply in replies:
+            if ok:
+                self.offer(reply["records"])
+
+    async def find_records(self) -> list[ProviderRecord]:
+        closest = await self.find()
+        await asyncio.gather(*(self._fetch(node) for node in closest))
+        return self.result()
+
+    def result(self) -> list[ProviderRecord]:
+        return records.union(self.found.values(), self.clock())

@@ -1,0 +1,225 @@
+"""Kademlia protocol for provider records: validated STOREs, paged record replies, hardening.
+
+Changes from ``kademlia.protocol.KademliaProtocol``:
+- ``rpc_store`` hands the value to ``RecordStorage.put``, which keeps it only if it is a valid,
+  signed provider record for that key; the answer says whether it was kept.
+- ``rpc_find_records`` (new) answers with one page of records that fits a single unfragmented UDP
+  reply, plus the page count; ``rpc_find_value`` never returns values (a stock crawler would
+  crash on a list), only closer nodes.
+- ``welcome_if_new`` computes the distance to the stored key itself (the stock code hashes the
+  already-hashed key, so records rarely reached new nodes near them).
+- The RPC timeout is configurable (stock: 5 s), because a boot client cannot wait 5 s per dead
+  peer.
+- Junk datagrams, malformed requests and malformed replies are dropped and counted, never raised
+  into the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+import umsgpack
+from kademlia.node import Node
+from kademlia.protocol import KademliaProtocol
+
+from .records import REPLY_BUDGET, MergeOutcome
+from .records import paginate as paginate_records
+from .storage import RecordStorage
+
+log = logging.getLogger(__name__)
+
+ID_BYTES = 20
+MAX_DATAGRAM = 8192 + 21  # rpcudp's own request limit plus its header
+MAX_PAGES = 64  # a reply claiming more pages than this is cut (64 records of <= 1 KiB at worst)
+MAX_IP = 45  # longest textual IPv6 address
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, bytes) and len(value) == ID_BYTES
+
+
+def _is_contact(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and _is_id(value[0])
+        and isinstance(value[1], str)
+        and 0 < len(value[1]) <= MAX_IP
+        and isinstance(value[2], int)
+        and 0 < value[2] < 65536
+    )
+
+
+class RecordProtocol(KademliaProtocol):
+    storage: RecordStorage
+
+    def __init__(
+        self, source_node: Node, storage: RecordStorage, ksize: int, wait_timeout: float = 5.0
+    ) -> None:
+        super().__init__(source_node, storage, ksize)
+        self._wait_timeout = wait_timeout
+        self.sent: Counter[str] = Counter()  # RPCs sent, by name (benchmarks count messages)
+        self.dropped = 0  # junk datagrams, malformed requests and replies
+        self._tasks: set[asyncio.Future[Any]] = set()  # strong references until they finish
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- incoming datagrams -----------------------------------------------------------------
+    async def _solve_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
+        if len(datagram) > MAX_DATAGRAM or len(datagram) < 22 or datagram[:1] not in b"\x00\x01":
+            self.dropped += 1
+            return
+        try:
+            data = umsgpack.unpackb(datagram[21:])
+        except Exception:  # umsgpack raises many types on junk; all mean "drop"
+            self.dropped += 1
+            return
+        msg_id = datagram[1:21]
+        if datagram[:1] == b"\x00":
+            self.spawn(self._accept_request(msg_id, data, address))
+        else:
+            self._accept_response(msg_id, data, address)
+
+    async def _accept_request(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
+        if (
+            not isinstance(data, list)
+            or len(data) != 2
+            or not isinstance(data[0], str)
+            or not isinstance(data[1], list | tuple)
+        ):
+            self.dropped += 1
+            return
+        try:
+            await super()._accept_request(msg_id, data, address)
+        except Exception as exc:  # wrong argument count or types from a hostile peer
+            self.dropped += 1
+            log.debug("dropped malformed %s request from %s: %s", data[0], address, exc)
+
+    # --- RPC handlers -----------------------------------------------------------------------
+    def rpc_ping(self, sender: tuple[str, int], nodeid: Any) -> bytes | None:
+        if not _is_id(nodeid):
+            self.dropped += 1
+            return None
+        return super().rpc_ping(sender, nodeid)
+
+    def rpc_store(self, sender: tuple[str, int], nodeid: Any, key: Any, value: Any) -> bool:
+        if not _is_id(nodeid) or not _is_id(key):
+            self.dropped += 1
+            return False
+        outcome = self.storage.put(key, value)
+        if outcome is None:
+            log.debug("refused an invalid record from %s", sender)
+            return False
+        if outcome is MergeOutcome.FULL:
+            return False
+        # Only a peer that sent something valid earns a place in the routing table.
+        self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
+        return True
+
+    def rpc_find_node(self, sender: tuple[str, int], nodeid: Any, key: Any) -> list[Any]:
+        if not _is_id(nodeid) or not _is_id(key):
+            self.dropped += 1
+            return []
+        source = Node(nodeid, sender[0], sender[1])
+        self.welcome_if_new(source)
+        neighbors = [tuple(n) for n in self.router.find_neighbors(Node(key), exclude=source)]
+        # Keep the reply within one unfragmented datagram (long IPv6 addresses could exceed it).
+        while neighbors and len(umsgpack.packb(neighbors)) > REPLY_BUDGET:
+            neighbors.pop()
+        return neighbors
+
+    def rpc_find_value(self, sender: tuple[str, int], nodeid: Any, key: Any) -> list[Any]:
+        # Values are sets of records, fetched page by page with find_records; answering a stock
+        # client's find_value with a list would crash its crawler, so give it nodes only.
+        return self.rpc_find_node(sender, nodeid, key)
+
+    def rpc_find_records(
+        self, sender: tuple[str, int], nodeid: Any, key: Any, page: Any
+    ) -> dict[str, Any]:
+        if not _is_id(nodeid) or not _is_id(key) or not isinstance(page, int) or page < 0:
+            self.dropped += 1
+            return {"records": [], "pages": 0}
+        self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
+        pages = paginate_records([r.raw for r in self.storage.records(key)])
+        return {"records": pages[page] if page < len(pages) else [], "pages": len(pages)}
+
+    # --- outgoing calls (counted, replies checked) ------------------------------------------
+    async def call_ping(self, node_to_ask: Node) -> Any:
+        self.sent["ping"] += 1
+        return await super().call_ping(node_to_ask)
+
+    async def call_ping_address(self, address: tuple[str, int]) -> tuple[bool, bytes | None]:
+        """Ping a bootstrap contact known only by address: (True, its node id) or (False, None)."""
+        self.sent["ping"] += 1
+        ok, node_id = await self.ping(address, self.source_node.id)
+        if ok and not _is_id(node_id):
+            self.dropped += 1
+            return False, None
+        return bool(ok), node_id
+
+    async def call_store(self, node_to_ask: Node, key: bytes, value: Any) -> Any:
+        self.sent["store"] += 1
+        return await super().call_store(node_to_ask, key, value)
+
+    async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> Any:
+        self.sent["find_node"] += 1
+        address = (node_to_ask.ip, node_to_ask.port)
+        result = await self.find_node(address, self.source_node.id, node_to_find.id)
+        return self._checked_nodes(result, node_to_ask)
+
+    async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> Any:
+        return await self.call_find_node(node_to_ask, node_to_find)
+
+    async def call_find_records(self, node_to_ask: Node, digest: bytes, page: int) -> Any:
+        """(True, {"records": [bytes...], "pages": n}) or (False, None)."""
+        self.sent["find_records"] += 1
+        address = (node_to_ask.ip, node_to_ask.port)
+        result = await self.find_records(address, self.source_node.id, digest, page)
+        ok, data = result
+        if ok and not (
+            isinstance(data, dict)
+            and isinstance(data.get("records"), list)
+            and isinstance(data.get("pages"), int)
+        ):
+            self.dropped += 1
+            result = (False, None)
+        return self.handle_call_response(result, node_to_ask)
+
+    def _checked_nodes(self, result: Any, node_to_ask: Node) -> Any:
+        """Drop malformed contacts from a node-list reply (the stock crawler would raise)."""
+        ok, data = result
+        if ok:
+            if not isinstance(data, list):
+                self.dropped += 1
+                result = (False, None)
+            else:
+                contacts = [c for c in data if _is_contact(c)]
+                self.dropped += len(data) - len(contacts)
+                result = (True, contacts)
+        return self.handle_call_response(result, node_to_ask)
+
+    # --- replication hand-off ---------------------------------------------------------------
+    def welcome_if_new(self, node: Node) -> None:
+        """Stock logic with the fix: storage keys are already digests, so use ``Node(key)``."""
+        if not self.router.is_new_node(node):
+            return
+        for key, value in self.storage:
+            keynode = Node(key)
+            neighbors = self.router.find_neighbors(keynode)
+            if neighbors:
+                last = neighbors[-1].distance_to(keynode)
+                new_node_close = node.distance_to(keynode) < last
+                first = neighbors[0].distance_to(keynode)
+                this_closest = self.source_node.distance_to(keynode) < first
+            if not neighbors or (new_node_close and this_closest):
+                self.spawn(self.call_store(node, key, value))
+        self.router.add_contact(node)
+
+    def page_limit(self, claimed: int) -> int:
+        return max(0, min(claimed, MAX_PAGES))
