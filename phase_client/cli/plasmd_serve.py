@@ -1,0 +1,109 @@
+"""``plasmd serve``: serve signed boot images over HTTP and advertise them (mDNS, DHT).
+
+Top-level imports stay light: ``plasmd --help`` imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """layout:
+  DIR/<channel>/<arch>/vmlinuz        required (the kernel)
+  DIR/<channel>/<arch>/initramfs.img  optional; also rootfs.sqfs, dtb
+  DIR/<channel>/<arch>/cmdline        optional kernel command line (text)
+  DIR/<channel>/<arch>/version        optional version string (default: today's date)
+  DIR/<channel>/<arch>/manifest.json  optional: a manifest signed elsewhere (mirror mode),
+                                      served as is once the files match its hashes
+
+config file (TOML; command-line flags win):
+  [provider]
+  channels = ["stable", "testing"]      # expected set: missing ones are logged
+  architectures = ["arm64", "x86_64"]
+  [provider.channels.stable]
+  artifacts_dir = "/var/lib/plasm/stable"
+  [dht]
+  port = 4001
+  bootstrap = ["HOST:PORT"]
+  (all keys: docs/provider.md)
+
+HTTP: GET|HEAD /<channel>/<arch>/manifest.json and the files it names, /manifest.json (the
+default combination), /health (200 or 503), /status (JSON: keys, offers, counters).
+The state dir holds the identity key (its peer id names this provider), the hash cache and
+the sequence counters. SIGTERM/SIGINT: stop advertising, finish transfers, exit 0.
+
+exit codes:
+  0  stopped by SIGTERM/SIGINT
+  2  bad config, missing directory, unreadable key, busy port
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..provider.config import DEFAULT_BIND, DEFAULT_PORT
+
+    add = parser.add_argument
+    add("--artifacts", metavar="DIR", help="directory holding <channel>/<arch>/ (or in --config)")
+    add("--port", type=int, help=f"HTTP port, 0 picks a free one (default {DEFAULT_PORT})")
+    add("--bind", metavar="ADDR", help=f"listen address (default {DEFAULT_BIND})")
+    add("--config", metavar="FILE", help="TOML configuration (the seed's [provider] format)")
+    add(
+        "--state-dir",
+        metavar="DIR",
+        help="identity key, hash cache, sequences "
+        "(default /var/lib/plasmd for root, else $XDG_STATE_HOME/plasmd)",
+    )
+    add("--key", metavar="FILE", help="manifest signing key (default: the identity key)")
+    add("--name", help="provider name in /status and adverts (default: host name)")
+    add(
+        "--advertise-host",
+        metavar="HOST",
+        help="host put in advertised URLs (default: the primary IPv4 address)",
+    )
+    add("--default-channel", metavar="CHANNEL", help="channel of /manifest.json (default stable)")
+    add("--default-arch", metavar="ARCH", help="arch of /manifest.json (default: this host's)")
+    add("--no-mdns", action="store_true", default=None, help="do not advertise on mDNS")
+    add("--no-dht", action="store_true", default=None, help="do not advertise on the DHT")
+    add("--dht-port", type=int, metavar="N", help="UDP port of the DHT node")
+    add(
+        "--bootstrap",
+        action="append",
+        metavar="HOST:PORT",
+        help="DHT bootstrap node (repeatable)",
+    )
+    add("--scan-interval", type=float, metavar="SECONDS", help="re-scan period (default 3)")
+    add(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="cut connections silent this long (default 30)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from ..errors import KeyFormatError, UsageError
+    from ..keys import load_signing_key
+    from ..provider.config import load_config_file, resolve
+    from ..provider.server import Provider, build_advertisers
+    from ..provider.statedir import StateDir
+
+    file_settings = load_config_file(args.config) if args.config else None
+    config = resolve(vars(args), file_settings)
+    state = StateDir(config.state_dir)
+    identity = state.identity()
+    try:
+        signing_key = load_signing_key(config.key) if config.key else identity
+    except KeyFormatError as exc:
+        raise UsageError(str(exc)) from exc
+    provider = Provider(config, state=state, identity=identity, signing_key=signing_key)
+    provider.bind()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    provider.advertisers = build_advertisers(config, identity)
+    return provider.run(stop)

@@ -1,0 +1,371 @@
+"""What the provider offers: DIR/<channel>/<arch>/ combinations, their signed manifests, files.
+
+A scan walks the artifacts directories, hashes (through the cache) and signs what changed, and
+returns an immutable ``Snapshot``: the HTTP server looks URL paths up in ``Snapshot.routes`` and
+serves nothing else, so a URL never becomes a filesystem path.
+
+Self-signed combinations get a manifest generated here, re-signed only when their files change
+or half of the validity has passed. A combination with its own ``manifest.json`` (signed
+elsewhere: mirror mode) is served as is once its files match the hashes it names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ManifestError
+from ..keys import SigningKey
+from ..manifest import (
+    ARCH_RE,
+    ARTIFACT_FILES,
+    CHANNEL_RE,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    build_document,
+    dump_document,
+    normalize_arch,
+    parse_manifest,
+    sign_document,
+)
+from .signer import DAY, default_version, next_sequence
+
+log = logging.getLogger("plasmd")
+
+MANIFEST_NAME = "manifest.json"
+VERSION_FILE = "version"
+CMDLINE_FILE = "cmdline"
+
+Hasher = Callable[[str], tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    """One artifact as the server sends it; ``identity`` detects a file replaced since."""
+
+    path: str
+    size: int
+    mtime: float
+    identity: tuple[int, int, int, int]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    channel: str
+    arch: str
+    directory: str
+    manifest: Manifest
+    manifest_bytes: bytes
+    mirror: bool
+    files: Mapping[str, ServedFile]  # manifest path ("vmlinuz") -> file
+    fingerprint: Any = None  # what the manifest was made from (self-signed only)
+
+    @property
+    def combination(self) -> str:
+        return f"{self.channel}/{self.arch}"
+
+    @property
+    def manifest_path(self) -> str:
+        return f"/{self.channel}/{self.arch}/{MANIFEST_NAME}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    entries: Mapping[str, Entry] = field(default_factory=dict)  # "stable/arm64" -> Entry
+    routes: Mapping[str, tuple[Entry, ServedFile | None]] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    rejected: Mapping[str, str] = field(default_factory=dict)  # combination -> reason
+    default: str | None = None  # combination served at /manifest.json
+
+
+@dataclass(frozen=True)
+class Found:
+    """A DIR/<channel>/<arch>/ directory; ``root`` is what its files must stay inside."""
+
+    channel: str
+    arch: str
+    directory: Path
+    root: Path
+
+
+def file_identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+
+
+def host_arch() -> str:
+    return normalize_arch(platform.machine() or "x86_64")
+
+
+def _subdirs(path: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(path) if e.is_dir())
+    except OSError:
+        return []
+
+
+def find_directories(
+    root: Path | None, channel_dirs: Mapping[str, Path]
+) -> tuple[list[Found], set[str], set[str]]:
+    """Every channel/arch directory (with or without a kernel), and the names seen."""
+    channel_paths: dict[str, tuple[Path, Path]] = {}
+    if root is not None:
+        for name in _subdirs(root):
+            if CHANNEL_RE.match(name):
+                channel_paths[name] = (root / name, root)
+    for channel, path in channel_dirs.items():
+        channel_paths[channel] = (path, path)  # the file's channel table wins
+    found: dict[tuple[str, str], Found] = {}
+    for channel, (path, base) in sorted(channel_paths.items()):
+        for name in _subdirs(path):
+            arch = normalize_arch(name)
+            if not ARCH_RE.match(arch):
+                continue
+            # "amd64/" and "x86_64/" name one arch; the canonical spelling wins.
+            if (channel, arch) in found and name != arch:
+                continue
+            found[(channel, arch)] = Found(channel, arch, path / name, base)
+    seen_channels = set(channel_paths)
+    seen_arches = {f.arch for f in found.values()}
+    return sorted(found.values(), key=lambda f: (f.channel, f.arch)), seen_channels, seen_arches
+
+
+def missing_combinations(
+    expected_channels: Iterable[str],
+    expected_arches: Iterable[str],
+    seen_channels: Iterable[str],
+    seen_arches: Iterable[str],
+    offered: Iterable[str],
+) -> list[str]:
+    """Expected = (configured or seen channels) x (configured or seen arches), minus offered."""
+    channels = sorted(set(expected_channels) | set(seen_channels))
+    arches = sorted(set(expected_arches) | set(seen_arches))
+    have = set(offered)
+    return [f"{c}/{a}" for c in channels for a in arches if f"{c}/{a}" not in have]
+
+
+def choose_default(
+    offered: Sequence[str], channel: str | None, arch: str | None, host: str
+) -> str | None:
+    """Configured, else stable/<host arch>, else stable/<any arch>, else the first offered."""
+    if not offered:
+        return None
+    ordered = sorted(offered)
+    preferred_channel = channel or "stable"
+    wanted = [f"{preferred_channel}/{arch or host}"]
+    if channel is None and arch is not None:
+        wanted.append(f"stable/{host}")
+    for combination in wanted:
+        if combination in offered:
+            return combination
+    for prefix in dict.fromkeys([preferred_channel, "stable"]):
+        for combination in ordered:
+            if combination.startswith(f"{prefix}/"):
+                return combination
+    return ordered[0]
+
+
+def inside(path: Path, root: Path) -> str | None:
+    """The real path of ``path`` if it is a regular file inside ``root`` (symlinks resolved)."""
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError:
+        return None
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root or not os.path.isfile(real):
+        return None
+    return real
+
+
+class Catalog:
+    """Scans the artifacts and keeps the signed manifests between scans."""
+
+    def __init__(
+        self,
+        *,
+        root: Path | None,
+        channel_dirs: Mapping[str, Path],
+        expected_channels: Sequence[str],
+        expected_arches: Sequence[str],
+        key: SigningKey,
+        hasher: Hasher,
+        last_sequence: Callable[[str], int | None],
+        record_sequence: Callable[[str, int], None],
+        validity_days: float,
+        default_channel: str | None = None,
+        default_arch: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self.channel_dirs = dict(channel_dirs)
+        self.expected_channels = tuple(expected_channels)
+        self.expected_arches = tuple(expected_arches)
+        self.key = key
+        self.hasher = hasher
+        self.last_sequence = last_sequence
+        self.record_sequence = record_sequence
+        self.validity = max(1, int(validity_days * DAY))
+        self.default_channel = default_channel
+        self.default_arch = default_arch
+        self.clock = clock
+        self.snapshot = Snapshot()
+
+    def scan(self) -> Snapshot:
+        found, seen_channels, seen_arches = find_directories(self.root, self.channel_dirs)
+        entries: dict[str, Entry] = {}
+        rejected: dict[str, str] = {}
+        for item in found:
+            combination = f"{item.channel}/{item.arch}"
+            previous = self.snapshot.entries.get(combination)
+            try:
+                if (item.directory / MANIFEST_NAME).exists():
+                    entry = self._mirror_entry(item, previous)
+                elif (item.directory / "vmlinuz").exists():
+                    entry = self._signed_entry(item, previous)
+                else:
+                    continue
+            except (OSError, ManifestError, ValueError) as exc:
+                rejected[combination] = str(exc)
+                continue
+            entries[combination] = entry
+        routes: dict[str, tuple[Entry, ServedFile | None]] = {}
+        for entry in entries.values():
+            base = f"/{entry.channel}/{entry.arch}/"
+            routes[entry.manifest_path] = (entry, None)
+            for name, served in entry.files.items():
+                routes.setdefault(base + name, (entry, served))
+        default = choose_default(
+            list(entries), self.default_channel, self.default_arch, host_arch()
+        )
+        if default is not None:
+            routes["/" + MANIFEST_NAME] = (entries[default], None)
+        missing = missing_combinations(
+            self.expected_channels, self.expected_arches, seen_channels, seen_arches, entries
+        )
+        self.snapshot = Snapshot(
+            entries=entries,
+            routes=routes,
+            missing=tuple(m for m in missing if m not in rejected),
+            rejected=rejected,
+            default=default,
+        )
+        return self.snapshot
+
+    def _served(self, item: Found, relative: str) -> ServedFile:
+        real = inside(item.directory / relative, item.root)
+        if real is None:
+            raise ValueError(f"{relative} is missing, not a file, or outside {item.root}")
+        stat = os.stat(real)
+        digest, size = self.hasher(real)
+        return ServedFile(real, size, stat.st_mtime, file_identity(stat), digest)
+
+    def _mirror_entry(self, item: Found, previous: Entry | None) -> Entry:
+        path = item.directory / MANIFEST_NAME
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
+        manifest = parse_manifest(data)
+        if (manifest.channel, manifest.arch) != (item.channel, item.arch):
+            raise ValueError(
+                f"{path} is for {manifest.combination}, not {item.channel}/{item.arch}"
+            )
+        if manifest.expires_at <= self.clock():
+            raise ValueError(f"{path} expired at {manifest.document['expires_at']}")
+        files = {}
+        for name, artifact in manifest.artifacts.items():
+            served = self._served(item, artifact.path)
+            if served.size != artifact.size or served.sha256 != artifact.sha256:
+                raise ValueError(f"{artifact.path} does not match the {name} hash in {path}")
+            files[artifact.path] = served
+        if (
+            previous is not None
+            and previous.mirror
+            and previous.manifest_bytes == data
+            and previous.files == files
+        ):
+            return previous
+        return Entry(item.channel, item.arch, str(item.directory), manifest, data, True, files)
+
+    def _signed_entry(self, item: Found, previous: Entry | None) -> Entry:
+        files: dict[str, ServedFile] = {}
+        artifacts: dict[str, dict[str, Any]] = {}
+        for filename, name in ARTIFACT_FILES.items():
+            if not os.path.lexists(item.directory / filename):
+                continue
+            served = self._served(item, filename)
+            files[filename] = served
+            artifacts[name] = {"hash": f"sha256:{served.sha256}", "size": served.size}
+            artifacts[name]["path"] = filename
+        cmdline = self._read_text(item, CMDLINE_FILE)
+        version = self._read_text(item, VERSION_FILE)
+        fingerprint = (sorted((k, tuple(sorted(v.items()))) for k, v in artifacts.items()),)
+        fingerprint += (cmdline, version)
+        now = int(self.clock())
+        if (
+            previous is not None
+            and not previous.mirror
+            and previous.fingerprint == fingerprint
+            and now < previous.manifest.created_at + self.validity // 2
+        ):
+            return previous
+        combination = f"{item.channel}/{item.arch}"
+        document = build_document(
+            version=version or default_version(now),
+            sequence=next_sequence(self.last_sequence(combination), now),
+            channel=item.channel,
+            arch=item.arch,
+            created_at=now,
+            expires_at=now + self.validity,
+            artifacts=artifacts,
+            cmdline=cmdline,
+        )
+        data = dump_document(sign_document(document, self.key))
+        manifest = parse_manifest(data)
+        self.record_sequence(combination, manifest.sequence)
+        return Entry(
+            item.channel, item.arch, str(item.directory), manifest, data, False, files, fingerprint
+        )
+
+    def _read_text(self, item: Found, filename: str) -> str | None:
+        if not os.path.lexists(item.directory / filename):
+            return None
+        real = inside(item.directory / filename, item.root)
+        if real is None:
+            raise ValueError(f"{filename} is not a file inside {item.root}")
+        with open(real, encoding="utf-8") as handle:
+            text = " ".join(handle.read(8192).split())
+        return text or None
+
+
+def describe_changes(before: Snapshot, after: Snapshot, first: bool) -> list[tuple[int, str]]:
+    """(log level, message) lines for what a scan changed; the seed's phrasing on the first."""
+    lines: list[tuple[int, str]] = []
+    if first:
+        lines.append((logging.INFO, f"Found {len(after.entries)} channel/arch combinations"))
+    for combination, entry in after.entries.items():
+        old = before.entries.get(combination)
+        if old is None:
+            lines.append((logging.INFO, f"Advertising {combination}"))
+        elif old is not entry:
+            lines.append(
+                (
+                    logging.INFO,
+                    f"Updated {combination}: version {entry.manifest.version} "
+                    f"sequence {entry.manifest.sequence}",
+                )
+            )
+    for combination in before.entries:
+        if combination not in after.entries:
+            lines.append((logging.INFO, f"Withdrawing {combination}"))
+    for combination in after.missing:
+        if combination not in before.missing:
+            lines.append((logging.WARNING, f"Missing artifacts for {combination}"))
+    for combination, reason in after.rejected.items():
+        if before.rejected.get(combination) != reason:
+            lines.append((logging.WARNING, f"Not offering {combination}: {reason}"))
+    return lines

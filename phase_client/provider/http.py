@@ -1,0 +1,307 @@
+"""The provider's HTTP server: catalog files with ranges, validators and zero-copy bodies.
+
+One thread per connection (``ThreadingHTTPServer``), so a slow or stalled client only holds
+its own thread; the socket timeout cuts connections that stay silent (idle keep-alive, stalled
+downloads) after ``idle_timeout`` seconds. File bodies go out with ``socket.sendfile``. Only
+paths present in the current catalog snapshot are served: a URL is looked up, never joined
+to a directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import socketserver
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, BinaryIO, Protocol
+
+from .catalog import ServedFile, Snapshot, file_identity
+from .httprange import (
+    Unsatisfiable,
+    etag_for,
+    format_http_date,
+    if_range_allows,
+    none_match,
+    not_modified_since,
+    parse_range,
+)
+
+log = logging.getLogger("plasmd.http")
+
+ALLOWED = "GET, HEAD"
+JSON_TYPE = "application/json"
+
+
+class Source(Protocol):
+    """What the server asks the provider: the current catalog and the status document."""
+
+    snapshot: Snapshot
+
+    def status(self) -> dict[str, Any]: ...
+
+    def healthy(self) -> bool: ...
+
+
+class Stats:
+    """Counters for /status; a lock because every connection thread updates them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes_sent = 0
+        self.active_transfers = 0
+
+    def add_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def transfer(self, delta: int) -> None:
+        with self._lock:
+            self.active_transfers += delta
+
+    def add_bytes(self, count: int) -> None:
+        with self._lock:
+            self.bytes_sent += count
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "bytes_served": self.bytes_sent,
+                "active_transfers": self.active_transfers,
+            }
+
+
+@dataclass(frozen=True)
+class Body:
+    """What a response carries: in-memory bytes (manifests, JSON) or a catalog file."""
+
+    size: int
+    etag: str
+    mtime: float
+    content_type: str
+    data: bytes | None = None
+    handle: BinaryIO | None = None
+
+
+class ProviderServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 512  # bursts of many clients connecting at once
+
+    def __init__(self, address: tuple[str, int], source: Source, idle_timeout: float) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.source = source
+        self.idle_timeout = idle_timeout
+        self.stats = Stats()
+        super().__init__(address, Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name (getfqdn): slow without DNS, and unused.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s failed", client_address, exc_info=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "plasmd"
+    sys_version = ""
+    server: ProviderServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def parse_request(self) -> bool:
+        self.server.stats.add_request()
+        return super().parse_request()
+
+    def do_GET(self) -> None:
+        self.serve(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self.serve(send_body=False)
+
+    def refuse_method(self) -> None:
+        self.simple(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed"}, close=True)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse_method
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def url_path(self) -> str | None:
+        target = self.path
+        if target.startswith(("http://", "https://")):
+            target = urllib.parse.urlsplit(target).path or "/"
+        if not target.startswith("/"):
+            return None
+        return urllib.parse.unquote(target.split("?", 1)[0].split("#", 1)[0], errors="strict")
+
+    def serve(self, send_body: bool) -> None:
+        try:
+            path = self.url_path()
+        except UnicodeDecodeError:
+            path = None
+        if path is None:
+            self.simple(HTTPStatus.BAD_REQUEST, {"error": "bad request target"}, close=True)
+            return
+        if path == "/health":
+            healthy = self.server.source.healthy()
+            document = {"status": "ok" if healthy else "unavailable"}
+            code = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
+            self.simple(code, document, send_body=send_body)
+            return
+        if path == "/status":
+            status = self.server.source.status() | self.server.stats.as_dict()
+            self.simple(HTTPStatus.OK, status, send_body=send_body)
+            return
+        route = self.server.source.snapshot.routes.get(path)
+        if route is None:
+            self.simple(HTTPStatus.NOT_FOUND, {"error": "not found"}, send_body=send_body)
+            return
+        entry, served = route
+        if served is None:
+            data = entry.manifest_bytes
+            body = Body(
+                size=len(data),
+                etag=etag_for(hashlib.sha256(data).hexdigest()),
+                mtime=entry.manifest.created_at,
+                content_type=JSON_TYPE,
+                data=data,
+            )
+            self.respond(body, send_body, cache="no-cache")
+            return
+        self.serve_file(served, send_body)
+
+    def serve_file(self, served: ServedFile, send_body: bool) -> None:
+        try:
+            handle = open(served.path, "rb")  # noqa: SIM115 - closed below, after sendfile
+        except OSError:
+            self.simple(HTTPStatus.NOT_FOUND, {"error": "not found"}, send_body=send_body)
+            return
+        with handle:
+            if file_identity(os.fstat(handle.fileno())) != served.identity:
+                # Replaced since the last scan: its hash is unknown until the next one.
+                self.simple(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    {"error": "artifact is changing; retry shortly"},
+                    send_body=send_body,
+                    extra={"Retry-After": "3"},
+                )
+                return
+            body = Body(
+                size=served.size,
+                etag=etag_for(served.sha256),
+                mtime=served.mtime,
+                content_type="application/octet-stream",
+                handle=handle,
+            )
+            self.respond(body, send_body, cache="max-age=60")
+
+    # -- responses ----------------------------------------------------------------------------
+
+    def respond(self, body: Body, send_body: bool, cache: str) -> None:
+        validators = {
+            "ETag": body.etag,
+            "Last-Modified": format_http_date(body.mtime),
+            "Cache-Control": cache,
+            "Accept-Ranges": "bytes",
+        }
+        inm = self.headers.get("If-None-Match")
+        if none_match(inm, body.etag) or (
+            inm is None and not_modified_since(self.headers.get("If-Modified-Since"), body.mtime)
+        ):
+            self.send_response(HTTPStatus.NOT_MODIFIED)
+            self.send_headers(validators)
+            self.end_headers()
+            return
+        byte_range = None
+        if if_range_allows(self.headers.get("If-Range"), body.etag, body.mtime):
+            try:
+                byte_range = parse_range(self.headers.get("Range"), body.size)
+            except Unsatisfiable:
+                self.simple(
+                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                    {"error": "range not satisfiable"},
+                    send_body=send_body,
+                    extra={"Content-Range": f"bytes */{body.size}", "Accept-Ranges": "bytes"},
+                )
+                return
+        if byte_range is None:
+            offset, count = 0, body.size
+            self.send_response(HTTPStatus.OK)
+        else:
+            offset, count = byte_range.first, byte_range.length
+            self.send_response(HTTPStatus.PARTIAL_CONTENT)
+            self.send_header("Content-Range", byte_range.content_range(body.size))
+        self.send_headers(validators)
+        self.send_header("Content-Type", body.content_type)
+        self.send_header("Content-Length", str(count))
+        self.end_headers()
+        if not send_body or count == 0:
+            return
+        if body.data is not None:
+            self.wfile.write(body.data[offset : offset + count])
+            self.server.stats.add_bytes(count)
+        elif body.handle is not None:
+            self.send_file(body.handle, offset, count)
+
+    def send_file(self, handle: BinaryIO, offset: int, count: int) -> None:
+        stats = self.server.stats
+        stats.transfer(+1)
+        sent = 0
+        try:
+            sent = self.connection.sendfile(handle, offset, count)
+        except OSError as exc:  # the client went away or stalled past the timeout
+            log.debug("transfer to %s cut: %s", self.client_address[0], exc)
+            self.close_connection = True
+        finally:
+            stats.transfer(-1)
+            stats.add_bytes(sent)
+        if sent != count:  # truncated underneath us: the length we promised is wrong
+            self.close_connection = True
+
+    def send_headers(self, headers: dict[str, str]) -> None:
+        for name, value in headers.items():
+            self.send_header(name, value)
+
+    def simple(
+        self,
+        code: HTTPStatus,
+        document: dict[str, Any],
+        *,
+        send_body: bool = True,
+        close: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        """A small JSON response; ``close`` for errors after which the stream is unreliable."""
+        data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+        self.send_response(code)
+        if code == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", ALLOWED)
+        self.send_headers(extra or {})
+        self.send_header("Content-Type", JSON_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if send_body:
+            self.wfile.write(data)

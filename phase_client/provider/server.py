@@ -1,0 +1,291 @@
+"""``plasmd serve`` orchestration: bind, scan, serve, watch, advertise, shut down cleanly.
+
+The HTTP server runs in its own thread; the calling thread re-scans the artifacts every
+``scan_interval`` seconds (which also re-signs manifests before they expire) until ``stop`` is
+set, e.g. by a SIGTERM/SIGINT handler. Advertisers hear ``start`` once, ``update`` whenever the
+offers change and ``stop`` at shutdown; a failing advertiser is logged and never stops serving.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import UsageError
+from ..keys import SigningKey
+from .advertise import Advertiser, Offer
+from .catalog import Catalog, Snapshot, describe_changes
+from .config import ServeConfig
+from .hashcache import HashCache
+from .http import ProviderServer
+from .statedir import StateDir
+
+log = logging.getLogger("plasmd")
+
+SHUTDOWN_GRACE = 5.0  # seconds running transfers get to finish before they are cut
+SIOCGIFADDR = 0x8915
+
+
+def interface_ipv4(name: str) -> str | None:
+    """The IPv4 address of interface ``name`` (Linux ioctl), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            request = struct.pack("256s", name[:15].encode())
+            packed = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+        except OSError:
+            return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def primary_ipv4() -> str:
+    """The first non-loopback IPv4 address of this host, else 127.0.0.1 (no packets sent)."""
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        names = []
+    for name in names:
+        address = interface_ipv4(name)
+        if address and not ipaddress.ip_address(address).is_loopback:
+            return address
+    return "127.0.0.1"
+
+
+def advertised_host(config: ServeConfig) -> str:
+    if config.advertise_host:
+        return config.advertise_host
+    if config.bind not in ("0.0.0.0", "::", ""):
+        return config.bind
+    return primary_ipv4()
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def make_mdns_advertiser(config: ServeConfig) -> Advertiser | None:
+    try:
+        from .mdns import MdnsAdvertiser  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        log.warning("mdns advertising not available")
+        return None
+    advertiser: Advertiser = MdnsAdvertiser(advertise_host=config.advertise_host, interfaces=None)
+    return advertiser
+
+
+def make_dht_advertiser(config: ServeConfig, identity: SigningKey) -> Advertiser | None:
+    try:
+        from ..dht.advertiser import DhtAdvertiser  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        log.warning("dht advertising not available")
+        return None
+    settings = config.dht_settings
+    options: dict[str, Any] = {
+        "identity": identity,
+        "provider_name": config.name,
+        "port": settings.port,
+        "bootstrap": list(settings.bootstrap),
+    }
+    if settings.ttl is not None:
+        options["ttl"] = settings.ttl
+    if settings.republish_interval is not None:
+        options["republish_interval"] = settings.republish_interval
+    advertiser: Advertiser = DhtAdvertiser(**options)
+    return advertiser
+
+
+def build_advertisers(config: ServeConfig, identity: SigningKey) -> list[Advertiser]:
+    makers: list[tuple[str, bool, Callable[[], Advertiser | None]]] = [
+        ("mdns", config.mdns, lambda: make_mdns_advertiser(config)),
+        ("dht", config.dht, lambda: make_dht_advertiser(config, identity)),
+    ]
+    result = []
+    for name, enabled, make in makers:
+        if not enabled:
+            continue
+        try:
+            advertiser = make()
+        except Exception as exc:  # a broken advertiser must not stop the HTTP service
+            log.warning("%s advertising failed to start: %s", name, exc)
+            continue
+        if advertiser is not None:
+            result.append(advertiser)
+    return result
+
+
+class Provider:
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        state: StateDir,
+        identity: SigningKey,
+        signing_key: SigningKey,
+        advertisers: Sequence[Advertiser] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.identity = identity
+        self.signing_key = signing_key
+        self.advertisers = list(advertisers)
+        self.cache = HashCache(state.hash_cache_path)
+        self.catalog = Catalog(
+            root=config.artifacts_root,
+            channel_dirs=config.channel_dirs,
+            expected_channels=config.expected_channels,
+            expected_arches=config.expected_arches,
+            key=signing_key,
+            hasher=self.cache.sha256,
+            last_sequence=state.last_sequence,
+            record_sequence=state.record_sequence,
+            validity_days=config.manifest_validity_days,
+            default_channel=config.default_channel,
+            default_arch=config.default_arch,
+            clock=clock,
+        )
+        self.server: ProviderServer | None = None
+        self.started = time.monotonic()
+        self.stopping = threading.Event()
+        self.host = advertised_host(config)
+        self._offers: list[Offer] = []
+
+    # -- what the HTTP server asks ------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.catalog.snapshot
+
+    def healthy(self) -> bool:
+        return bool(self.snapshot.entries) and not self.stopping.is_set()
+
+    @property
+    def port(self) -> int:
+        return self.server.server_port if self.server else self.config.port
+
+    def status(self) -> dict[str, Any]:
+        snapshot = self.snapshot
+        offered = []
+        for offer in self._offers:
+            entry = snapshot.entries.get(offer.combination)
+            if entry is None:
+                continue
+            offered.append(
+                {
+                    "channel": offer.channel,
+                    "arch": offer.arch,
+                    "version": offer.version,
+                    "sequence": offer.sequence,
+                    "manifest_path": offer.manifest_path,
+                    "manifest_url": offer.manifest_url,
+                    "mirror": entry.mirror,
+                    "expires_at": entry.manifest.document["expires_at"],
+                    "artifacts": sorted(entry.manifest.artifacts),
+                }
+            )
+        return {
+            "name": self.config.name,
+            "keyid": self.signing_key.public.keyid,
+            "peer_id": self.identity.public.peer_id,
+            "url": f"http://{url_host(self.host)}:{self.port}/",
+            "offered": offered,
+            "default": snapshot.default,
+            "missing": list(snapshot.missing),
+            "rejected": dict(snapshot.rejected),
+            "advertisers": [getattr(a, "name", type(a).__name__) for a in self.advertisers],
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        address = (self.config.bind, self.config.port)
+        try:
+            self.server = ProviderServer(address, self, self.config.idle_timeout)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"port {self.config.port} on {self.config.bind} is busy") from exc
+            where = f"{self.config.bind}:{self.config.port}"
+            raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        log.info("Listening on http://%s:%d/", url_host(self.config.bind), self.port)
+        log.info("Signing keyid %s", self.signing_key.public.keyid)
+        identity = self.identity.public
+        log.info("Peer id %s (identity %s)", identity.peer_id, identity.keyid)
+
+    def offers(self, snapshot: Snapshot) -> list[Offer]:
+        base = f"http://{url_host(self.host)}:{self.port}"
+        return [
+            Offer(
+                channel=entry.channel,
+                arch=entry.arch,
+                version=entry.manifest.version,
+                sequence=entry.manifest.sequence,
+                port=self.port,
+                manifest_path=entry.manifest_path,
+                manifest_url=base + entry.manifest_path,
+            )
+            for entry in snapshot.entries.values()
+        ]
+
+    def scan(self, first: bool = False) -> bool:
+        """Re-scan; log what changed; True when the offers changed."""
+        before = self.catalog.snapshot
+        after = self.catalog.scan()
+        self.cache.prune({f.path for e in after.entries.values() for f in e.files.values()})
+        self.cache.save()
+        for level, message in describe_changes(before, after, first):
+            log.log(level, "%s", message)
+        offers = self.offers(after)
+        changed = offers != self._offers
+        self._offers = offers
+        return changed
+
+    def _advertise(self, method: str) -> None:
+        for advertiser in list(self.advertisers):
+            try:
+                if method == "stop":
+                    advertiser.stop()
+                else:
+                    getattr(advertiser, method)(list(self._offers))
+            except Exception as exc:
+                name = getattr(advertiser, "name", type(advertiser).__name__)
+                log.warning("%s advertiser %s failed: %s", name, method, exc)
+
+    def run(self, stop: threading.Event) -> int:
+        """Serve until ``stop`` is set. ``bind`` must have been called."""
+        assert self.server is not None
+        self.scan(first=True)
+        thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        thread.start()
+        self._advertise("start")
+        try:
+            while not stop.wait(self.config.scan_interval):
+                try:
+                    if self.scan():
+                        self._advertise("update")
+                except Exception as exc:  # keep serving the last good catalog
+                    log.warning("Re-scan failed: %s", exc)
+        finally:
+            self.shutdown(thread)
+        return 0
+
+    def shutdown(self, thread: threading.Thread) -> None:
+        log.info("Shutting down")
+        self.stopping.set()
+        self._advertise("stop")
+        assert self.server is not None
+        self.server.shutdown()  # no new connections or requests are accepted after this
+        thread.join(timeout=10)
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.server.stats.active_transfers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cut = self.server.stats.active_transfers
+        self.server.server_close()
+        log.info("Stopped%s", f" ({cut} transfers cut)" if cut else "")
