@@ -1,10 +1,188 @@
-"""phase-fetch (not built yet)."""
+"""phase-fetch: download a signed manifest and its artifacts, verified, into a directory."""
 
 from __future__ import annotations
 
+import argparse
+import signal
 import sys
+from pathlib import Path
+from types import FrameType
+
+from ..errors import PhaseError, UsageError
+from ..verification import add_trust_arguments, policy_from_args, state_from_args
+from ._common import Parser, print_json, run, setup_logging
+
+PROG = "phase-fetch"
+
+EPILOG = """output (DIR):
+  kernel, initramfs, rootfs, dtb   the artifacts, each present only if its sha256 matched
+  manifest.json                    the verified manifest (written last)
+  cmdline                          the kernel command line from the manifest
+  .<name>.part                     in progress; removed on failure
+
+sources for each artifact, in order: the manifest's provider (manifest URL + path), the
+manifest's 'urls' mirrors, --mirror bases, the other --manifest providers serving the same
+signed manifest. With 2+ sources, large artifacts are split into ranges fetched in parallel.
+
+example:
+  phase-fetch --manifest http://provider1:8080/stable/x86_64/manifest.json \\
+      --key ed25519:<hex> --output /run/boot --json
+
+exit codes:
+  0  success: every artifact verified and in DIR
+  1  verification or integrity failure (bad signature, expired, rollback, wrong bytes)
+  2  usage error, unreadable key or configuration
+  3  no source reachable (manifest or artifact)
+"""
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def count(low: int) -> type[int] | object:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}: {text!r}")
+        return value
+
+    convert.__name__ = "integer"
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG,
+        description="Fetch a signed boot manifest, verify it (same trust flags as phase-verify) "
+        "BEFORE any artifact byte is requested, then stream each artifact with on-the-fly "
+        "sha256, Range resume, multi-source ranges and abuse guards into DIR.",
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        metavar="URL|PATH",
+        help="manifest URL or file; repeat for alternative providers (the first that "
+        "verifies is used, the others serving the same manifest become extra sources)",
+    )
+    parser.add_argument("-o", "--output", metavar="DIR", help="output directory (required)")
+    add_trust_arguments(parser)
+    parser.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        metavar="NAME,...",
+        help="fetch only these artifacts (default: all in the manifest)",
+    )
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="BASE",
+        help="extra source base URL or directory; artifact path is appended; repeatable",
+    )
+    parser.add_argument(
+        "--cache", metavar="DIR", help="content-addressed cache of verified blobs (by sha256)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=20.0,
+        metavar="S",
+        help="seconds without a byte before a connection counts as cut (default 20; "
+        "connect timeout is a quarter of it, at most 5)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=count(0),
+        default=3,
+        metavar="N",
+        help="resume attempts per source after a cut connection (default 3)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=count(1),
+        default=4,
+        metavar="N",
+        help="parallel range requests when 2+ sources serve an artifact (default 4)",
+    )
+    parser.add_argument(
+        "--min-rate",
+        type=positive_float,
+        default=16.0,
+        metavar="KB/S",
+        help="drop a source slower than this for --grace seconds (default 16 KiB/s)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=positive_float,
+        default=20.0,
+        metavar="S",
+        help="how long a source may stay under --min-rate (default 20)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings only")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
+    return parser
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C, so the part files of the run are removed on the way out.
+    raise KeyboardInterrupt
+
+
+def handle(args: argparse.Namespace) -> int:
+    from ..fetch.download import Settings
+    from ..fetch.fetcher import FetchRequest, fetch
+    from ..fetch.progress import Progress
+
+    setup_logging(args.verbose, args.quiet)
+    if not args.manifest:
+        raise UsageError("no manifest given (--manifest URL|PATH)")
+    if not args.output:
+        raise UsageError("no output directory given (--output DIR)")
+    only = [n.strip() for value in args.artifact for n in value.split(",") if n.strip()]
+    settings = Settings(
+        connect_timeout=min(5.0, args.timeout / 4),
+        read_timeout=args.timeout,
+        retries=args.retries,
+        connections=args.connections,
+        min_rate=args.min_rate * 1024,
+        grace=args.grace,
+    )
+    request = FetchRequest(
+        manifests=list(args.manifest),
+        output=Path(args.output),
+        policy=policy_from_args(args),
+        state=state_from_args(args),
+        only=only or None,
+        mirrors=list(args.mirror),
+        cache=Path(args.cache) if args.cache else None,
+        settings=settings,
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    progress = Progress(sys.stderr, enabled=not args.quiet)
+    try:
+        summary = fetch(request, progress)
+    except PhaseError as exc:
+        if args.json:
+            print_json({"ok": False, "error": str(exc), "exit_code": exc.exit_code})
+        raise
+    if args.json:
+        print_json(summary)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.stderr.write("phase-fetch: not built yet\n")
-    return 2
+    return run(PROG, build_parser(), handle, argv)

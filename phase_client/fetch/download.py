@@ -1,0 +1,442 @@
+"""Streaming, verified transfer of one artifact into its part file.
+
+Every byte is counted against the signed size as it arrives (a source that sends more is dropped at
+once), hashed in the same pass, and written with ``os.write``/``os.pwrite``. A cut connection is
+resumed with ``Range``; a source that drips too slowly is dropped; a source whose bytes hash wrong
+is reported as bad so the caller never uses it again.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..manifest import Artifact
+from .plan import (
+    ByteRange,
+    RangeReplyError,
+    RateGuard,
+    backoff_delay,
+    check_partial_reply,
+    declared_length_ok,
+    remaining_range,
+    split_ranges,
+)
+from .progress import Progress
+from .sources import Source
+
+log = logging.getLogger("phase-fetch")
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    retries: int = 3  # resume attempts per source and artifact after a cut connection
+    backoff: float = 0.25
+    min_rate: float = 16 * 1024  # bytes/s; slower than this for `grace` seconds -> dropped
+    grace: float = 20.0
+    connections: int = 4  # parallel range requests in multi-source mode
+    split_min: int = 16 * MiB  # below this an artifact is fetched in one stream
+    chunk: int = MiB
+
+
+class Cut(Exception):
+    """The transfer broke off; what arrived is good and the rest can be asked for with Range."""
+
+
+class Restart(Exception):
+    """The server ignored our Range and sent the whole file (200): start over from byte 0."""
+
+
+class SourceFailed(Exception):
+    """This source cannot deliver this artifact. ``bad``: it sent wrong or too many bytes."""
+
+    def __init__(
+        self, source: Source, reason: str, *, bad: bool = False, unreachable: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.source = source
+        self.reason = reason
+        self.bad = bad
+        self.unreachable = unreachable
+
+
+@dataclass
+class Stats:
+    """Per-artifact facts for the --json summary."""
+
+    retries: int = 0
+    resumed: bool = False
+    restarted: bool = False
+    split: bool = False
+    bytes_from: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_bytes(self, source: Source, count: int) -> None:
+        with self.lock:
+            self.bytes_from[source.location] = self.bytes_from.get(source.location, 0) + count
+
+    def fail(self, failure: SourceFailed) -> None:
+        with self.lock:
+            self.failures.append(f"{failure.source}: {failure.reason}")
+
+
+class Http:
+    """One urllib3 PoolManager for the whole run: keep-alive across artifacts and ranges."""
+
+    def __init__(self, settings: Settings) -> None:
+        import urllib3  # imported here: phase-fetch --help and local-only runs stay light
+
+        self.urllib3 = urllib3
+        self.settings = settings
+        self.pool = urllib3.PoolManager(
+            num_pools=16,
+            maxsize=max(2, settings.connections),
+            block=False,
+            # No automatic retries: resume and source changes are decided here, with the bytes
+            # already received in hand. Redirects are followed (a mirror may redirect).
+            retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5),
+            timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
+            headers={"User-Agent": "phase-fetch/1", "Accept-Encoding": "identity"},
+        )
+
+    def get(self, url: str, headers: dict[str, str] | None = None) -> Any:
+        """A streaming response; connection errors raise ``OSError``-like urllib3 errors."""
+        return self.pool.request(
+            "GET", url, headers=headers, preload_content=False, decode_content=False
+        )
+
+    def clear(self) -> None:
+        self.pool.clear()
+
+
+def describe_error(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    inner = reason if isinstance(reason, BaseException) else exc
+    text = str(inner)
+    # urllib3 prefixes the connection object's repr; the errno text is what a user needs.
+    if ": " in text and text.startswith("<"):
+        text = text.split(": ", 1)[1]
+    return f"{type(inner).__name__}: {text}"[:200]
+
+
+class Transfer:
+    """Reads one HTTP body (or local file) into a sink, enforcing size and rate limits."""
+
+    def __init__(
+        self,
+        http: Http | None,
+        settings: Settings,
+        progress: Progress,
+        stats: Stats,
+        abort: threading.Event | None = None,
+    ) -> None:
+        self.http = http
+        self.settings = settings
+        self.progress = progress
+        self.stats = stats
+        self.abort = abort
+
+    def _open(self, source: Source, wanted: ByteRange | None, size: int) -> tuple[Any, int]:
+        """(response, status) after checking status and headers; raises Cut/SourceFailed."""
+        assert self.http is not None
+        u3 = self.http.urllib3
+        headers = {"Range": wanted.header()} if wanted is not None else None
+        try:
+            response = self.http.get(source.location, headers)
+        except (u3.exceptions.MaxRetryError, u3.exceptions.NewConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, u3.exceptions.ReadTimeoutError | u3.exceptions.ProtocolError):
+                raise Cut(describe_error(exc)) from exc
+            raise SourceFailed(source, describe_error(exc), unreachable=True) from exc
+        except (u3.exceptions.HTTPError, OSError) as exc:
+            raise Cut(describe_error(exc)) from exc
+        status = response.status
+        if wanted is not None and status == 206:
+            try:
+                check_partial_reply(response.headers.get("Content-Range"), wanted, size)
+            except RangeReplyError as exc:
+                response.close()
+                raise SourceFailed(source, f"bad range reply: {exc}") from exc
+            expected = wanted.length
+        elif status == 200:
+            expected = size
+        else:
+            response.close()
+            raise SourceFailed(source, f"HTTP {status} {response.reason or ''}".strip())
+        if not declared_length_ok(response.headers.get("Content-Length"), expected):
+            length = response.headers.get("Content-Length")
+            response.close()
+            raise SourceFailed(
+                source, f"declares {length} bytes, more than the {expected} signed", bad=True
+            )
+        return response, status
+
+    def receive(
+        self,
+        source: Source,
+        read1: Callable[[int], bytes],
+        expected: int,
+        sink: Callable[[bytes], None],
+        ended: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Move exactly ``expected`` bytes from ``read1`` to ``sink`` or raise.
+
+        Asks for one byte more than still missing, so a body longer than signed (an endless-data
+        attack) is noticed in the same read that would overflow, and that read is not written.
+        ``ended()`` says the body is known to be complete (Content-Length reached), which saves
+        the final read.
+        """
+        settings = self.settings
+        guard = RateGuard(settings.min_rate, settings.grace, time.monotonic())
+        got = 0
+        while True:
+            if got == expected and ended():
+                return
+            if self.abort is not None and self.abort.is_set():
+                raise SourceFailed(source, "aborted")
+            data = read1(min(settings.chunk, expected - got + 1))
+            if not data:
+                if got < expected:
+                    raise Cut(f"connection closed after {got} of {expected} bytes")
+                return
+            if got + len(data) > expected:
+                raise SourceFailed(
+                    source, f"sent more than the {expected} bytes signed (aborted)", bad=True
+                )
+            sink(data)
+            got += len(data)
+            self.progress.add(len(data))
+            self.stats.add_bytes(source, len(data))
+            if guard.too_slow(len(data), time.monotonic()):
+                raise SourceFailed(
+                    source,
+                    f"too slow: {guard.rate(time.monotonic()):.0f} B/s for "
+                    f"{settings.grace:g}s (minimum {settings.min_rate:.0f} B/s)",
+                )
+
+    def body(
+        self, source: Source, wanted: ByteRange | None, size: int, sink: Callable[[bytes], None]
+    ) -> int:
+        """Fetch ``wanted`` (or the whole file) into ``sink``; returns the HTTP status used."""
+        if not source.is_http:
+            return self._local(source, wanted, size, sink)
+        u3 = self.http.urllib3 if self.http else None
+        response, status = self._open(source, wanted, size)
+        if status == 200 and wanted is not None:
+            raise Restart(response)
+        expected = size if status == 200 else (wanted.length if wanted else size)
+        self._stream(source, response, expected, sink, u3)
+        return status
+
+    def _stream(
+        self, source: Source, response: Any, expected: int, sink: Callable[[bytes], None], u3: Any
+    ) -> None:
+        def read1(amount: int) -> bytes:
+            return response.read1(amount, decode_content=False)
+
+        complete = False
+
+        def ended() -> bool:
+            return response.length_remaining == 0
+
+        try:
+            self.receive(source, read1, expected, sink, ended)
+            complete = True
+        except (u3.exceptions.HTTPError, OSError) as exc:
+            raise Cut(describe_error(exc)) from exc
+        finally:
+            if complete and response.length_remaining in (0, None) and not response.closed:
+                response.release_conn()
+            else:
+                response.close()
+
+    def _local(
+        self, source: Source, wanted: ByteRange | None, size: int, sink: Callable[[bytes], None]
+    ) -> int:
+        try:
+            handle = open(source.location, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise SourceFailed(source, exc.strerror or str(exc), unreachable=True) from exc
+        with handle:
+            start = wanted.start if wanted else 0
+            handle.seek(start)
+            expected = wanted.length if wanted else size
+            self.receive(source, handle.read1, expected, sink)
+        return 206 if wanted else 200
+
+
+class WholeFile:
+    """State of a single-stream download: bytes so far, running hash, the part file."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.have = 0
+        self.hasher = hashlib.sha256()
+
+    def reset(self) -> None:
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.have = 0
+        self.hasher = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.hasher.update(data)
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.have += len(data)
+
+
+def fetch_whole(
+    transfer: Transfer, source: Source, artifact: Artifact, fd: int, stats: Stats
+) -> None:
+    """One source, one stream, hashed on the fly; Range-resume after cuts. Raises SourceFailed."""
+    state = WholeFile(fd)
+    state.reset()
+    size = artifact.size
+    attempt = 0
+    while True:
+        wanted = ByteRange(state.have, size - 1) if 0 < state.have < size else None
+        try:
+            try:
+                transfer.body(source, wanted, size, state.write)
+            except Restart as restart:
+                # The server ignored Range: its 200 body is the whole file; take it from byte 0.
+                log.info("%s: %s ignored Range; starting over", artifact.name, source)
+                stats.restarted = True
+                transfer.progress.add(-state.have)
+                state.reset()
+                response = restart.args[0]
+                u3 = transfer.http.urllib3 if transfer.http else None
+                transfer._stream(source, response, size, state.write, u3)
+            break
+        except Cut as cut:
+            attempt += 1
+            if attempt > transfer.settings.retries:
+                raise SourceFailed(
+                    source, f"{cut} (gave up after {attempt - 1} resume attempts)"
+                ) from cut
+            stats.retries += 1
+            if state.have > 0:
+                stats.resumed = True
+            delay = backoff_delay(attempt, transfer.settings.backoff)
+            log.info(
+                "%s: %s: %s; resuming at byte %d in %.2fs",
+                artifact.name,
+                source,
+                cut,
+                state.have,
+                delay,
+            )
+            time.sleep(delay)
+    if state.hasher.hexdigest() != artifact.sha256:
+        raise SourceFailed(
+            source, f"sha256 mismatch (got {state.hasher.hexdigest()[:16]}...)", bad=True
+        )
+
+
+class PieceWriter:
+    """Writes one range of the file at its offset; ``done`` is how much of it arrived."""
+
+    def __init__(self, fd: int, piece: ByteRange) -> None:
+        self.fd = fd
+        self.piece = piece
+        self.done = 0
+
+    def write(self, data: bytes) -> None:
+        os.pwrite(self.fd, data, self.piece.start + self.done)
+        self.done += len(data)
+
+
+def fetch_piece(
+    transfer: Transfer, source: Source, writer: PieceWriter, size: int, stats: Stats
+) -> None:
+    """One range from one source, resumed after cuts; raises SourceFailed."""
+    attempt = 0
+    while (wanted := remaining_range(writer.piece, writer.done)) is not None:
+        try:
+            if transfer.body(source, wanted, size, writer.write) != 206:
+                raise SourceFailed(source, "does not support Range requests")
+        except Restart as restart:
+            restart.args[0].close()
+            raise SourceFailed(source, "ignores Range requests (answered 200)") from None
+        except Cut as cut:
+            attempt += 1
+            if attempt > transfer.settings.retries:
+                raise SourceFailed(source, f"{cut} (gave up after {attempt - 1} resumes)") from cut
+            with stats.lock:
+                stats.retries += 1
+                stats.resumed = True
+            time.sleep(backoff_delay(attempt, transfer.settings.backoff))
+
+
+def fetch_split(
+    transfer: Transfer,
+    sources: list[Source],
+    artifact: Artifact,
+    fd: int,
+    stats: Stats,
+    on_failure: Callable[[SourceFailed], None],
+) -> bool:
+    """Ranges of one artifact fetched in parallel from several sources into one part file.
+
+    Segments go to whichever worker asks next, so a faster provider serves more of the file;
+    a failing source's unfinished remainder goes back to the queue. Returns True when every
+    byte arrived (the caller then hashes the whole file); False when the sources ran out.
+    """
+    size = artifact.size
+    settings = transfer.settings
+    workers = max(len(sources), min(settings.connections, 4 * len(sources)))
+    pieces = split_ranges(size, workers * 4, max(settings.chunk, settings.split_min // 8))
+    queue: collections.deque[ByteRange] = collections.deque(pieces)
+    lock = threading.Lock()
+    alive = list(sources)
+    os.ftruncate(fd, size)
+
+    def work(source: Source) -> None:
+        while True:
+            with lock:
+                if source not in alive or not queue:
+                    return
+                piece = queue.popleft()
+            writer = PieceWriter(fd, piece)
+            try:
+                fetch_piece(transfer, source, writer, size, stats)
+            except SourceFailed as failure:
+                rest = remaining_range(piece, writer.done)
+                with lock:
+                    if rest is not None:
+                        queue.appendleft(rest)
+                    if source in alive:
+                        alive.remove(source)
+                on_failure(failure)
+                return
+
+    # Rounds: a segment handed back after the other workers finished is picked up in the next
+    # round by the sources still alive. Bounded: every round with work left loses a source.
+    for _ in range(len(sources) + 1):
+        if not queue or not alive:
+            break
+        assignment = [alive[i % len(alive)] for i in range(max(len(alive), workers))]
+        threads = [
+            threading.Thread(target=work, args=(s,), name=f"fetch-{i}", daemon=True)
+            for i, s in enumerate(assignment)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return not queue

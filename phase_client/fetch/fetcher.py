@@ -1,0 +1,380 @@
+"""phase-fetch orchestration: manifest -> verify -> artifacts -> atomic renames -> state.
+
+Nothing is requested from an artifact source before the manifest verified. Artifacts are kept as
+``DIR/.<name>.part`` until every one of them matched its signed size and sha256; only then are they
+renamed to ``DIR/<name>``, followed by ``DIR/manifest.json`` and ``DIR/cmdline``. On any failure
+every part file of the run is removed, so a final file exists only if it was verified.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import IntegrityError, ManifestError, NoSourceError, PhaseError, UsageError
+from ..fsutil import atomic_write, fsync_dir
+from ..manifest import MAX_MANIFEST_BYTES, Artifact, dump_document, parse_manifest
+from ..state import StateStore
+from ..trust import TrustPolicy, VerifiedManifest, content_digest
+from ..verification import verify_bytes
+from .cache import BlobCache
+from .download import (
+    Http,
+    Settings,
+    SourceFailed,
+    Stats,
+    Transfer,
+    describe_error,
+    fetch_split,
+    fetch_whole,
+)
+from .progress import Progress
+from .sources import Source, SourceBook, is_url, sources_for
+
+log = logging.getLogger("phase-fetch")
+
+
+@dataclass
+class FetchRequest:
+    """Everything one run needs. ``manifests`` are alternatives (e.g. what discovery found)."""
+
+    manifests: list[str]
+    output: Path
+    policy: TrustPolicy
+    state: StateStore | None = None
+    record_state: bool = True
+    only: list[str] | None = None
+    mirrors: list[str] = field(default_factory=list)
+    cache: Path | None = None
+    settings: Settings = field(default_factory=Settings)
+
+
+@dataclass
+class ManifestChoice:
+    verified: VerifiedManifest
+    location: str
+    others: list[str]
+
+
+class Unreachable(Exception):
+    pass
+
+
+def read_manifest(http: Http | None, location: str) -> bytes:
+    """Manifest bytes from a URL or file, refusing more than 1 MiB before reading it all."""
+    if not is_url(location):
+        try:
+            with open(location, "rb") as handle:
+                data = handle.read(MAX_MANIFEST_BYTES + 1)
+        except OSError as exc:
+            raise Unreachable(f"cannot read {location}: {exc.strerror or exc}") from exc
+    else:
+        assert http is not None
+        u3 = http.urllib3
+        try:
+            response = http.get(location)
+        except (u3.exceptions.HTTPError, OSError) as exc:
+            raise Unreachable(f"{location}: {describe_error(exc)}") from exc
+        try:
+            if response.status != 200:
+                raise Unreachable(f"{location}: HTTP {response.status}")
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"{location}: manifest is {length} bytes, over the 1 MiB limit")
+            parts: list[bytes] = []
+            got = 0
+            while got <= MAX_MANIFEST_BYTES:
+                data = response.read1(MAX_MANIFEST_BYTES + 1 - got, decode_content=False)
+                if not data:
+                    break
+                parts.append(data)
+                got += len(data)
+            data = b"".join(parts)
+        except (u3.exceptions.HTTPError, OSError) as exc:
+            raise Unreachable(f"{location}: {describe_error(exc)}") from exc
+        finally:
+            response.close()
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{location}: manifest is larger than the 1 MiB limit")
+    return data
+
+
+def choose_manifest(
+    http: Http | None, locations: list[str], policy: TrustPolicy, state: StateStore | None
+) -> ManifestChoice:
+    """The first location whose manifest verifies; the others that carry the same signed
+    content become extra artifact sources. All are fetched in parallel (bounded by timeouts)."""
+
+    def load(location: str) -> bytes | BaseException:
+        try:
+            return read_manifest(http, location)
+        except (Unreachable, PhaseError) as exc:
+            return exc
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(locations))) as pool:
+        results = list(pool.map(load, locations))
+
+    chosen: ManifestChoice | None = None
+    first_error: PhaseError | None = None
+    unreachable: list[str] = []
+    for location, result in zip(locations, results, strict=True):
+        if isinstance(result, Unreachable):
+            unreachable.append(str(result))
+            continue
+        if isinstance(result, BaseException):
+            first_error = first_error or _located(result, location)
+            log.warning("manifest %s: %s", location, result)
+            continue
+        if chosen is None:
+            try:
+                verified = verify_bytes(result, policy, state)
+            except PhaseError as exc:
+                first_error = first_error or _located(exc, location)
+                log.warning("manifest %s: %s", location, exc)
+                continue
+            chosen = ManifestChoice(verified, location, [])
+        else:
+            try:
+                same = content_digest(parse_manifest(result)) == chosen.verified.digest
+            except PhaseError:
+                same = False
+            if same:
+                chosen.others.append(location)
+            else:
+                log.info("manifest %s differs from the one chosen; not used as a source", location)
+    # Alternatives before the chosen one failed to verify; later ones were compared above.
+    if chosen is not None:
+        return chosen
+    if first_error is not None:
+        raise first_error
+    raise NoSourceError("no manifest reachable: " + "; ".join(unreachable))
+
+
+def _located(exc: BaseException, location: str) -> PhaseError:
+    if isinstance(exc, PhaseError) and location not in str(exc):
+        renamed = type(exc)(f"{location}: {exc}")
+        return renamed
+    assert isinstance(exc, PhaseError)
+    return exc
+
+
+def _open_part(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+
+def _hash_fd(fd: int, size: int) -> str:
+    hasher = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        data = os.pread(fd, min(4 << 20, size - offset), offset)
+        if not data:
+            break
+        hasher.update(data)
+        offset += len(data)
+    return hasher.hexdigest() if offset == size else ""
+
+
+class Fetcher:
+    def __init__(self, request: FetchRequest, progress: Progress | None = None) -> None:
+        self.request = request
+        self.settings = request.settings
+        self.progress = progress or Progress(enabled=False)
+        self.book = SourceBook()
+        self._http: Http | None = None
+
+    @property
+    def http(self) -> Http:
+        if self._http is None:
+            self._http = Http(self.settings)
+        return self._http
+
+    def run(self) -> dict[str, Any]:
+        request = self.request
+        need_http = any(is_url(m) for m in request.manifests)
+        choice = choose_manifest(
+            self.http if need_http else None, request.manifests, request.policy, request.state
+        )
+        manifest = choice.verified.manifest
+        log.info(
+            "Verified manifest %s/%s version %s sequence %d from %s",
+            manifest.channel,
+            manifest.arch,
+            manifest.version,
+            manifest.sequence,
+            choice.location,
+        )
+        names = list(manifest.artifacts)
+        if request.only:
+            missing = [n for n in request.only if n not in manifest.artifacts]
+            if missing:
+                raise UsageError(
+                    f"artifact {', '.join(missing)} not in the manifest (it has {', '.join(names)})"
+                )
+            names = [n for n in names if n in request.only]
+        try:
+            request.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {request.output}: {exc.strerror or exc}") from exc
+        parts: dict[str, Path] = {}
+        results: dict[str, dict[str, Any]] = {}
+        try:
+            for name in names:
+                part = request.output / f".{name}.part"
+                parts[name] = part
+                results[name] = self._artifact(manifest.artifacts[name], part, choice)
+            self._commit(choice, parts)
+        finally:
+            for part in parts.values():
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+        if request.state is not None and request.record_state:
+            request.state.record(choice.verified)
+        for name, entry in results.items():
+            entry["file"] = str(request.output / name)
+        return {
+            "ok": True,
+            "manifest": {
+                "source": choice.location,
+                "extra_sources": choice.others,
+                "channel": manifest.channel,
+                "arch": manifest.arch,
+                "version": manifest.version,
+                "sequence": manifest.sequence,
+                "signed_by": list(choice.verified.signed_by),
+                "digest": choice.verified.digest,
+            },
+            "output": str(request.output),
+            "artifacts": results,
+        }
+
+    def _artifact(self, artifact: Artifact, part: Path, choice: ManifestChoice) -> dict[str, Any]:
+        request = self.request
+        started = time.monotonic()
+        stats = Stats()
+        cached = False
+        fd = _open_part(part)
+        try:
+            cache = BlobCache(request.cache) if request.cache else None
+            if cache is not None and cache.copy_out(artifact.sha256, artifact.size, fd):
+                cached = True
+                log.info(
+                    "%s: from cache (%d bytes, sha256 re-checked)", artifact.name, artifact.size
+                )
+            else:
+                self._download(artifact, fd, choice, stats)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if cache is not None and not cached:
+            cache.store(artifact.sha256, part)
+        seconds = time.monotonic() - started
+        delivered = {k: v for k, v in stats.bytes_from.items() if v > 0}
+        source = "cache" if cached else max(delivered, key=lambda k: delivered[k], default="")
+        log.info(
+            "%s: %d bytes verified in %.2fs (%.1f MB/s) from %s",
+            artifact.name,
+            artifact.size,
+            seconds,
+            artifact.size / max(seconds, 1e-9) / 1e6,
+            source,
+        )
+        return {
+            "source": source,
+            "sources": delivered,
+            "bytes": artifact.size,
+            "sha256": artifact.sha256,
+            "seconds": round(seconds, 3),
+            "mb_per_s": round(artifact.size / max(seconds, 1e-9) / 1e6, 1),
+            "retries": stats.retries,
+            "resumed": stats.resumed,
+            "restarted": stats.restarted,
+            "split": stats.split,
+            "cached": cached,
+            "failures": stats.failures,
+        }
+
+    def _failed(self, stats: Stats, failure: SourceFailed, name: str) -> None:
+        stats.fail(failure)
+        log.warning("%s: source %s failed: %s", name, failure.source, failure.reason)
+        if failure.bad:
+            self.book.ban(failure.source, failure.reason)
+        elif failure.unreachable:
+            self.book.mark_unreachable(failure.source, failure.reason)
+
+    def _download(self, artifact: Artifact, fd: int, choice: ManifestChoice, stats: Stats) -> None:
+        request = self.request
+        candidates = sources_for(artifact, choice.location, request.mirrors, choice.others)
+        self.progress.start(artifact.name, artifact.size)
+        http = self.http if any(s.is_http for s in candidates) else None
+        transfer = Transfer(http, self.settings, self.progress, stats)
+        try:
+            usable = self.book.usable(candidates)
+            if len(usable) >= 2 and artifact.size >= self.settings.split_min:
+                stats.split = True
+                complete = fetch_split(
+                    transfer,
+                    usable,
+                    artifact,
+                    fd,
+                    stats,
+                    lambda f: self._failed(stats, f, artifact.name),
+                )
+                if complete and _hash_fd(fd, artifact.size) == artifact.sha256:
+                    return
+                # A wrong hash over ranges from several sources does not say which one lied;
+                # the one-source-at-a-time pass below finds it and bans it.
+                log.warning(
+                    "%s: multi-source download %s; retrying one source at a time",
+                    artifact.name,
+                    "did not verify" if complete else "incomplete",
+                )
+                self.progress.start(artifact.name, artifact.size)
+            for source in self.book.usable(candidates):
+                try:
+                    fetch_whole(transfer, source, artifact, fd, stats)
+                    return
+                except SourceFailed as failure:
+                    self._failed(stats, failure, artifact.name)
+        finally:
+            self.progress.finish()
+        self._give_up(artifact, candidates, stats)
+
+    def _give_up(self, artifact: Artifact, candidates: list[Source], stats: Stats) -> None:
+        reasons = list(stats.failures)
+        for source in candidates:
+            origin = source.origin
+            if not any(r.startswith(source.location) for r in reasons):
+                why = self.book.banned.get(origin) or self.book.unreachable.get(origin)
+                if why:
+                    reasons.append(f"{source}: skipped, earlier {why}")
+        detail = "; ".join(reasons) or "no source"
+        if any(o in self.book.banned for o in {s.origin for s in candidates}):
+            raise IntegrityError(f"{artifact.name}: no source delivered verified bytes: {detail}")
+        raise NoSourceError(f"{artifact.name}: no source could deliver it: {detail}")
+
+    def _commit(self, choice: ManifestChoice, parts: dict[str, Path]) -> None:
+        """Rename verified parts into place; manifest.json goes last so that an interrupted
+        commit leaves no manifest.json pointing at a mix of old and new files."""
+        output = self.request.output
+        manifest_path = output / "manifest.json"
+        with contextlib.suppress(FileNotFoundError):
+            manifest_path.unlink()
+        for name, part in parts.items():
+            os.replace(part, output / name)
+        manifest = choice.verified.manifest
+        atomic_write(output / "cmdline", ((manifest.cmdline or "") + "\n").encode())
+        atomic_write(manifest_path, dump_document(dict(manifest.document)))
+        fsync_dir(output)
+
+
+def fetch(request: FetchRequest, progress: Progress | None = None) -> dict[str, Any]:
+    if not request.manifests:
+        raise UsageError("no manifest given (--manifest URL|PATH)")
+    return Fetcher(request, progress).run()
