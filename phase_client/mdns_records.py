@@ -1,0 +1,260 @@
+"""What goes into and comes out of the ``_phase-image._tcp`` mDNS records. Pure: no sockets.
+
+Shared by the provider (``provider/mdns.py``, which advertises) and the client
+(``discovery/mdns.py``, which browses), so both sides agree on one definition of the TXT keys,
+their limits and the instance names. See docs/mdns.md for the wire format.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from .discovery.model import Candidate
+from .manifest import CHANNEL_RE, normalize_arch
+
+SERVICE_TYPE = "_phase-image._tcp.local."
+TXT_VERSION = "1"
+# DNS-SD allows 255 bytes per key=value; the whole record is kept small so one answer, with its
+# SRV and A records, fits a single unfragmented packet and no client has to parse much.
+MAX_TXT_STRING = 255
+MAX_TXT_BYTES = 400
+MAX_VERSION_CHARS = 64
+# An instance name is one DNS label (63 bytes); keep room for a conflict suffix like "-99".
+MAX_INSTANCE_LABEL = 63
+MAX_BASE_LABEL = MAX_INSTANCE_LABEL - 3
+REQUIRED_KEYS = ("txtvers", "channel", "arch", "manifest")
+
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces
+_HOST_LABEL_BAD = re.compile(r"[^A-Za-z0-9-]+")
+
+
+class TxtError(ValueError):
+    """A TXT record that a provider must not send or a client must ignore."""
+
+
+@dataclass(frozen=True)
+class TxtInfo:
+    """The validated content of one provider's TXT record."""
+
+    channel: str
+    arch: str
+    manifest_url: str
+    version: str | None
+
+
+def base_instance_name(channel: str, arch: str) -> str:
+    """``phase-<channel>-<arch>``: the instance label before any conflict suffix."""
+    label = f"phase-{channel}-{normalize_arch(arch)}"
+    if len(label.encode()) > MAX_BASE_LABEL:
+        raise TxtError(f"instance name {label!r} is longer than {MAX_BASE_LABEL} bytes")
+    return label
+
+
+def instance_label(full_name: str) -> str:
+    """``phase-stable-arm64-2._phase-image._tcp.local.`` -> ``phase-stable-arm64-2``."""
+    suffix = "." + SERVICE_TYPE
+    return full_name[: -len(suffix)] if full_name.endswith(suffix) else full_name.rstrip(".")
+
+
+def full_service_name(label: str) -> str:
+    return f"{label}.{SERVICE_TYPE}"
+
+
+def mdns_hostname(name: str) -> str:
+    """A usable ``<label>.local.`` host name from a machine's host name (first label only)."""
+    first = name.strip().split(".", 1)[0]
+    label = _HOST_LABEL_BAD.sub("-", first).strip("-")[:MAX_INSTANCE_LABEL] or "phase-provider"
+    return f"{label}.local."
+
+
+def txt_size(properties: Mapping[str, str]) -> int:
+    """Bytes on the wire: one length byte plus ``key=value`` per entry."""
+    return sum(1 + len(k.encode()) + 1 + len(v.encode()) for k, v in properties.items())
+
+
+def check_manifest_url(url: str) -> str:
+    """An absolute http(s) URL with a host and a path, no spaces or control characters."""
+    if not _PRINTABLE.match(url) or len(url.encode()) > MAX_TXT_STRING - len("manifest="):
+        raise TxtError("manifest URL has spaces, control characters or is too long")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise TxtError(f"manifest URL {url!r} is not a URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TxtError(f"manifest URL {url!r} is not an absolute http(s) URL")
+    if port == 0 or not parts.path.startswith("/") or parts.fragment:
+        raise TxtError(f"manifest URL {url!r} has no path, port 0 or a fragment")
+    return url
+
+
+def build_txt(channel: str, arch: str, manifest_url: str, version: str | None) -> dict[str, str]:
+    """The TXT properties a provider announces for one channel/arch; raises TxtError if invalid."""
+    if not CHANNEL_RE.match(channel):
+        raise TxtError(f"invalid channel {channel!r}")
+    arch = normalize_arch(arch)
+    if not CHANNEL_RE.match(arch):
+        raise TxtError(f"invalid arch {arch!r}")
+    properties = {
+        "txtvers": TXT_VERSION,
+        "channel": channel,
+        "arch": arch,
+        "manifest": check_manifest_url(manifest_url),
+    }
+    if version is not None:
+        if not _PRINTABLE.match(version) or len(version) > MAX_VERSION_CHARS:
+            raise TxtError(f"version {version!r} is not short printable ASCII without spaces")
+        properties["version"] = version
+    if txt_size(properties) > MAX_TXT_BYTES:
+        raise TxtError(f"TXT record would be {txt_size(properties)} bytes (max {MAX_TXT_BYTES})")
+    return properties
+
+
+def _decode(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_txt(properties: Mapping[bytes | str, bytes | str | None]) -> TxtInfo:
+    """Validate a TXT record received from the network; raises TxtError for anything off."""
+    text: dict[str, str] = {}
+    size = 0
+    for raw_key, raw_value in properties.items():
+        key, value = _decode(raw_key), _decode(raw_value)
+        if key is None:
+            raise TxtError("TXT key is not ASCII")
+        if raw_value is not None and value is None:
+            raise TxtError(f"TXT value of {key!r} is not ASCII")
+        size += 1 + len(key) + (0 if value is None else 1 + len(value))
+        if value is not None:
+            text[key.lower()] = value
+    if size > MAX_TXT_BYTES:
+        raise TxtError(f"TXT record is {size} bytes (max {MAX_TXT_BYTES})")
+    missing = [k for k in REQUIRED_KEYS if k not in text]
+    if missing:
+        raise TxtError(f"TXT record lacks {', '.join(missing)}")
+    if text["txtvers"] != TXT_VERSION:
+        raise TxtError(f"unsupported txtvers {text['txtvers']!r}")
+    version = text.get("version")
+    rebuilt = build_txt(text["channel"], text["arch"], text["manifest"], version)
+    return TxtInfo(
+        channel=rebuilt["channel"],
+        arch=rebuilt["arch"],
+        manifest_url=rebuilt["manifest"],
+        version=rebuilt.get("version"),
+    )
+
+
+def decode_txt_wire(data: bytes) -> dict[bytes, bytes | None]:
+    """RFC 6763 TXT rdata (length-prefixed ``key=value`` strings) to a dict; first key wins."""
+    result: dict[bytes, bytes | None] = {}
+    index = 0
+    while index < len(data):
+        length = data[index]
+        chunk = data[index + 1 : index + 1 + length]
+        index += 1 + length
+        key, sep, value = chunk.partition(b"=")
+        if key and key.lower() not in result:
+            result[key.lower()] = value if sep else None
+    return result
+
+
+def manifest_url_for(
+    offer_url: str,
+    manifest_path: str,
+    port: int,
+    addresses: Sequence[str],
+    advertise_host: str | None,
+) -> str:
+    """The manifest URL to announce.
+
+    ``advertise_host`` wins; else the offer's own URL if its host is one of the announced
+    addresses (or a name, which the operator chose); else the first announced address, so a
+    client on that link can reach it.
+    """
+    if advertise_host:
+        return f"http://{_url_host(advertise_host)}:{port}{manifest_path}"
+    host = urlsplit(offer_url).hostname or ""
+    if host in addresses or (host and not _is_ip(host)):
+        return offer_url
+    if not addresses:
+        return offer_url
+    parts = urlsplit(offer_url)
+    netloc = f"{_url_host(addresses[0])}:{port}"
+    return urlunsplit((parts.scheme or "http", netloc, manifest_path, "", ""))
+
+
+def _is_ip(host: str, version: int | None = None) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return version is None or address.version == version
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def select_ipv4(
+    interfaces: Iterable[tuple[str, Sequence[str]]], wanted: Sequence[str] | None
+) -> list[tuple[str, str]]:
+    """Choose (interface, IPv4 address) pairs to use for mDNS.
+
+    ``interfaces`` is every (name, addresses) pair of the machine. ``wanted`` lists interface
+    names or IPv4 addresses; None means every IPv4 address that is not loopback. Raises
+    TxtError naming anything wanted that does not exist.
+    """
+    pairs = [(name, addr) for name, addrs in interfaces for addr in addrs if _is_ip(addr, 4)]
+    if wanted is None:
+        return [(n, a) for n, a in pairs if not ipaddress.IPv4Address(a).is_loopback]
+    chosen: list[tuple[str, str]] = []
+    for item in wanted:
+        matches = [(n, a) for n, a in pairs if item in (n, a)]
+        if not matches:
+            raise TxtError(f"no interface or IPv4 address {item!r} on this machine")
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def candidate_from_service(
+    name: str,
+    server: str | None,
+    port: int | None,
+    addresses: Sequence[str],
+    properties: Mapping[bytes | str, bytes | str | None],
+) -> tuple[Candidate, TxtInfo]:
+    """A discovery ``Candidate`` from one resolved service; raises TxtError if the TXT is bad."""
+    info = parse_txt(properties)
+    candidate = Candidate(
+        source="mdns",
+        url=info.manifest_url,
+        channel=info.channel,
+        arch=info.arch,
+        version=info.version,
+        name=instance_label(name),
+        host=server.rstrip(".") if server else None,
+        addresses=tuple(addresses),
+        port=port,
+    )
+    return candidate, info
+
+
+def tie_keeper(own_manifest_url: str, other_manifest_urls: Iterable[str]) -> bool:
+    """After a simultaneous probe both providers hold one name: does this one keep it?
+
+    Both sides evaluate the same rule on the same data (each other's manifest URL), so exactly
+    one keeps the name: the one whose URL's host:port sorts lowest.
+    """
+    own = urlsplit(own_manifest_url).netloc
+    return all(own < urlsplit(u).netloc for u in other_manifest_urls if urlsplit(u).netloc != own)

@@ -1,0 +1,355 @@
+"""Advertise each offered channel/arch as ``phase-<channel>-<arch>._phase-image._tcp.local.``.
+
+python-zeroconf does the protocol: probing, conflict renaming (``-2``, ``-3`` ...), announcing,
+answering queries (multicast and legacy unicast) and goodbye packets. This module decides what
+to announce and when, in zeroconf's own event-loop thread, so ``start``/``update``/``stop`` return
+quickly to ``plasmd serve``:
+
+- registrations run concurrently (each one probes for ~1.2 s);
+- a changed manifest updates the TXT record in place (same instance name);
+- a withdrawn combination, and everything at ``stop``, is unregistered with goodbye packets;
+- two providers that probe one name at the same instant can both win the probe. After each
+  registration we look for another provider's TXT under our name; both sides apply the same
+  rule (``tie_keeper``), the loser re-registers and takes the next free ``-N`` name, the
+  keeper re-announces (the loser's goodbye for the shared PTR record also dropped ours).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import socket
+import threading
+from collections.abc import Awaitable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UsageError
+from ..mdns_records import (
+    SERVICE_TYPE,
+    TxtError,
+    base_instance_name,
+    build_txt,
+    decode_txt_wire,
+    full_service_name,
+    instance_label,
+    manifest_url_for,
+    mdns_hostname,
+    select_ipv4,
+    tie_keeper,
+)
+from .advertise import Offer
+
+log = logging.getLogger("phase.mdns")
+
+# Records live 2 minutes in caches (zeroconf's default for non-host records is 75 minutes): a
+# provider that died without goodbye packets leaves long-running browsers' caches soon, and
+# caches refresh at 80 % of the TTL. One-shot clients (phase-discover) start with empty caches and
+# only see providers that answer now.
+RECORD_TTL = 120
+# How long after our announcements to look for a second provider holding our name.
+TIE_CHECK_DELAY = 1.0
+KEEPER_REANNOUNCE_DELAY = 2.0
+MAX_TIE_ROUNDS = 3
+STOP_TIMEOUT = 10.0
+
+
+def interface_addresses() -> list[tuple[str, list[str]]]:
+    """Every (interface name, addresses) pair of this machine.
+
+    ``ifaddr`` is python-zeroconf's own dependency (and what zeroconf tells callers to use for
+    enumerating interfaces), so it is always installed with it.
+    """
+    import ifaddr
+
+    result = []
+    for adapter in ifaddr.get_adapters():
+        ips = [ip.ip for ip in adapter.ips if isinstance(ip.ip, str)]
+        result.append((adapter.nice_name or adapter.name, ips))
+    return result
+
+
+def choose_addresses(wanted: Sequence[str] | None) -> list[tuple[str, str]]:
+    try:
+        return select_ipv4(interface_addresses(), wanted)
+    except TxtError as exc:
+        raise UsageError(f"mDNS: {exc}") from exc
+
+
+@dataclass
+class _Registered:
+    offer: Offer
+    properties: dict[str, str]
+    info: Any  # zeroconf.ServiceInfo, whose .name zeroconf may change (conflict renaming)
+
+
+class MdnsAdvertiser:
+    """The mDNS half of ``plasmd serve``'s advertisers (see ``provider/advertise.py``)."""
+
+    name = "mdns"
+
+    def __init__(
+        self,
+        advertise_host: str | None = None,
+        interfaces: list[str] | None = None,
+        hostname: str | None = None,
+        ttl: int = RECORD_TTL,
+    ) -> None:
+        self.advertise_host = advertise_host
+        self.interfaces = interfaces
+        self.hostname = mdns_hostname(hostname or socket.gethostname())
+        self.ttl = ttl
+        self._addresses: list[str] = []
+        self._zc: Any = None
+        self._lock: asyncio.Lock | None = None
+        self._registered: dict[str, _Registered] = {}
+        self._names_lock = threading.Lock()
+        self._pending: list[concurrent.futures.Future[None]] = []
+
+    # -- the Advertiser protocol -------------------------------------------------------------
+
+    def start(self, offers: Sequence[Offer]) -> None:
+        pairs = choose_addresses(self.interfaces)
+        if not pairs:
+            log.warning("mDNS: no interface with a non-loopback IPv4 address; not advertising")
+            return
+        self._addresses = [addr for _, addr in pairs]
+        self._zc = self._open_zeroconf(self._addresses)
+        if self._zc is None:
+            return
+        where = ", ".join(f"{name} {addr}" for name, addr in pairs)
+        log.info("mDNS: announcing %s as %s on %s", SERVICE_TYPE, self.hostname, where)
+        self._submit(self._reconcile(list(offers)))
+
+    def update(self, offers: Sequence[Offer]) -> None:
+        if self._zc is not None:
+            self._submit(self._reconcile(list(offers)))
+
+    def stop(self) -> None:
+        zc = self._zc
+        if zc is None:
+            return
+        self.wait_idle(STOP_TIMEOUT)
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._withdraw_all(), zc.loop)
+            future.result(STOP_TIMEOUT)
+        except (concurrent.futures.TimeoutError, RuntimeError) as exc:
+            log.warning("mDNS: goodbye packets not all sent: %s", exc)
+        finally:
+            zc.close()
+            self._zc = None
+
+    # -- extras for plasmd serve's status and the tests --------------------------------------
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every pending start/update has finished (True) or ``timeout`` passes."""
+        pending = list(self._pending)
+        done, not_done = concurrent.futures.wait(pending, timeout=timeout)
+        self._pending = [f for f in self._pending if f not in done]
+        return not not_done
+
+    def instance_names(self) -> dict[str, str]:
+        """``{"stable/arm64": "phase-stable-arm64-2", ...}`` for what is registered now."""
+        with self._names_lock:
+            return {c: instance_label(r.info.name) for c, r in self._registered.items()}
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._addresses)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _open_zeroconf(self, addresses: list[str]) -> Any:
+        """Zeroconf with its own loop thread, even if the caller's thread runs an event loop."""
+        from zeroconf import IPVersion, Zeroconf
+
+        box: dict[str, Any] = {}
+
+        def create() -> None:  # a fresh thread has no running loop: zeroconf starts its own
+            try:
+                box["zc"] = Zeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
+            except OSError as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=create, name="mdns-open", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in box:
+            log.warning("mDNS: cannot open multicast sockets on %s: %s", addresses, box["error"])
+            return None
+        return box["zc"]
+
+    def _submit(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._pending = [f for f in self._pending if not f.done()]
+        future = asyncio.run_coroutine_threadsafe(coro, self._zc.loop)
+        future.add_done_callback(_log_failure)
+        self._pending.append(future)
+
+    def _service_info(self, name: str, offer: Offer, properties: dict[str, str]) -> Any:
+        from zeroconf import ServiceInfo
+
+        return ServiceInfo(
+            SERVICE_TYPE,
+            name,
+            port=offer.port,
+            properties=properties,
+            server=self.hostname,
+            parsed_addresses=self._addresses,
+            host_ttl=self.ttl,
+            other_ttl=self.ttl,
+        )
+
+    def _wanted(self, offers: list[Offer]) -> dict[str, tuple[Offer, dict[str, str]]]:
+        wanted: dict[str, tuple[Offer, dict[str, str]]] = {}
+        for offer in offers:
+            url = manifest_url_for(
+                offer.manifest_url,
+                offer.manifest_path,
+                offer.port,
+                self._addresses,
+                self.advertise_host,
+            )
+            try:
+                base_instance_name(offer.channel, offer.arch)
+                wanted[offer.combination] = (
+                    offer,
+                    build_txt(offer.channel, offer.arch, url, offer.version),
+                )
+            except TxtError as exc:
+                log.warning("mDNS: not advertising %s: %s", offer.combination, exc)
+        return wanted
+
+    async def _reconcile(self, offers: list[Offer]) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            wanted = self._wanted(offers)
+            gone = [c for c in self._registered if c not in wanted]
+            changed = [
+                c
+                for c in wanted
+                if c in self._registered and self._registered[c].properties != wanted[c][1]
+            ]
+            new = [c for c in wanted if c not in self._registered]
+            await asyncio.gather(*(self._unregister(c) for c in gone))
+            await asyncio.gather(*(self._update(c, *wanted[c]) for c in changed))
+            results = await asyncio.gather(
+                *(self._register(c, *wanted[c]) for c in new), return_exceptions=True
+            )
+            for combination, result in zip(new, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.warning("mDNS: cannot register %s: %s", combination, result)
+            registered = [c for c in new if c in self._registered]
+            if registered:
+                await self._resolve_ties(registered)
+
+    async def _register(self, combination: str, offer: Offer, properties: dict[str, str]) -> None:
+        name = full_service_name(base_instance_name(offer.channel, offer.arch))
+        info = self._service_info(name, offer, properties)
+        broadcast = await self._zc.async_register_service(info, allow_name_change=True)
+        await self._remember(
+            combination, _Registered(offer, properties, info), "advertising", broadcast
+        )
+
+    async def _update(self, combination: str, offer: Offer, properties: dict[str, str]) -> None:
+        """New TXT under the same instance name (``update_service`` re-announces it)."""
+        info = self._service_info(self._registered[combination].info.name, offer, properties)
+        broadcast = await self._zc.async_update_service(info)
+        await self._remember(
+            combination, _Registered(offer, properties, info), "updated", broadcast
+        )
+
+    async def _remember(
+        self, combination: str, entry: _Registered, verb: str, broadcast: Awaitable[Any]
+    ) -> None:
+        with self._names_lock:
+            self._registered[combination] = entry
+        log.info(
+            "mDNS: %s %s as %s (version %s)",
+            verb,
+            combination,
+            instance_label(entry.info.name),
+            entry.properties.get("version", "-"),
+        )
+        await broadcast
+
+    async def _unregister(self, combination: str) -> None:
+        with self._names_lock:
+            old = self._registered.pop(combination)
+        await (await self._zc.async_unregister_service(old.info))
+        log.info("mDNS: withdrew %s (%s)", combination, instance_label(old.info.name))
+
+    async def _withdraw_all(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            await asyncio.gather(*(self._unregister(c) for c in list(self._registered)))
+
+    def _rivals(self, registered: _Registered) -> list[str]:
+        """Manifest URLs of other providers whose TXT sits under our instance name."""
+        from zeroconf import DNSText
+        from zeroconf.const import _CLASS_IN, _TYPE_TXT
+
+        own = registered.properties["manifest"]
+        urls = []
+        for record in self._zc.cache.async_all_by_details(
+            registered.info.name, _TYPE_TXT, _CLASS_IN
+        ):
+            if not isinstance(record, DNSText) or record.is_expired(_now_millis()):
+                continue
+            url = (decode_txt_wire(record.text).get(b"manifest") or b"").decode("ascii", "replace")
+            if url and url != own and url not in urls:
+                urls.append(url)
+        return urls
+
+    async def _resolve_ties(self, combinations: list[str]) -> None:
+        """Detect and settle a name that two providers both kept after probing simultaneously."""
+        for _ in range(MAX_TIE_ROUNDS):
+            await asyncio.sleep(TIE_CHECK_DELAY + random.uniform(0, 0.25))
+            losers: list[str] = []
+            keepers: list[str] = []
+            for combination in combinations:
+                entry = self._registered.get(combination)
+                if entry is None:
+                    continue
+                rivals = self._rivals(entry)
+                if not rivals:
+                    continue
+                if tie_keeper(entry.properties["manifest"], rivals):
+                    keepers.append(combination)
+                else:
+                    losers.append(combination)
+                log.info(
+                    "mDNS: %s is also claimed by %s; %s",
+                    instance_label(entry.info.name),
+                    ", ".join(rivals),
+                    "keeping it" if combination in keepers else "renaming",
+                )
+            if not losers and not keepers:
+                return
+            for combination in losers:
+                entry = self._registered[combination]
+                await self._unregister(combination)
+                await self._register(combination, entry.offer, entry.properties)
+            if keepers:
+                await asyncio.sleep(KEEPER_REANNOUNCE_DELAY)
+                for combination in keepers:
+                    entry = self._registered.get(combination)
+                    if entry is not None:
+                        await (await self._zc.async_update_service(entry.info))
+            combinations = losers or combinations
+            if not losers:
+                return
+
+
+def _now_millis() -> float:
+    from zeroconf import current_time_millis
+
+    return current_time_millis()
+
+
+def _log_failure(future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("mDNS: advertising failed: %s", future.exception())
