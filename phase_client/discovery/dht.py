@@ -1,0 +1,129 @@
+"""DHT discovery: find providers of a channel/arch under ``/phase/{channel}/{arch}/manifest``.
+
+A client is a short-lived DHT node: it binds an ephemeral UDP port, pings every bootstrap contact
+in parallel, walks to the k nodes closest to the key and collects the verified union of provider
+records. Everything is bounded by ``query.timeout``; RPCs time out quickly so dead bootstrap nodes
+or peers cost a fraction of the budget, not 5 s each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+import urllib.parse
+from collections.abc import Sequence
+
+from ..errors import UsageError
+from ..timefmt import format_utc
+from .model import Candidate, Query
+
+log = logging.getLogger(__name__)
+
+CMDLINE_PARAM = "phase.bootstrap"
+MAX_BOOTSTRAP = 32
+BOOTSTRAP_SHARE = 0.6  # of the timeout; the lookup keeps the rest even if bootstrap stalls
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); UsageError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def parse_bootstrap_list(text: str) -> list[tuple[str, int]]:
+    """Comma- or whitespace-separated ``host:port`` list (config files, kernel command line)."""
+    items = [item for item in text.replace(",", " ").split() if item]
+    if len(items) > MAX_BOOTSTRAP:
+        raise UsageError(f"at most {MAX_BOOTSTRAP} bootstrap nodes")
+    return [parse_hostport(item) for item in items]
+
+
+def bootstrap_from_cmdline(cmdline: str) -> list[tuple[str, int]]:
+    """Contacts from ``phase.bootstrap=host:port,...`` on a kernel command line (last one wins)."""
+    found: list[tuple[str, int]] = []
+    for word in cmdline.split():
+        name, sep, value = word.partition("=")
+        if sep and name == CMDLINE_PARAM:
+            found = parse_bootstrap_list(value)
+    return found
+
+
+def _listen_host(bootstrap: Sequence[tuple[str, int]]) -> str:
+    """IPv6 wildcard only when every contact is an IPv6 literal; otherwise IPv4."""
+    try:
+        if bootstrap and all(ipaddress.ip_address(h).version == 6 for h, _ in bootstrap):
+            return "::"
+    except ValueError:
+        pass
+    return "0.0.0.0"
+
+
+def to_candidate(record: object) -> Candidate:
+    from ..dht.records import ProviderRecord
+
+    assert isinstance(record, ProviderRecord)
+    parsed = urllib.parse.urlsplit(record.url)
+    return Candidate(
+        source="dht",
+        url=record.url,
+        channel=record.channel,
+        arch=record.arch,
+        version=record.version,
+        name=record.provider_name,
+        host=parsed.hostname,
+        port=parsed.port or (443 if parsed.scheme == "https" else 80),
+        peer_id=record.peer_id,
+        last_updated=format_utc(record.last_updated),
+    )
+
+
+async def _discover(
+    query: Query, bootstrap: Sequence[tuple[str, int]], rpc_timeout: float | None
+) -> list[Candidate]:
+    from ..dht.node import DEFAULT_RPC_TIMEOUT, DhtNode
+    from ..dht.records import dht_key
+
+    started = time.monotonic()
+    timeout = max(0.1, query.timeout)
+    if rpc_timeout is None:
+        rpc_timeout = min(DEFAULT_RPC_TIMEOUT, max(0.2, timeout / 4))
+    node = DhtNode(rpc_timeout=rpc_timeout)
+    await node.listen(0, _listen_host(bootstrap))
+    try:
+        try:
+            await asyncio.wait_for(node.bootstrap(bootstrap), timeout * BOOTSTRAP_SHARE)
+        except TimeoutError:
+            log.debug("DHT bootstrap still running after %.1f s; looking up anyway", timeout)
+        if not node.protocol.router.find_neighbors(node.node):
+            log.warning("DHT: no bootstrap node answered (%d tried)", len(bootstrap))
+            return []
+        remaining = max(0.05, timeout - (time.monotonic() - started))
+        found = await node.get(dht_key(query.channel, query.arch), timeout=remaining)
+    finally:
+        node.stop()
+    log.info(
+        "DHT: %d provider(s) of %s/%s in %.0f ms",
+        len(found),
+        query.channel,
+        query.arch,
+        (time.monotonic() - started) * 1000,
+    )
+    return [to_candidate(r) for r in found]
+
+
+def discover_dht(
+    query: Query, bootstrap: list[tuple[str, int]], rpc_timeout: float | None = None
+) -> list[Candidate]:
+    """Providers of ``query.channel``/``query.arch`` in the DHT, newest record first.
+
+    Returns within ``query.timeout`` (plus a few milliseconds), whatever state the bootstrap
+    nodes are in; an empty list when nothing was found or nobody answered.
+    """
+    if not bootstrap:
+        return []
+    return asyncio.run(_discover(query, bootstrap[:MAX_BOOTSTRAP], rpc_timeout))
