@@ -153,18 +153,15 @@ def missing_combinations(
 def choose_default(
     offered: Sequence[str], channel: str | None, arch: str | None, host: str
 ) -> str | None:
-    """Configured, else stable/<host arch>, else stable/<any arch>, else the first offered."""
+    """Configured (channel default stable, arch default the host's), else stable/<host arch>,
+    else the configured channel with any arch, else stable/<any arch>, else the first offered."""
     if not offered:
         return None
     ordered = sorted(offered)
-    preferred_channel = channel or "stable"
-    wanted = [f"{preferred_channel}/{arch or host}"]
-    if channel is None and arch is not None:
-        wanted.append(f"stable/{host}")
-    for combination in wanted:
+    for combination in (f"{channel or 'stable'}/{arch or host}", f"stable/{host}"):
         if combination in offered:
             return combination
-    for prefix in dict.fromkeys([preferred_channel, "stable"]):
+    for prefix in dict.fromkeys([channel or "stable", "stable"]):
         for combination in ordered:
             if combination.startswith(f"{prefix}/"):
                 return combination

@@ -34,6 +34,7 @@ File format (every key optional; relative paths are relative to the file's direc
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -151,10 +152,32 @@ def _string_list(value: list[Any], what: str) -> list[str]:
     return list(value)
 
 
+_TABLE_RE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\s-]+?)\s*\]\s*(#.*)?$")
+_CHANNELS_KEY_RE = re.compile(r"^(\s*)channels(\s*=)")
+CHANNEL_LIST_KEY = "channel_list"
+
+
+def seed_compatible(text: str) -> str:
+    """The seed's file as strict TOML.
+
+    The seed writes ``channels = [...]`` and ``[provider.channels.stable]`` in one file, which
+    TOML forbids (a key cannot be an array and a table). The list is read under another name.
+    """
+    lines = text.splitlines(keepends=True)
+    table = ""
+    for index, line in enumerate(lines):
+        header = _TABLE_RE.match(line)
+        if header:
+            table = header.group(1).replace(" ", "")
+        elif table == "provider":
+            lines[index] = _CHANNELS_KEY_RE.sub(rf"\1{CHANNEL_LIST_KEY}\2", line, count=1)
+    return "".join(lines)
+
+
 def parse_config_text(text: str, base_dir: Path) -> dict[str, Any]:
     """Validated settings from the TOML text; keys as in ``PROVIDER_KEYS`` plus ``dht``."""
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(seed_compatible(text))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config: {exc}") from exc
     unknown = set(raw) - {"provider", "dht"}
@@ -163,13 +186,12 @@ def parse_config_text(text: str, base_dir: Path) -> dict[str, Any]:
     provider = dict(raw.get("provider", {}))
     if not isinstance(raw.get("provider", {}), dict) or not isinstance(raw.get("dht", {}), dict):
         raise UsageError("config: [provider] and [dht] must be tables")
-    # [provider.channels.X] tables and the channels = [...] list share the key "channels".
-    channels_value = provider.pop("channels", None)
-    channel_tables: dict[str, Any] = {}
-    if isinstance(channels_value, dict):
-        channel_tables = channels_value
-    elif channels_value is not None:
-        provider["channels"] = channels_value
+    # [provider.channels.X] tables; the channels = [...] list was renamed by seed_compatible.
+    channel_tables = provider.pop("channels", {})
+    if not isinstance(channel_tables, dict):
+        raise UsageError("config: [provider] channels must be a list of channel names")
+    if CHANNEL_LIST_KEY in provider:
+        provider["channels"] = provider.pop(CHANNEL_LIST_KEY)
     settings = _typed(provider, PROVIDER_KEYS, "provider")
     for key in ("artifacts_dir", "state_dir", "key"):
         if key in settings:

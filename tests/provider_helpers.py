@@ -1,0 +1,159 @@
+"""Helpers for the plasmd serve tests: artifact trees and a real server in a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 60.0  # generous: a loaded 2-core machine can be slow to import and scan
+
+
+def write_random(path: Path, size: int, seed: int = 0) -> bytes:
+    """Deterministic pseudo-random bytes (fast for tens of MiB) written to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = (bytes(range(256)) * 4096)[seed % 251 :][: 1 << 20]
+    data = (block * (size // len(block) + 1))[:size]
+    path.write_bytes(data)
+    return data
+
+
+def make_tree(root: Path, combos: dict[str, int]) -> dict[str, bytes]:
+    """``{"stable/arm64": size}`` -> DIR/stable/arm64/vmlinuz of that size; returns contents."""
+    contents = {}
+    for index, (combo, size) in enumerate(combos.items()):
+        contents[combo] = write_random(root / combo / "vmlinuz", size, seed=index + 1)
+    return contents
+
+
+class ServerProcess:
+    """``python -m phase_client plasmd serve ...`` with its stderr collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "phase_client", "plasmd", "serve", *args],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = 0
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0) -> re.Match:
+        """The first log line from index ``start`` matching ``pattern`` (regex search)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no log line matching {pattern!r}; got {self.lines}")
+                self._cond.wait(min(remaining, 0.5))
+
+    def started(self) -> ServerProcess:
+        match = self.wait_for(r"^INFO Listening on http://\S+:(\d+)/$")
+        self.port = int(match.group(1))
+        self.wait_for(r"^INFO Found \d+ channel/arch combinations$")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+        return code
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def serve_args(artifacts: Path, state: Path, *extra: str) -> list[str]:
+    """Loopback only and no advertising: tests send nothing outside this machine."""
+    return [
+        "--artifacts",
+        str(artifacts),
+        "--state-dir",
+        str(state),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-mdns",
+        "--no-dht",
+        *extra,
+    ]
+
+
+@contextlib.contextmanager
+def running_server(args: list[str]) -> Iterator[ServerProcess]:
+    server = ServerProcess(args)
+    try:
+        yield server.started()
+    finally:
+        server.stop()
+
+
+def poll(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> bool:
+    """True once ``check()`` holds, False at the deadline (bounded in time and count)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 1):
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    return check()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 30.0) -> bytes:
+    """Send raw bytes, read until the server closes or ``timeout``; the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def env_without_proxy() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
