@@ -53,6 +53,7 @@ RECORD_TTL = 120
 TIE_CHECK_DELAY = 1.0
 KEEPER_REANNOUNCE_DELAY = 2.0
 MAX_TIE_ROUNDS = 3
+TIE_WATCH_INTERVAL = 5.0
 STOP_TIMEOUT = 10.0
 
 
@@ -103,10 +104,12 @@ class MdnsAdvertiser:
         self.ttl = ttl
         self._addresses: list[str] = []
         self._zc: Any = None
-        self._lock: asyncio.Lock | None = None
+        # Serialises start/update/stop/tie work; binds to zeroconf's loop on first use.
+        self._lock = asyncio.Lock()
         self._registered: dict[str, _Registered] = {}
         self._names_lock = threading.Lock()
         self._pending: list[concurrent.futures.Future[None]] = []
+        self._watch: concurrent.futures.Future[None] | None = None
 
     # -- the Advertiser protocol -------------------------------------------------------------
 
@@ -122,6 +125,7 @@ class MdnsAdvertiser:
         where = ", ".join(f"{name} {addr}" for name, addr in pairs)
         log.info("mDNS: announcing %s as %s on %s", SERVICE_TYPE, self.hostname, where)
         self._submit(self._reconcile(list(offers)))
+        self._watch = asyncio.run_coroutine_threadsafe(self._watch_ties(), self._zc.loop)
 
     def update(self, offers: Sequence[Offer]) -> None:
         if self._zc is not None:
@@ -131,6 +135,8 @@ class MdnsAdvertiser:
         zc = self._zc
         if zc is None:
             return
+        if self._watch is not None:
+            self._watch.cancel()
         self.wait_idle(STOP_TIMEOUT)
         try:
             future = asyncio.run_coroutine_threadsafe(self._withdraw_all(), zc.loop)
@@ -222,8 +228,6 @@ class MdnsAdvertiser:
         return wanted
 
     async def _reconcile(self, offers: list[Offer]) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         async with self._lock:
             wanted = self._wanted(offers)
             gone = [c for c in self._registered if c not in wanted]
@@ -282,8 +286,6 @@ class MdnsAdvertiser:
         log.info("mDNS: withdrew %s (%s)", combination, instance_label(old.info.name))
 
     async def _withdraw_all(self) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         async with self._lock:
             await asyncio.gather(*(self._unregister(c) for c in list(self._registered)))
 
@@ -304,44 +306,54 @@ class MdnsAdvertiser:
                 urls.append(url)
         return urls
 
+    async def _settle_ties(self, combinations: list[str]) -> list[str]:
+        """One round of tie detection; returns the combinations this provider renamed."""
+        losers: list[str] = []
+        keepers: list[str] = []
+        for combination in combinations:
+            entry = self._registered.get(combination)
+            rivals = self._rivals(entry) if entry is not None else []
+            if entry is None or not rivals:
+                continue
+            keep = tie_keeper(entry.properties["manifest"], rivals)
+            (keepers if keep else losers).append(combination)
+            log.info(
+                "mDNS: %s is also claimed by %s; %s",
+                instance_label(entry.info.name),
+                ", ".join(rivals),
+                "keeping it" if keep else "renaming",
+            )
+        for combination in losers:
+            entry = self._registered[combination]
+            await self._unregister(combination)
+            await self._register(combination, entry.offer, entry.properties)
+        if keepers:
+            # The loser's goodbye also withdrew the PTR record we share with it: say it again.
+            await asyncio.sleep(KEEPER_REANNOUNCE_DELAY)
+            for combination in keepers:
+                entry = self._registered.get(combination)
+                if entry is not None:
+                    await (await self._zc.async_update_service(entry.info))
+        return losers
+
     async def _resolve_ties(self, combinations: list[str]) -> None:
-        """Detect and settle a name that two providers both kept after probing simultaneously."""
+        """Right after registering: look for a provider that won the same probe as we did."""
         for _ in range(MAX_TIE_ROUNDS):
             await asyncio.sleep(TIE_CHECK_DELAY + random.uniform(0, 0.25))
-            losers: list[str] = []
-            keepers: list[str] = []
-            for combination in combinations:
-                entry = self._registered.get(combination)
-                if entry is None:
-                    continue
-                rivals = self._rivals(entry)
-                if not rivals:
-                    continue
-                if tie_keeper(entry.properties["manifest"], rivals):
-                    keepers.append(combination)
-                else:
-                    losers.append(combination)
-                log.info(
-                    "mDNS: %s is also claimed by %s; %s",
-                    instance_label(entry.info.name),
-                    ", ".join(rivals),
-                    "keeping it" if combination in keepers else "renaming",
-                )
-            if not losers and not keepers:
+            combinations = await self._settle_ties(combinations)
+            if not combinations:
                 return
-            for combination in losers:
-                entry = self._registered[combination]
-                await self._unregister(combination)
-                await self._register(combination, entry.offer, entry.properties)
-            if keepers:
-                await asyncio.sleep(KEEPER_REANNOUNCE_DELAY)
-                for combination in keepers:
-                    entry = self._registered.get(combination)
-                    if entry is not None:
-                        await (await self._zc.async_update_service(entry.info))
-            combinations = losers or combinations
-            if not losers:
-                return
+
+    async def _watch_ties(self) -> None:
+        """Later ties: two network segments joined, or a provider whose link came up late.
+
+        Our caches fill with other providers' answers whenever any client browses, so a cheap
+        periodic look at the cache finds a second holder of one of our names.
+        """
+        while True:
+            await asyncio.sleep(TIE_WATCH_INTERVAL + random.uniform(0, 1.0))
+            async with self._lock:
+                await self._settle_ties(list(self._registered))
 
 
 def _now_millis() -> float:

@@ -1,0 +1,325 @@
+"""mDNS across real network namespaces on a bridge: real multicast, real zeroconf, no mocks.
+
+Providers are ``tests/mdns_provider_proc.py`` (the real ``MdnsAdvertiser`` driven over stdin)
+or a real ``plasmd serve``; the client is ``python3 -m phase_client discover --source mdns``
+in another namespace, and ``dig`` (legacy unicast DNS) is the tool we did not write.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netns import REPO, Lan, Node, describe
+
+pytestmark = pytest.mark.netns
+
+PROVIDER = str(REPO / "tests" / "mdns_provider_proc.py")
+REPLY_TIMEOUT = 60.0  # registering probes for ~1.2 s; generous for a loaded machine
+STABLE_ARM64 = [{"channel": "stable", "arch": "arm64", "version": "2025.11.26"}]
+
+
+class Provider:
+    """A provider process in a namespace, driven by JSON commands (see mdns_provider_proc.py)."""
+
+    def __init__(self, node: Node, *extra: str) -> None:
+        self.node = node
+        self.proc = node.popen(
+            [sys.executable, PROVIDER, *extra],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def send(self, op: str, offers: list[dict[str, Any]] | None = None) -> None:
+        assert self.proc.stdin is not None
+        command: dict[str, Any] = {"op": op}
+        if offers is not None:
+            command["offers"] = offers
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def reply(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(REPLY_TIMEOUT):
+                raise AssertionError(f"provider in {self.node.netns} did not answer")
+        line = self.proc.stdout.readline()
+        assert line, f"provider exited: {self.stderr()}"
+        reply: dict[str, Any] = json.loads(line)
+        assert reply["ok"], reply
+        return reply
+
+    def command(self, op: str, offers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        self.send(op, offers)
+        return self.reply()
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
+
+
+DISCOVER = ("discover", "--source", "mdns", "--no-probe")
+
+
+def discover(node: Node, *args: str, timeout: float = 4.0) -> subprocess.CompletedProcess[str]:
+    """phase-discover --source mdns in ``node``; --no-probe: these providers serve no HTTP."""
+    argv = node.python(*DISCOVER, "--timeout", str(timeout), *args)
+    return node.run(argv, timeout=timeout + 60)
+
+
+def discover_json(node: Node, *args: str, timeout: float = 4.0) -> list[dict[str, Any]]:
+    result = discover(node, "--json", *args, timeout=timeout)
+    assert result.returncode == 0, describe(result)
+    found: list[dict[str, Any]] = json.loads(result.stdout)
+    return found
+
+
+def dig(node: Node, server: str, name: str, rtype: str) -> str:
+    argv = ["dig", "+time=5", "+tries=2", "-p", "5353", f"@{server}", name, rtype]
+    result = node.run(argv, timeout=60)
+    assert result.returncode == 0, describe(result)
+    return result.stdout
+
+
+@pytest.fixture
+def lan() -> Iterator[Lan]:
+    with Lan() as network:
+        yield network
+
+
+def test_two_providers_of_one_combination_get_seed_names(lan: Lan) -> None:
+    prov1, prov2, client = lan.add_node("prov1"), lan.add_node("prov2"), lan.add_node("client")
+    providers = [Provider(prov1), Provider(prov2)]
+    for provider in providers:  # at the same instant: the case where both may win the probe
+        provider.send("start", STABLE_ARM64)
+    names = {p.node.address: p.reply()["names"]["stable/arm64"] for p in providers}
+    assert sorted(names.values()) == ["phase-stable-arm64", "phase-stable-arm64-2"]
+
+    found = discover_json(client, "--arch", "aarch64", "--all")
+    assert len(found) == 2, found
+    by_name = {c["name"]: c for c in found}
+    assert set(by_name) == set(names.values())
+    for node in (prov1, prov2):
+        candidate = by_name[names[node.address]]
+        assert candidate["url"] == f"http://{node.address}:8080/stable/arm64/manifest.json"
+        assert candidate["version"] == "2025.11.26"
+        assert (candidate["channel"], candidate["arch"], candidate["source"]) == (
+            "stable",
+            "arm64",
+            "mdns",
+        )
+        assert candidate["host"] == f"{node.hostname}.local"
+        assert candidate["addresses"] == [node.address]
+        assert candidate["port"] == 8080
+
+    # Without --all: one URL line, exit 0, as soon as one answered.
+    result = discover(client, "--arch", "arm64", "--quiet")
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.strip() in {c["url"] for c in found}
+    assert result.stderr == ""
+
+
+def test_each_channel_and_arch_is_advertised_separately(lan: Lan) -> None:
+    provider_node, client = lan.add_node("prov"), lan.add_node("client")
+    offers = [
+        {"channel": "stable", "arch": "arm64", "version": "s-arm"},
+        {"channel": "stable", "arch": "x86_64", "version": "s-x86"},
+        {"channel": "testing", "arch": "arm64", "version": "t-arm"},
+    ]
+    names = Provider(provider_node).command("start", offers)["names"]
+    assert names == {
+        "stable/arm64": "phase-stable-arm64",
+        "stable/x86_64": "phase-stable-x86_64",
+        "testing/arm64": "phase-testing-arm64",
+    }
+    for channel, arch, version in [
+        ("testing", "aarch64", "t-arm"),
+        ("stable", "amd64", "s-x86"),
+        ("stable", "arm64", "s-arm"),
+    ]:
+        found = discover_json(client, "--channel", channel, "--arch", arch, "--all", timeout=2)
+        assert [c["version"] for c in found] == [version], found
+        assert found[0]["url"].endswith(f"/{channel}/{found[0]['arch']}/manifest.json")
+
+    result = discover(client, "--channel", "testing", "--arch", "x86_64", timeout=2)
+    assert result.returncode == 3, describe(result)
+    assert result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "phase-discover: no provider of testing/x86_64 found within 2 s"
+    assert "Traceback" not in result.stderr
+
+
+def test_a_stopping_provider_leaves_a_running_clients_view(lan: Lan) -> None:
+    prov1, prov2, client = lan.add_node("prov1"), lan.add_node("prov2"), lan.add_node("client")
+    leaving, staying = Provider(prov1), Provider(prov2)
+    for provider in (leaving, staying):
+        provider.send("start", STABLE_ARM64)
+    for provider in (leaving, staying):
+        provider.reply()
+    browse = client.popen(
+        client.python(*DISCOVER, "--all", "--json", "--timeout", "8", "--arch", "arm64"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert browse.stderr is not None
+    seen = 0
+    deadline = time.monotonic() + 10
+    while seen < 2 and time.monotonic() < deadline:  # both found: the client's view has both
+        line = browse.stderr.readline()
+        seen += "mDNS: found" in line
+    assert seen == 2
+    stopped_at = time.monotonic()
+    leaving.command("stop")
+    out, err = browse.communicate(timeout=60)
+    assert browse.returncode == 0, err
+    assert [c["url"] for c in json.loads(out)] == [
+        f"http://{prov2.address}:8080/stable/arm64/manifest.json"
+    ]
+    match = re.search(r"mDNS: \S+ left", err)
+    assert match, err
+    assert time.monotonic() - stopped_at < 60
+
+
+def test_withdrawn_combination_and_new_version(lan: Lan) -> None:
+    provider_node, client = lan.add_node("prov"), lan.add_node("client")
+    provider = Provider(provider_node)
+    provider.command("start", [*STABLE_ARM64, {"channel": "testing", "arch": "arm64"}])
+    assert len(discover_json(client, "--channel", "testing", "--arch", "arm64", timeout=2)) == 1
+
+    # testing/arm64 disappears; stable/arm64 gets a new version (TXT updated in place).
+    reply = provider.command("update", [{"channel": "stable", "arch": "arm64", "version": "v2"}])
+    assert reply["names"] == {"stable/arm64": "phase-stable-arm64"}
+    result = discover(client, "--channel", "testing", "--arch", "arm64", timeout=2)
+    assert result.returncode == 3, describe(result)
+    found = discover_json(client, "--arch", "arm64", "--all", timeout=2)
+    assert [(c["name"], c["version"]) for c in found] == [("phase-stable-arm64", "v2")]
+    txt = dig(
+        client, provider_node.address or "", "phase-stable-arm64._phase-image._tcp.local", "TXT"
+    )
+    assert '"version=v2"' in txt
+
+
+def test_dig_legacy_unicast_lists_instance_and_txt_keys(lan: Lan) -> None:
+    provider_node, client = lan.add_node("prov"), lan.add_node("client")
+    Provider(provider_node).command("start", STABLE_ARM64)
+    address = provider_node.address or ""
+    ptr = dig(client, address, "_phase-image._tcp.local", "PTR")
+    assert re.search(
+        r"_phase-image\._tcp\.local\.\s+\d+\s+IN\s+PTR\s+phase-stable-arm64\._phase-image", ptr
+    ), ptr
+    txt = dig(client, address, "phase-stable-arm64._phase-image._tcp.local", "TXT")
+    url = f"http://{address}:8080/stable/arm64/manifest.json"
+    for entry in ["txtvers=1", "channel=stable", "arch=arm64", f"manifest={url}", "version="]:
+        assert f'"{entry}' in txt, txt
+    srv = dig(client, address, "phase-stable-arm64._phase-image._tcp.local", "SRV")
+    assert re.search(r"IN\s+SRV\s+0 0 8080 prov\.local\.", srv), srv
+
+
+def test_tie_after_a_partition_heals_is_resolved(lan: Lan) -> None:
+    """Both providers register the same name while they cannot hear each other."""
+    prov1, prov2, client = lan.add_node("prov1"), lan.add_node("prov2"), lan.add_node("client")
+    subprocess.run(["ip", "-n", prov2.netns, "link", "set", "eth0", "down"], check=True)
+    providers = [Provider(prov1), Provider(prov2)]
+    for provider in providers:
+        provider.send("start", STABLE_ARM64)
+    for provider in providers:
+        assert provider.reply()["names"] == {"stable/arm64": "phase-stable-arm64"}
+    subprocess.run(["ip", "-n", prov2.netns, "link", "set", "eth0", "up"], check=True)
+
+    deadline = time.monotonic() + 45
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        # A browsing client makes both answer; each then sees the other under its name.
+        discover(client, "--all", "--arch", "arm64", timeout=1)
+        # A renaming provider briefly holds no name at all.
+        names = sorted(p.command("names")["names"].get("stable/arm64", "-") for p in providers)
+        if names == ["phase-stable-arm64", "phase-stable-arm64-2"]:
+            break
+    assert names == ["phase-stable-arm64", "phase-stable-arm64-2"]
+    found = discover_json(client, "--all", "--arch", "arm64", timeout=3)
+    assert sorted(c["name"] for c in found) == names
+
+
+def test_no_network_is_a_clear_error(lan: Lan) -> None:
+    node = lan.add_isolated("offline")
+    result = discover(node, "--arch", "arm64", timeout=1)
+    assert result.returncode == 3, describe(result)
+    assert "Traceback" not in result.stderr
+    assert "mDNS: no network interface with an IPv4 address" in result.stderr
+    code = (
+        "from phase_client.discovery.mdns import discover_mdns\n"
+        "from phase_client.discovery.model import Query\n"
+        "from phase_client.errors import NoSourceError\n"
+        "try:\n"
+        "    discover_mdns(Query(timeout=1))\n"
+        "except NoSourceError as exc:\n"
+        "    print(exc)\n"
+    )
+    direct = node.run([sys.executable, "-c", code], timeout=60)
+    assert direct.stdout.strip() == (
+        "mDNS: no network interface with an IPv4 address (is the network up?)"
+    ), describe(direct)
+
+
+def test_plasmd_serve_is_discovered_and_probed(lan: Lan, tmp_path: Path) -> None:
+    provider_node, client = lan.add_node("plasm"), lan.add_node("client")
+    artifacts = tmp_path / "artifacts" / "stable" / "arm64"
+    artifacts.mkdir(parents=True)
+    (artifacts / "vmlinuz").write_bytes(b"kernel" * 1000)
+    (artifacts / "version").write_text("2026.11.24\n")
+    serve = provider_node.popen(
+        provider_node.python(
+            "plasmd",
+            "serve",
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--port",
+            "0",
+            "--no-dht",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert serve.stderr is not None
+    deadline = time.monotonic() + 60
+    log: list[str] = []
+    while time.monotonic() < deadline and serve.poll() is None:
+        log.append(serve.stderr.readline())
+        if "mDNS: advertising stable/arm64" in log[-1]:
+            break
+    assert "mDNS: advertising stable/arm64" in log[-1], "".join(log)
+
+    # With the liveness probe (a HEAD of the manifest URL over real HTTP).
+    result = client.run(
+        client.python(
+            "discover", "--source", "mdns", "--arch", "arm64", "--json", "--timeout", "5"
+        ),
+        timeout=60,
+    )
+    assert result.returncode == 0, describe(result)
+    (candidate,) = json.loads(result.stdout)
+    assert candidate["name"] == "phase-stable-arm64"
+    assert candidate["version"] == "2026.11.24"
+    assert candidate["url"].startswith(f"http://{provider_node.address}:")
+    assert candidate["url"].endswith("/stable/arm64/manifest.json")
+    assert candidate["rtt_ms"] is not None
+    serve.terminate()
+    serve.wait(timeout=60)
