@@ -117,8 +117,12 @@ class ProviderServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "plasmd"
-    sys_version = ""
+    # Never answer in HTTP/0.9 (a bare body): a request line without a version is garbage.
+    default_request_version = "HTTP/1.0"
     server: ProviderServer
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout
