@@ -79,13 +79,20 @@ class Stats:
     resumed: bool = False
     restarted: bool = False
     split: bool = False
-    bytes_from: dict[str, int] = field(default_factory=dict)
+    bytes_from: dict[str, int] = field(default_factory=dict)  # of the copy that verified
+    received: int = 0  # every byte read, wasted ones included
     failures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_bytes(self, source: Source, count: int) -> None:
         with self.lock:
             self.bytes_from[source.location] = self.bytes_from.get(source.location, 0) + count
+            self.received += count
+
+    def start_over(self) -> None:
+        """The bytes so far were thrown away: they no longer count as delivered by anyone."""
+        with self.lock:
+            self.bytes_from.clear()
 
     def fail(self, failure: SourceFailed) -> None:
         with self.lock:
@@ -317,6 +324,7 @@ def fetch_whole(
                 # The server ignored Range: its 200 body is the whole file; take it from byte 0.
                 log.info("%s: %s ignored Range; starting over", artifact.name, source)
                 stats.restarted = True
+                stats.start_over()
                 transfer.progress.add(-state.have)
                 state.reset()
                 response = restart.args[0]
@@ -356,6 +364,9 @@ class PieceWriter:
         self.piece = piece
         self.done = 0
 
+    def delivered(self) -> ByteRange | None:
+        return ByteRange(self.piece.start, self.piece.start + self.done - 1) if self.done else None
+
     def write(self, data: bytes) -> None:
         os.pwrite(self.fd, data, self.piece.start + self.done)
         self.done += len(data)
@@ -383,6 +394,24 @@ def fetch_piece(
             time.sleep(backoff_delay(attempt, transfer.settings.backoff))
 
 
+def find_liars(
+    verified_fd: int, suspect_fd: int, delivered: list[tuple[Source, ByteRange]]
+) -> dict[Source, ByteRange]:
+    """Sources whose ranges in the failed multi-source copy differ from the verified file."""
+    liars: dict[Source, ByteRange] = {}
+    for source, got in delivered:
+        if source in liars:
+            continue
+        offset = got.start
+        while offset <= got.end:
+            length = min(MiB, got.end - offset + 1)
+            if os.pread(verified_fd, length, offset) != os.pread(suspect_fd, length, offset):
+                liars[source] = got
+                break
+            offset += length
+    return liars
+
+
 def fetch_split(
     transfer: Transfer,
     sources: list[Source],
@@ -390,12 +419,14 @@ def fetch_split(
     fd: int,
     stats: Stats,
     on_failure: Callable[[SourceFailed], None],
+    delivered: list[tuple[Source, ByteRange]] | None = None,
 ) -> bool:
     """Ranges of one artifact fetched in parallel from several sources into one part file.
 
     Segments go to whichever worker asks next, so a faster provider serves more of the file;
     a failing source's unfinished remainder goes back to the queue. Returns True when every
     byte arrived (the caller then hashes the whole file); False when the sources ran out.
+    ``delivered`` collects which source wrote which bytes, to find a liar if the hash fails.
     """
     size = artifact.size
     settings = transfer.settings
@@ -416,6 +447,10 @@ def fetch_split(
             try:
                 fetch_piece(transfer, source, writer, size, stats)
             except SourceFailed as failure:
+                got = writer.delivered()
+                if got is not None and delivered is not None:
+                    with lock:
+                        delivered.append((source, got))
                 rest = remaining_range(piece, writer.done)
                 with lock:
                     if rest is not None:
@@ -424,6 +459,10 @@ def fetch_split(
                         alive.remove(source)
                 on_failure(failure)
                 return
+            got = writer.delivered()
+            if got is not None and delivered is not None:
+                with lock:
+                    delivered.append((source, got))
 
     # Rounds: a segment handed back after the other workers finished is picked up in the next
     # round by the sources still alive. Bounded: every round with work left loses a source.

@@ -34,7 +34,9 @@ from .download import (
     describe_error,
     fetch_split,
     fetch_whole,
+    find_liars,
 )
+from .plan import ByteRange
 from .progress import Progress
 from .sources import Source, SourceBook, is_url, sources_for
 
@@ -268,7 +270,7 @@ class Fetcher:
                     "%s: from cache (%d bytes, sha256 re-checked)", artifact.name, artifact.size
                 )
             else:
-                self._download(artifact, fd, choice, stats)
+                self._download(artifact, part, fd, choice, stats)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -289,6 +291,7 @@ class Fetcher:
             "source": source,
             "sources": delivered,
             "bytes": artifact.size,
+            "received": stats.received,
             "sha256": artifact.sha256,
             "seconds": round(seconds, 3),
             "mb_per_s": round(artifact.size / max(seconds, 1e-9) / 1e6, 1),
@@ -308,7 +311,9 @@ class Fetcher:
         elif failure.unreachable:
             self.book.mark_unreachable(failure.source, failure.reason)
 
-    def _download(self, artifact: Artifact, fd: int, choice: ManifestChoice, stats: Stats) -> None:
+    def _download(
+        self, artifact: Artifact, part: Path, fd: int, choice: ManifestChoice, stats: Stats
+    ) -> None:
         request = self.request
         candidates = sources_for(artifact, choice.location, request.mirrors, choice.others)
         self.progress.start(artifact.name, artifact.size)
@@ -316,8 +321,10 @@ class Fetcher:
         transfer = Transfer(http, self.settings, self.progress, stats)
         try:
             usable = self.book.usable(candidates)
+            suspect: tuple[int, list[tuple[Source, ByteRange]]] | None = None
             if len(usable) >= 2 and artifact.size >= self.settings.split_min:
                 stats.split = True
+                delivered: list[tuple[Source, ByteRange]] = []
                 complete = fetch_split(
                     transfer,
                     usable,
@@ -325,26 +332,62 @@ class Fetcher:
                     fd,
                     stats,
                     lambda f: self._failed(stats, f, artifact.name),
+                    delivered,
                 )
                 if complete and _hash_fd(fd, artifact.size) == artifact.sha256:
                     return
-                # A wrong hash over ranges from several sources does not say which one lied;
-                # the one-source-at-a-time pass below finds it and bans it.
+                # A wrong hash over ranges from several sources does not say which one lied.
+                # Keep that copy (unlinked, so nothing is left on disk), fetch one source at a
+                # time into a fresh part file, then compare range by range to find the liar.
                 log.warning(
                     "%s: multi-source download %s; retrying one source at a time",
                     artifact.name,
-                    "did not verify" if complete else "incomplete",
+                    "did not verify" if complete else "was incomplete",
                 )
+                if complete:
+                    suspect = (os.dup(fd), delivered)
+                    part.unlink()
+                    fresh = _open_part(part)
+                    os.dup2(fresh, fd)
+                    os.close(fresh)
+                stats.split = False
                 self.progress.start(artifact.name, artifact.size)
-            for source in self.book.usable(candidates):
-                try:
-                    fetch_whole(transfer, source, artifact, fd, stats)
-                    return
-                except SourceFailed as failure:
-                    self._failed(stats, failure, artifact.name)
+            try:
+                for source in self.book.usable(candidates):
+                    stats.start_over()
+                    try:
+                        fetch_whole(transfer, source, artifact, fd, stats)
+                        if suspect is not None:
+                            self._ban_liars(artifact, fd, *suspect, stats)
+                        return
+                    except SourceFailed as failure:
+                        self._failed(stats, failure, artifact.name)
+            finally:
+                if suspect is not None:
+                    os.close(suspect[0])
         finally:
             self.progress.finish()
         self._give_up(artifact, candidates, stats)
+
+    def _ban_liars(
+        self,
+        artifact: Artifact,
+        fd: int,
+        suspect_fd: int,
+        delivered: list[tuple[Source, ByteRange]],
+        stats: Stats,
+    ) -> None:
+        for source, got in find_liars(fd, suspect_fd, delivered).items():
+            self._failed(
+                stats,
+                SourceFailed(
+                    source,
+                    f"served wrong bytes in range {got.start}-{got.end} (multi-source copy "
+                    "compared with the verified file)",
+                    bad=True,
+                ),
+                artifact.name,
+            )
 
     def _give_up(self, artifact: Artifact, candidates: list[Source], stats: Stats) -> None:
         reasons = list(stats.failures)

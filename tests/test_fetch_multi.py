@@ -1,0 +1,157 @@
+"""Multi-source range split, and interrupted runs (real processes, real signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from phase_client.fetch.download import Settings
+from phase_client.fetch.fetcher import FetchRequest, fetch
+from phase_client.trust import TrustPolicy
+
+from .conftest import REPO
+from .fetch_servers import Behaviour, FileServer, publish, signed_manifest
+from .test_fetch_download import KEY, PREFIX, blob, files_in
+
+MiB = 1024 * 1024
+
+
+def request(urls: list[str], out: Path, **settings: float) -> FetchRequest:
+    return FetchRequest(
+        manifests=urls,
+        output=out,
+        policy=TrustPolicy(keys=(KEY.public,)),
+        settings=Settings(split_min=MiB, **settings),  # type: ignore[arg-type]
+    )
+
+
+def test_split_across_two_rate_limited_providers(tmp_path: Path) -> None:
+    size = 8 * MiB
+    arts = {"kernel": blob(size, 7)}
+    document = signed_manifest(KEY, arts)
+    # Each provider's uplink: 8 MiB/s for all its connections together.
+    with FileServer(rate=8 * MiB) as one, FileServer(rate=8 * MiB) as two:
+        urls = [publish(one, document, arts), publish(two, document, arts)]
+        summary = fetch(request(urls, tmp_path / "out", connections=4))
+        assert (tmp_path / "out" / "kernel").read_bytes() == arts["kernel"]
+        kernel = summary["artifacts"]["kernel"]
+        assert kernel["split"] is True
+        shares = [one.served(PREFIX + "vmlinuz"), two.served(PREFIX + "vmlinuz")]
+        # Both providers carried a real share of the file, and nothing was fetched twice.
+        assert sum(shares) == size
+        assert min(shares) >= size // 5, shares
+        assert all(r.status == 206 for r in one.requests_for(PREFIX + "vmlinuz"))
+        assert set(kernel["sources"]) == {u.replace("manifest.json", "vmlinuz") for u in urls}
+
+
+def test_split_with_a_lying_provider_falls_back_and_bans_it(tmp_path: Path) -> None:
+    size = 4 * MiB
+    arts = {"kernel": blob(size, 8), "initramfs": blob(2 * MiB, 9)}
+    document = signed_manifest(KEY, arts)
+    with FileServer() as good, FileServer() as liar:
+        urls = [publish(good, document, arts), publish(liar, document, arts)]
+        # initramfs is fetched first (name order); the liar tampers with every range of it.
+        liar.behave(PREFIX + "initramfs.img", Behaviour(tamper=True))
+        summary = fetch(request(urls, tmp_path / "out"))
+        initramfs = summary["artifacts"]["initramfs"]
+        assert (tmp_path / "out" / "initramfs").read_bytes() == arts["initramfs"]
+        assert initramfs["source"] == good.url(PREFIX + "initramfs.img")
+        # Comparing the failed split copy with the verified one found the liar's ranges...
+        assert any(
+            f.startswith(liar.url(PREFIX + "initramfs.img") + ": served wrong bytes in range")
+            for f in initramfs["failures"]
+        ), initramfs["failures"]
+        # ...so the kernel came from the good provider alone, not split.
+        assert liar.requests_for(PREFIX + "vmlinuz") == []
+        assert summary["artifacts"]["kernel"]["split"] is False
+
+
+def test_split_survives_a_provider_dying_mid_range(tmp_path: Path) -> None:
+    size = 6 * MiB
+    arts = {"kernel": blob(size, 10)}
+    document = signed_manifest(KEY, arts)
+    with FileServer(rate=16 * MiB) as steady, FileServer(rate=16 * MiB) as flaky:
+        urls = [publish(steady, document, arts), publish(flaky, document, arts)]
+        # Every connection to the flaky provider is cut after a little data, forever.
+        flaky.behave(PREFIX + "vmlinuz", Behaviour(cut_at=size, cuts=10**6, stall_after=None))
+        flaky.behave(PREFIX + "vmlinuz", Behaviour(status=503))
+        summary = fetch(request(urls, tmp_path / "out", retries=1, backoff=0.01))
+        assert (tmp_path / "out" / "kernel").read_bytes() == arts["kernel"]
+        kernel = summary["artifacts"]["kernel"]
+        assert kernel["split"] is True
+        assert any("HTTP 503" in f for f in kernel["failures"])
+        assert steady.served(PREFIX + "vmlinuz") == size
+
+
+def start_fetch(url: str, out: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "phase_client", "fetch", "--manifest", url),
+            *("--key", KEY.public.keyid, "--output", str(out), "--min-rate", "1"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not appear within {timeout}s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_interrupted_run_leaves_no_final_file(tmp_path: Path, sig: signal.Signals) -> None:
+    arts = {"kernel": blob(2 * MiB, 11)}
+    with FileServer() as server:
+        url = publish(server, signed_manifest(KEY, arts), arts)
+        server.behave(PREFIX + "vmlinuz", Behaviour(drip=64 * 1024))
+        out = tmp_path / "out"
+        proc = start_fetch(url, out)
+        try:
+            wait_for(out / ".kernel.part")
+            os.kill(proc.pid, sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert not (out / "kernel").exists()
+        assert not (out / "manifest.json").exists()
+        if sig == signal.SIGKILL:
+            # Nothing can clean up after SIGKILL; the part file is never mistaken for a result.
+            assert files_in(out) == [".kernel.part"]
+        else:
+            assert proc.returncode == 130
+            assert err.decode().strip().endswith("phase-fetch: interrupted")
+            assert files_in(out) == []
+
+
+def test_help_and_bad_usage() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "phase_client", "fetch", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    text = proc.stdout.decode()
+    for needle in ("--manifest", "--mirror", "--cache", "--connections", "exit codes:", "3  no"):
+        assert needle in text
+    proc = subprocess.run(
+        [sys.executable, "-m", "phase_client", "fetch", "--timeout", "zero"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
