@@ -137,18 +137,33 @@ class DhtNode(Server):
         raw = value.raw if isinstance(value, ProviderRecord) else value
         return records.parse_record(raw, self.clock(), expected_digest=dkey)
 
-    async def get(self, key: str, timeout: float | None = None) -> list[ProviderRecord]:  # type: ignore[override]
-        """Verified union of the records under ``key`` (newest first); partial on timeout."""
+    async def get(  # type: ignore[override]
+        self, key: str, timeout: float | None = None, first_only: bool = False
+    ) -> list[ProviderRecord]:
+        """Verified union of the records under ``key`` (newest first); partial on timeout.
+
+        ``first_only``: return as soon as any valid record has arrived (a boot client that
+        wants one provider now rather than all of them).
+        """
         digest = records.key_digest(key)
         nearest = self.protocol.router.find_neighbors(Node(digest))
         crawl = RecordCrawl(self.protocol, digest, nearest, self.ksize, self.alpha, self.clock)
         crawl.offer([r.raw for r in self.storage.records(digest)])
         self.last_crawl = crawl
-        if nearest:
-            try:
-                await asyncio.wait_for(crawl.find_records(), timeout)
-            except TimeoutError:
-                log.debug("DHT lookup of %s timed out; %d record(s) so far", key, len(crawl.found))
+        if not nearest or (first_only and crawl.found):
+            return crawl.result()
+        lookup = asyncio.ensure_future(crawl.find_records())
+        waiters: set[asyncio.Future[Any]] = {lookup}
+        if first_only:
+            waiters.add(asyncio.ensure_future(crawl.first.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        if not lookup.done() or lookup.cancelled():
+            log.debug("DHT lookup of %s cut short; %d record(s) so far", key, len(crawl.found))
         return crawl.result()
 
     # --- routing state ----------------------------------------------------------------------

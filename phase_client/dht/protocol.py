@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -35,6 +36,7 @@ ID_BYTES = 20
 MAX_DATAGRAM = 8192 + 21  # rpcudp's own request limit plus its header
 MAX_PAGES = 64  # a reply claiming more pages than this is cut (64 records of <= 1 KiB at worst)
 MAX_IP = 45  # longest textual IPv6 address
+DEAD_FOR = 60.0  # seconds a peer that timed out is skipped without asking it again
 
 
 def _is_id(value: Any) -> bool:
@@ -64,6 +66,9 @@ class RecordProtocol(KademliaProtocol):
         self.sent: Counter[str] = Counter()  # RPCs sent, by name (benchmarks count messages)
         self.dropped = 0  # junk datagrams, malformed requests and replies
         self._tasks: set[asyncio.Future[Any]] = set()  # strong references until they finish
+        # Peers that just timed out, by address: other nodes keep listing them in replies for a
+        # while, and asking again would cost a full RPC timeout each time.
+        self.dead: dict[tuple[str, int], float] = {}
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -168,6 +173,8 @@ class RecordProtocol(KademliaProtocol):
         return await super().call_store(node_to_ask, key, value)
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> Any:
+        if self.is_dead(node_to_ask):
+            return self.handle_call_response((False, None), node_to_ask)
         self.sent["find_node"] += 1
         address = (node_to_ask.ip, node_to_ask.port)
         result = await self.find_node(address, self.source_node.id, node_to_find.id)
@@ -178,6 +185,8 @@ class RecordProtocol(KademliaProtocol):
 
     async def call_find_records(self, node_to_ask: Node, digest: bytes, page: int) -> Any:
         """(True, {"records": [bytes...], "pages": n}) or (False, None)."""
+        if self.is_dead(node_to_ask):
+            return self.handle_call_response((False, None), node_to_ask)
         self.sent["find_records"] += 1
         address = (node_to_ask.ip, node_to_ask.port)
         result = await self.find_records(address, self.source_node.id, digest, page)
@@ -190,6 +199,22 @@ class RecordProtocol(KademliaProtocol):
             self.dropped += 1
             result = (False, None)
         return self.handle_call_response(result, node_to_ask)
+
+    def is_dead(self, node: Node) -> bool:
+        since = self.dead.get((node.ip, node.port))
+        if since is None:
+            return False
+        if time.monotonic() - since > DEAD_FOR:
+            del self.dead[(node.ip, node.port)]
+            return False
+        return True
+
+    def handle_call_response(self, result: Any, node: Node) -> Any:
+        if result[0]:
+            self.dead.pop((node.ip, node.port), None)
+        else:
+            self.dead[(node.ip, node.port)] = time.monotonic()
+        return super().handle_call_response(result, node)
 
     def _checked_nodes(self, result: Any, node_to_ask: Node) -> Any:
         """Drop malformed contacts from a node-list reply (the stock crawler would raise)."""
