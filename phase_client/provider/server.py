@@ -92,7 +92,10 @@ def make_dht_advertiser(config: ServeConfig, identity: SigningKey) -> Advertiser
         "provider_name": config.name,
         "port": settings.port,
         "bootstrap": list(settings.bootstrap),
+        "state_file": config.state_dir / "dht-routing.json",  # contacts kept across restarts
     }
+    if config.bind and ":" not in config.bind:  # the DHT speaks IPv4; keep it on the same address
+        options["listen_host"] = config.bind
     if settings.ttl is not None:
         options["ttl"] = settings.ttl
     if settings.republish_interval is not None:
@@ -112,6 +115,8 @@ def build_advertisers(config: ServeConfig, identity: SigningKey) -> list[Adverti
             continue
         try:
             advertiser = make()
+        except UsageError:
+            raise  # its settings are wrong: a configuration error like any other (exit 2)
         except Exception as exc:  # a broken advertiser must not stop the HTTP service
             log.warning("%s advertising failed to start: %s", name, exc)
             continue
