@@ -88,45 +88,39 @@ def make_artifact(root: Path, size: int) -> None:
 
 
 @contextlib.contextmanager
-def plasmd(root: Path, tmp: Path) -> Iterator[tuple[str, int]]:
+def server_process(
+    command: list[str], port: int, log_path: Path, stop_signal: int
+) -> Iterator[tuple[str, int]]:
+    """Run a server until the block ends; yields its base URL and pid once /health answers."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=REPO, stderr=log, stdout=subprocess.DEVNULL)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health")
+            yield f"http://127.0.0.1:{port}", proc.pid
+        finally:
+            proc.send_signal(stop_signal)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def plasmd(root: Path, tmp: Path) -> contextlib.AbstractContextManager[tuple[str, int]]:
     port = free_port()
     args = [sys.executable, "-m", "phase_client", "plasmd", "serve", "--artifacts", str(root)]
     args += ["--state-dir", str(tmp / "plasmd-state"), "--bind", "127.0.0.1", "--port", str(port)]
     args += ["--no-mdns", "--no-dht"]
-    log = open(tmp / "plasmd.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(args, cwd=REPO, stderr=log, stdout=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health")
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    return server_process(args, port, tmp / "plasmd.log", signal.SIGTERM)
 
 
-@contextlib.contextmanager
-def nginx(root: Path, tmp: Path) -> Iterator[tuple[str, int]]:
+def nginx(root: Path, tmp: Path) -> contextlib.AbstractContextManager[tuple[str, int]]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=root))
-    log = open(tmp / "nginx.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([binary, "-p", str(tmp), "-c", str(conf), "-e", "stderr"], stderr=log)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health")
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        proc.send_signal(signal.SIGQUIT)  # graceful
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    args = [binary, "-p", str(tmp), "-c", str(conf), "-e", "stderr"]
+    return server_process(args, port, tmp / "nginx.log", signal.SIGQUIT)  # QUIT: graceful
 
 
 def download_batch(url: str, clients: int, size: int, timeout: float) -> float:
@@ -280,8 +274,9 @@ def main() -> int:
     for clients, row in throughput.items():
         print(f"| {clients} | {row['plasmd_MBps']} | {row['nginx_MBps']} | {row['ratio']} |")
     health = results["health"]
-    print(f"\n/health: plasmd {health['plasmd_rps']} req/s, nginx {health['nginx_rps']} req/s, ")  # type: ignore[index]
-    print(f"ratio {health['ratio']}")  # type: ignore[index]
+    assert isinstance(health, dict)
+    print(f"\n/health: plasmd {health['plasmd_rps']} req/s, nginx {health['nginx_rps']} req/s,")
+    print(f"ratio {health['ratio']}")
     print(f"plasmd peak RSS {results['plasmd_peak_rss_mib']} MiB, {peak_threads} threads")
     return 0
 
