@@ -21,7 +21,7 @@ from phase_client.provider.config import resolve
 from phase_client.provider.server import Provider
 from phase_client.provider.signer import generate
 from phase_client.provider.statedir import StateDir
-from tests.conftest import key_from_byte
+from tests.conftest import key_from_byte, run_tool
 from tests.provider_helpers import (
     ServerProcess,
     make_tree,
@@ -155,6 +155,15 @@ def test_restart_keeps_the_identity_and_the_sequence_grows(tmp_path: Path) -> No
     assert (tmp_path / "state/identity.key").stat().st_mode & 0o777 == 0o600
     state = json.loads((tmp_path / "state/sequences.json").read_text())
     assert state == {"stable/arm64": seq2}
+
+
+def test_two_providers_never_share_a_state_dir(tmp_path: Path) -> None:
+    make_tree(tmp_path / "art", {"stable/arm64": 1000})
+    args = serve_args(tmp_path / "art", tmp_path / "state")
+    with running_server(args):
+        result = run_tool("plasmd", "serve", *args)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().endswith("is in use by another plasmd")
 
 
 def test_release_key_signs_and_identity_names(tmp_path: Path) -> None:

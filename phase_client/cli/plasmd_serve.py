@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     file_settings = load_config_file(args.config) if args.config else None
     config = resolve(vars(args), file_settings)
     state = StateDir(config.state_dir)
+    state.lock()
     identity = state.identity()
     try:
         signing_key = load_signing_key(config.key) if config.key else identity

@@ -5,6 +5,7 @@ Two providers never share one. Every file is written atomically (temp + fsync + 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -17,12 +18,14 @@ from ..keys import SigningKey, load_signing_key
 IDENTITY_FILE = "identity.key"
 SEQUENCES_FILE = "sequences.json"
 HASH_CACHE_FILE = "hashes.json"
+LOCK_FILE = "lock"
 
 
 class StateDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._lock_fd: int | None = None
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -30,6 +33,17 @@ class StateDir:
         if not os.access(self.path, os.W_OK):
             raise UsageError(f"state dir {self.path} is not writable")
         self._sequences = self._load_sequences()
+
+    def lock(self) -> None:
+        """Hold the directory for this process: two providers never share one."""
+        path = self.path / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise UsageError(f"state dir {self.path} is in use by another plasmd") from exc
+        self._lock_fd = fd  # released when the process exits
 
     @property
     def hash_cache_path(self) -> Path:
