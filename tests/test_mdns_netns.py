@@ -171,7 +171,7 @@ def test_a_stopping_provider_leaves_a_running_clients_view(lan: Lan) -> None:
     for provider in (leaving, staying):
         provider.reply()
     browse = client.popen(
-        client.python(*DISCOVER, "--all", "--json", "--timeout", "8", "--arch", "arm64"),
+        client.python(*DISCOVER, "--all", "--json", "--timeout", "6", "--arch", "arm64"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

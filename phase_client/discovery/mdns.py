@@ -22,7 +22,7 @@ from .model import Candidate, Query
 
 log = logging.getLogger("phase.mdns")
 
-GRACE_SECONDS = 0.15
+GRACE_SECONDS = 0.05
 RESOLVE_TIMEOUT_MS = 3000
 
 
@@ -48,6 +48,24 @@ def discover_mdns(query: Query, interfaces: Sequence[str] | None = None) -> list
     """
     addresses = client_addresses(interfaces)
     return asyncio.run(_browse(query, addresses))
+
+
+async def _one_shot_query(zc: Any) -> None:
+    """Ask at once instead of after the browser's random 20-120 ms first-query delay.
+
+    RFC 6762 5.1 allows a one-shot querier to ask immediately. The question asks for a unicast
+    response (QU): zeroconf answers those at once, while answers to a plain multicast question
+    wait another 20-120 ms. The browser's own queries follow as usual.
+    """
+    from zeroconf import DNSOutgoing, DNSQuestion
+    from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_PTR
+
+    await zc.async_wait_for_start()
+    question = DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN)
+    question.unicast = True
+    out = DNSOutgoing(_FLAGS_QR_QUERY)
+    out.add_question(question)
+    zc.async_send(out)
 
 
 async def _browse(query: Query, addresses: list[str]) -> list[Candidate]:
@@ -112,6 +130,7 @@ async def _browse(query: Query, addresses: list[str]) -> list[Candidate]:
 
     browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
     try:
+        await _one_shot_query(azc.zeroconf)
         if query.want_all:
             await asyncio.sleep(max(0.0, deadline - time.monotonic()))
         else:
