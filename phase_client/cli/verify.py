@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 
-from ..errors import ManifestError, PhaseError, UsageError
-from ..manifest import MAX_MANIFEST_BYTES
+from ..errors import IntegrityError, ManifestError, PhaseError, UsageError
+from ..manifest import MAX_MANIFEST_BYTES, Manifest
 from ..verification import (
     add_trust_arguments,
     describe,
@@ -33,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="manifest file (same as the positional argument)",
     )
     add_trust_arguments(parser)
+    parser.add_argument(
+        "--check-dir",
+        metavar="DIR",
+        help="also check that DIR/<artifact name> (kernel, initramfs, ...) has the size and "
+        "sha256 of the verified manifest, and DIR/cmdline (if present) its cmdline, as written "
+        "by phase-fetch; exit 1 on any difference (kexec-boot's last check before loading)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing; exit code only")
     return parser
@@ -52,6 +61,34 @@ def read_manifest_file(path: str) -> bytes:
     return data
 
 
+def check_dir(manifest: Manifest, directory: str) -> None:
+    """Raise IntegrityError unless DIR holds exactly the artifacts the manifest describes."""
+    for name, artifact in sorted(manifest.artifacts.items()):
+        path = os.path.join(directory, name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            raise IntegrityError(f"{path}: {exc.strerror or exc}") from exc
+        if size != artifact.size:
+            raise IntegrityError(f"{path}: size {size}, the manifest says {artifact.size}")
+        if digest.hexdigest() != artifact.sha256:
+            raise IntegrityError(f"{path}: sha256 differs from the manifest")
+    cmdline_path = os.path.join(directory, "cmdline")
+    if os.path.exists(cmdline_path):
+        try:
+            with open(cmdline_path, encoding="utf-8") as handle:
+                written = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IntegrityError(f"{cmdline_path}: {exc}") from exc
+        if written != (manifest.cmdline or "").strip():
+            raise IntegrityError(f"{cmdline_path} differs from the manifest's cmdline")
+
+
 def handle(args: argparse.Namespace) -> int:
     if args.manifest_pos and args.manifest_opt:
         raise UsageError("give the manifest once (positional or --manifest)")
@@ -64,6 +101,8 @@ def handle(args: argparse.Namespace) -> int:
     state = state_from_args(args)
     try:
         verified = verify_bytes(read_manifest_file(path), policy, state)
+        if args.check_dir:
+            check_dir(verified.manifest, args.check_dir)
         if args.update_state and state is not None:
             state.record(verified)
     except PhaseError as exc:
