@@ -318,3 +318,26 @@ def test_routing_state_round_trip(tmp_path: Any) -> None:
     run(scenario())
     assert state.stat().st_mode & 0o777 == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_lookup_only_clients_leave_no_trace_in_routing_tables() -> None:
+    async def scenario() -> None:
+        async with SimNetwork(20) as net:
+            await net.nodes[2].set(KEY, make(SigningKey.generate(), URL1))
+            client = await net.join([net.nodes[0].address], client=True)
+            assert [r.url for r in await client.get(KEY, timeout=20)] == [URL1]
+            member = await net.join([net.nodes[0].address])
+            await member.get(KEY, timeout=20)
+
+            def known_by(node: DhtNode) -> int:
+                return sum(
+                    1
+                    for other in net.nodes
+                    for contact in other.protocol.router.find_neighbors(other.node, k=100)
+                    if (contact.ip, contact.port) == node.address
+                )
+
+            assert known_by(client) == 0
+            assert known_by(member) > 0
+
+    run(scenario())

@@ -55,15 +55,19 @@ class DhtNode(Server):
         rpc_timeout: float = DEFAULT_RPC_TIMEOUT,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         clock: Callable[[], int] = wall_clock,
+        client: bool = False,
     ) -> None:
         super().__init__(ksize, alpha, node_id, storage or RecordStorage(clock=clock))
+        self.client = client  # lookup only: never enters other nodes' routing tables
         self.rpc_timeout = rpc_timeout
         self.refresh_interval = refresh_interval
         self.clock = clock
         self.port: int | None = None
 
     def _create_protocol(self) -> RecordProtocol:
-        return RecordProtocol(self.node, self.storage, self.ksize, self.rpc_timeout)
+        return RecordProtocol(
+            self.node, self.storage, self.ksize, self.rpc_timeout, client=self.client
+        )
 
     async def listen(self, port: int, interface: str = "0.0.0.0") -> None:
         await super().listen(port, interface)

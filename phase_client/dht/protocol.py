@@ -36,11 +36,20 @@ ID_BYTES = 20
 MAX_DATAGRAM = 8192 + 21  # rpcudp's own request limit plus its header
 MAX_PAGES = 64  # a reply claiming more pages than this is cut (64 records of <= 1 KiB at worst)
 MAX_IP = 45  # longest textual IPv6 address
+# Sent instead of a node id by a lookup-only client (a booting machine): it is answered but never
+# added to routing tables, so the many short-lived clients do not leave dead contacts behind that
+# every node would then wait on.
+CLIENT_ID = b""
 DEAD_FOR = 60.0  # seconds a peer that timed out is skipped without asking it again
 
 
 def _is_id(value: Any) -> bool:
     return isinstance(value, bytes) and len(value) == ID_BYTES
+
+
+def _is_sender(value: Any) -> bool:
+    """A member's node id, or CLIENT_ID."""
+    return _is_id(value) or value == CLIENT_ID
 
 
 def _is_contact(value: Any) -> bool:
@@ -59,10 +68,16 @@ class RecordProtocol(KademliaProtocol):
     storage: RecordStorage
 
     def __init__(
-        self, source_node: Node, storage: RecordStorage, ksize: int, wait_timeout: float = 5.0
+        self,
+        source_node: Node,
+        storage: RecordStorage,
+        ksize: int,
+        wait_timeout: float = 5.0,
+        client: bool = False,
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self._wait_timeout = wait_timeout
+        self.client = client
         self.sent: Counter[str] = Counter()  # RPCs sent, by name (benchmarks count messages)
         self.dropped = 0  # junk datagrams, malformed requests and replies
         self._tasks: set[asyncio.Future[Any]] = set()  # strong references until they finish
@@ -107,11 +122,24 @@ class RecordProtocol(KademliaProtocol):
             log.debug("dropped malformed %s request from %s: %s", data[0], address, exc)
 
     # --- RPC handlers -----------------------------------------------------------------------
+    @property
+    def sender_id(self) -> bytes:
+        """What this node sends as its id: CLIENT_ID in client mode."""
+        return CLIENT_ID if self.client else bytes(self.source_node.id)
+
+    def _welcome_sender(self, nodeid: bytes, sender: tuple[str, int]) -> Node | None:
+        if nodeid == CLIENT_ID:
+            return None
+        node = Node(nodeid, sender[0], sender[1])
+        self.welcome_if_new(node)
+        return node
+
     def rpc_ping(self, sender: tuple[str, int], nodeid: Any) -> bytes | None:
-        if not _is_id(nodeid):
+        if not _is_sender(nodeid):
             self.dropped += 1
             return None
-        return super().rpc_ping(sender, nodeid)
+        self._welcome_sender(nodeid, sender)
+        return bytes(self.source_node.id)
 
     def rpc_store(self, sender: tuple[str, int], nodeid: Any, key: Any, value: Any) -> bool:
         if not _is_id(nodeid) or not _is_id(key):
@@ -128,11 +156,10 @@ class RecordProtocol(KademliaProtocol):
         return True
 
     def rpc_find_node(self, sender: tuple[str, int], nodeid: Any, key: Any) -> list[Any]:
-        if not _is_id(nodeid) or not _is_id(key):
+        if not _is_sender(nodeid) or not _is_id(key):
             self.dropped += 1
             return []
-        source = Node(nodeid, sender[0], sender[1])
-        self.welcome_if_new(source)
+        source = self._welcome_sender(nodeid, sender)
         neighbors = [tuple(n) for n in self.router.find_neighbors(Node(key), exclude=source)]
         # Keep the reply within one unfragmented datagram (long IPv6 addresses could exceed it).
         while neighbors and len(umsgpack.packb(neighbors)) > REPLY_BUDGET:
@@ -147,22 +174,23 @@ class RecordProtocol(KademliaProtocol):
     def rpc_find_records(
         self, sender: tuple[str, int], nodeid: Any, key: Any, page: Any
     ) -> dict[str, Any]:
-        if not _is_id(nodeid) or not _is_id(key) or not isinstance(page, int) or page < 0:
+        if not _is_sender(nodeid) or not _is_id(key) or not isinstance(page, int) or page < 0:
             self.dropped += 1
             return {"records": [], "pages": 0}
-        self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
+        self._welcome_sender(nodeid, sender)
         pages = paginate_records([r.raw for r in self.storage.records(key)])
         return {"records": pages[page] if page < len(pages) else [], "pages": len(pages)}
 
     # --- outgoing calls (counted, replies checked) ------------------------------------------
     async def call_ping(self, node_to_ask: Node) -> Any:
         self.sent["ping"] += 1
-        return await super().call_ping(node_to_ask)
+        result = await self.ping((node_to_ask.ip, node_to_ask.port), self.sender_id)
+        return self.handle_call_response(result, node_to_ask)
 
     async def call_ping_address(self, address: tuple[str, int]) -> tuple[bool, bytes | None]:
         """Ping a bootstrap contact known only by address: (True, its node id) or (False, None)."""
         self.sent["ping"] += 1
-        ok, node_id = await self.ping(address, self.source_node.id)
+        ok, node_id = await self.ping(address, self.sender_id)
         if ok and not _is_id(node_id):
             self.dropped += 1
             return False, None
@@ -177,7 +205,7 @@ class RecordProtocol(KademliaProtocol):
             return self.handle_call_response((False, None), node_to_ask)
         self.sent["find_node"] += 1
         address = (node_to_ask.ip, node_to_ask.port)
-        result = await self.find_node(address, self.source_node.id, node_to_find.id)
+        result = await self.find_node(address, self.sender_id, node_to_find.id)
         return self._checked_nodes(result, node_to_ask)
 
     async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> Any:
@@ -189,7 +217,7 @@ class RecordProtocol(KademliaProtocol):
             return self.handle_call_response((False, None), node_to_ask)
         self.sent["find_records"] += 1
         address = (node_to_ask.ip, node_to_ask.port)
-        result = await self.find_records(address, self.source_node.id, digest, page)
+        result = await self.find_records(address, self.sender_id, digest, page)
         ok, data = result
         if ok and not (
             isinstance(data, dict)

@@ -1,6 +1,7 @@
 """DHT discovery: find providers of a channel/arch under ``/phase/{channel}/{arch}/manifest``.
 
-A client is a short-lived DHT node: it binds an ephemeral UDP port, pings every bootstrap contact
+A client is a short-lived, lookup-only DHT node (it never enters other nodes' routing tables, so
+it leaves no dead contacts behind): it binds an ephemeral UDP port, pings every bootstrap contact
 in parallel, walks to the k nodes closest to the key and collects the verified union of provider
 records. Everything is bounded by ``query.timeout``; RPCs time out quickly so dead bootstrap nodes
 or peers cost a fraction of the budget, not 5 s each.
@@ -92,7 +93,7 @@ async def _discover(
     timeout = max(0.1, query.timeout)
     if rpc_timeout is None:
         rpc_timeout = min(DEFAULT_RPC_TIMEOUT, max(0.2, timeout / 4))
-    node = DhtNode(rpc_timeout=rpc_timeout)
+    node = DhtNode(rpc_timeout=rpc_timeout, client=True)
     await node.listen(0, _listen_host(bootstrap))
     try:
         try:
@@ -103,7 +104,9 @@ async def _discover(
             log.warning("DHT: no bootstrap node answered (%d tried)", len(bootstrap))
             return []
         remaining = max(0.05, timeout - (time.monotonic() - started))
-        found = await node.get(dht_key(query.channel, query.arch), timeout=remaining)
+        found = await node.get(
+            dht_key(query.channel, query.arch), timeout=remaining, first_only=not query.want_all
+        )
     finally:
         node.stop()
     log.info(
@@ -120,6 +123,9 @@ def discover_dht(
     query: Query, bootstrap: list[tuple[str, int]], rpc_timeout: float | None = None
 ) -> list[Candidate]:
     """Providers of ``query.channel``/``query.arch`` in the DHT, newest record first.
+
+    With ``query.want_all`` it collects the union from the k closest nodes; otherwise it returns
+    as soon as one valid record has arrived.
 
     Returns within ``query.timeout`` (plus a few milliseconds), whatever state the bootstrap
     nodes are in; an empty list when nothing was found or nobody answered.
