@@ -323,3 +323,55 @@ def test_plasmd_serve_is_discovered_and_probed(lan: Lan, tmp_path: Path) -> None
     assert candidate["rtt_ms"] is not None
     serve.terminate()
     serve.wait(timeout=60)
+
+
+ROGUE = """
+import sys
+from zeroconf import IPVersion, ServiceInfo, Zeroconf
+zc = Zeroconf(interfaces=[sys.argv[1]], ip_version=IPVersion.V4Only)
+bad = {
+    "phase-no-url": {"txtvers": "1", "channel": "stable", "arch": "arm64", "manifest": "nope"},
+    "phase-future": {"txtvers": "9", "channel": "stable", "arch": "arm64",
+                     "manifest": "http://10.0.0.1:1/x"},
+    "phase-huge": {"txtvers": "1", "channel": "stable", "arch": "arm64",
+                   "manifest": "http://10.0.0.1:1/x", "pad1": "p" * 200, "pad2": "q" * 200},
+    "phase-binary": {b"txtvers": b"1", b"channel": b"\\xff\\xfe", b"arch": b"arm64",
+                     b"manifest": b"http://10.0.0.1:1/x"},
+}
+infos = [
+    ServiceInfo("_phase-image._tcp.local.", f"{name}._phase-image._tcp.local.", port=1,
+                properties=props, server="rogue.local.", parsed_addresses=[sys.argv[1]])
+    for name, props in bad.items()
+]
+for info in infos:
+    zc.register_service(info, cooperating_responders=True)
+print("ready", flush=True)
+sys.stdin.read()
+zc.close()
+"""
+
+
+def test_malformed_and_oversized_txt_is_ignored(lan: Lan) -> None:
+    rogue_node, good_node, client = (
+        lan.add_node("rogue"),
+        lan.add_node("good"),
+        lan.add_node("client"),
+    )
+    rogue = rogue_node.popen(
+        [sys.executable, "-c", ROGUE, rogue_node.address or ""],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert rogue.stdout is not None
+    assert rogue.stdout.readline().strip() == "ready", rogue.stderr
+    Provider(good_node).command("start", STABLE_ARM64)
+    result = discover(client, "--all", "--json", "--arch", "arm64", "-v", timeout=2)
+    assert result.returncode == 0, describe(result)
+    assert [c["name"] for c in json.loads(result.stdout)] == ["phase-stable-arm64"]
+    for name in ("phase-no-url", "phase-future", "phase-huge", "phase-binary"):
+        assert re.search(rf"DEBUG mDNS: ignoring {name}\._phase-image", result.stderr), (
+            result.stderr
+        )
+    assert "Traceback" not in result.stderr
