@@ -1,0 +1,220 @@
+"""The real boot: Debian's cloud kernel under QEMU (TCG) boots our initramfs, which fetches a
+signed stage-2 image from a provider on the host (10.0.2.2 inside QEMU's user network is the
+host's loopback) and kexecs it. Everything is real: kernel, busybox, Python, kexec, HTTP.
+
+The kernel comes from Debian's archive (scripts/fetch-kernel.sh, cached in build/boot/kernel).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+SCRIPTS = REPO / "scripts"
+KERNEL_DIR = REPO / "build" / "boot" / "kernel"
+STAGE2_CMDLINE = "quiet phase.stage2=yes marker=e2e-7f3a"
+BOOT_DEADLINE = 420  # seconds; a boot takes ~15 s on an idle 2-core machine under TCG
+
+
+def sh(*argv: str, timeout: float = 600) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{argv}: {result.stderr}{result.stdout}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Kernel, a fresh signing key, stage-1 initramfs trusting only it, stage-2 initramfs."""
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 missing: run scripts/install-deps (qemu-system-x86)")
+    work = tmp_path_factory.mktemp("boot")
+    sh(str(SCRIPTS / "fetch-kernel.sh"), str(KERNEL_DIR))
+    version = (KERNEL_DIR / "version").read_text().strip()
+    key = work / "signing.key"
+    sh(sys.executable, "-m", "phase_client", "plasmd", "keygen", "--out", str(key))
+    keys = work / "keys"
+    keys.mkdir()
+    shutil.copy(f"{key}.pub", keys / "e2e.pub")
+    pyz = work / "phase.pyz"
+    sh(sys.executable, str(SCRIPTS / "build-zipapp.py"), "--output", str(pyz))
+    stage1 = work / "initramfs.cpio.gz"
+    sh(
+        str(SCRIPTS / "build-initramfs.sh"),
+        *("--modules", str(KERNEL_DIR / "modules" / version)),
+        *("--zipapp", str(pyz), "--keys", str(keys), "--output", str(stage1)),
+    )
+    stage2 = work / "stage2.cpio.gz"
+    sh(str(SCRIPTS / "build-initramfs.sh"), "--stage2", "--output", str(stage2))
+    return {"kernel": KERNEL_DIR / "vmlinuz", "key": key, "stage1": stage1, "stage2": stage2}
+
+
+def artifacts_dir(root: Path, images: dict[str, Path]) -> Path:
+    combo = root / "stable" / "x86_64"
+    combo.mkdir(parents=True)
+    shutil.copy(images["kernel"], combo / "vmlinuz")
+    shutil.copy(images["stage2"], combo / "initramfs.img")
+    (combo / "cmdline").write_text(STAGE2_CMDLINE + "\n")
+    return combo
+
+
+def wait_for(path: Path, pattern: str, proc: subprocess.Popen[Any], deadline: float) -> str:
+    """Poll a growing log until ``pattern`` appears, the process exits, or time runs out."""
+    regex = re.compile(pattern)
+    text = ""
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if regex.search(text):
+            return text
+        if proc.poll() is not None:
+            return path.read_text(errors="replace") if path.exists() else ""
+        time.sleep(0.5)
+    return text
+
+
+@pytest.fixture
+def plasmd(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
+    """A real ``plasmd serve`` on 127.0.0.1 (free port) serving the signed stage-2 image."""
+    artifacts_dir(tmp_path / "art", images)
+    log = tmp_path / "plasmd.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "phase_client", "plasmd", "serve"),
+                *("--artifacts", str(tmp_path / "art"), "--bind", "127.0.0.1", "--port", "0"),
+                *("--key", str(images["key"]), "--state-dir", str(tmp_path / "state")),
+                *("--no-mdns", "--no-dht"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        text = wait_for(log, r"Advertising stable/x86_64", proc, time.monotonic() + 60)
+        match = re.search(r"Listening on http://127\.0\.0\.1:(\d+)/", text)
+        assert match and proc.poll() is None, text
+        yield int(match.group(1))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def tampered_server(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
+    """A static HTTP server whose kernel is not the one the (valid) signed manifest names."""
+    combo = artifacts_dir(tmp_path / "www", images)
+    sh(
+        *(sys.executable, "-m", "phase_client", "plasmd", "manifest", "generate"),
+        *("--artifacts", str(tmp_path / "www"), "--channel", "stable", "--arch", "x86_64"),
+        *("--key", str(images["key"]), "--output", str(combo / "manifest.json")),
+    )
+    kernel = bytearray((combo / "vmlinuz").read_bytes())
+    kernel[len(kernel) // 2] ^= 0xFF  # same size, one byte differs: only the sha256 can tell
+    (combo / "vmlinuz").write_bytes(bytes(kernel))
+    handler = partial(QuietHandler, directory=str(tmp_path / "www"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def boot(images: dict[str, Path], port: int, serial: Path) -> subprocess.Popen[bytes]:
+    cmdline = f"console=ttyS0 panic=-1 phase.provider=http://10.0.2.2:{port} phase.arch=x86_64"
+    return subprocess.Popen(
+        [
+            *("qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"),
+            *("-nographic", "-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
+            *("-kernel", str(images["kernel"]), "-initrd", str(images["stage1"])),
+            *("-append", cmdline, "-nic", "user,model=virtio-net-pci"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_boot_fetch_verify_kexec_stage2(
+    images: dict[str, Path], plasmd: int, tmp_path: Path
+) -> None:
+    serial = tmp_path / "serial.log"
+    qemu = boot(images, plasmd, serial)
+    try:
+        log = wait_for(serial, r"PHASE-STAGE2-CMDLINE .*\n", qemu, time.monotonic() + BOOT_DEADLINE)
+    finally:
+        stop(qemu)
+    assert re.search(r"phase: network up: eth0 10\.0\.2\.15/24", log), log
+    assert re.search(r"INFO Verified manifest stable/x86_64 .* sequence \d+ from http://", log), log
+    assert re.search(r"INFO kernel: \d+ bytes verified", log), log
+    assert re.search(r"INFO initramfs: \d+ bytes verified", log), log
+    assert "phase: manifest verified, artifacts fetched and checked" in log, log
+    assert re.search(r"kexec-boot: VERIFIED stable/x86_64 .*; files match", log), log
+    assert "kexec-boot: kernel loaded; kexec -e" in log, log
+    assert "PHASE-STAGE2-OK kernel=" in log, log
+    line = re.search(r"PHASE-STAGE2-CMDLINE (.*)", log)
+    assert line is not None
+    got = line.group(1).strip()
+    # The manifest's cmdline first, then console= and phase.* carried over from stage 1.
+    assert got.startswith(STAGE2_CMDLINE + " "), got
+    assert "console=ttyS0" in got.split() and f"phase.provider=http://10.0.2.2:{plasmd}" in got
+    # Stage 2 ran after kexec, in order.
+    assert log.index("kexec -e") < log.index("PHASE-STAGE2-OK")
+
+
+def test_tampered_kernel_is_refused_and_init_retries(
+    images: dict[str, Path], tampered_server: int, tmp_path: Path
+) -> None:
+    serial = tmp_path / "serial.log"
+    qemu = boot(images, tampered_server, serial)
+    try:
+        log = wait_for(
+            serial, r"attempt 2 failed; retrying", qemu, time.monotonic() + BOOT_DEADLINE
+        )
+        assert qemu.poll() is None, "PID 1 must keep running after a failed fetch"
+    finally:
+        stop(qemu)
+    assert "phase: network up: eth0" in log, log
+    assert re.search(r"INFO Verified manifest stable/x86_64", log), log
+    assert re.search(r"kernel.*(sha256|integrity|mismatch|does not match)", log, re.I), log
+    assert "phase: ERROR fetch from http://10.0.2.2:" in log, log
+    assert "phase: attempt 1 failed; retrying in 2s" in log, log
+    assert "attempt 2 failed; retrying in 4s" in log, log
+    assert "kexec-boot" not in log and "PHASE-STAGE2" not in log, log
