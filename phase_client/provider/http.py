@@ -257,14 +257,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_headers(validators)
         self.send_header("Content-Type", body.content_type)
         self.send_header("Content-Length", str(count))
-        self.end_headers()
-        if not send_body or count == 0:
-            return
         if body.data is not None:
-            self.wfile.write(body.data[offset : offset + count])
-            self.server.stats.add_bytes(count)
-        elif body.handle is not None:
+            self.end_headers_with(body.data[offset : offset + count] if send_body else b"")
+            self.server.stats.add_bytes(count if send_body else 0)
+            return
+        self.end_headers()
+        if send_body and count and body.handle is not None:
             self.send_file(body.handle, offset, count)
+
+    def end_headers_with(self, data: bytes) -> None:
+        """``end_headers()`` and a small body in one write: one syscall, one TCP segment."""
+        self._headers_buffer.append(b"\r\n" + data)
+        self.flush_headers()
 
     def send_file(self, handle: BinaryIO, offset: int, count: int) -> None:
         stats = self.server.stats
@@ -306,6 +310,4 @@ class Handler(BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
-        if send_body:
-            self.wfile.write(data)
+        self.end_headers_with(data if send_body else b"")
