@@ -20,6 +20,8 @@ from . import records
 from .protocol import RecordProtocol
 from .records import ProviderRecord
 
+MAX_SEEN = 4096  # bounds the memory a lookup spends remembering records it has checked
+
 
 class RecordCrawl(NodeSpiderCrawl):
     protocol: RecordProtocol
@@ -41,11 +43,17 @@ class RecordCrawl(NodeSpiderCrawl):
         self.invalid = 0  # records that failed verification
         self.first = asyncio.Event()  # set when the first valid record arrives
         self._fetched: set[bytes] = set()
+        self._seen: set[bytes] = set()  # wire records already judged: replicas send equal bytes
         self._fetches: list[asyncio.Future[None]] = []
 
     def offer(self, raws: list[object]) -> None:
         now = self.clock()
         for raw in raws:
+            if isinstance(raw, bytes):
+                if raw in self._seen:
+                    continue
+                if len(self._seen) < MAX_SEEN:
+                    self._seen.add(raw)
             record = records.try_parse(raw, now, expected_digest=self.digest)
             if record is None:
                 self.invalid += 1

@@ -121,6 +121,21 @@ class RecordProtocol(KademliaProtocol):
             self.dropped += 1
             log.debug("dropped malformed %s request from %s: %s", data[0], address, exc)
 
+    def _accept_response(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
+        # A lookup cut short (timeout, first record found) cancels its pending RPC futures;
+        # rpcudp would then raise InvalidStateError on the late reply.
+        pending = self._outstanding.get(msg_id)
+        if pending is not None and pending[0].done():
+            pending[1].cancel()
+            del self._outstanding[msg_id]
+            return
+        super()._accept_response(msg_id, data, address)
+
+    def _timeout(self, msg_id: bytes) -> None:
+        pending = self._outstanding.pop(msg_id, None)
+        if pending is not None and not pending[0].done():
+            pending[0].set_result((False, None))
+
     # --- RPC handlers -----------------------------------------------------------------------
     @property
     def sender_id(self) -> bytes:
@@ -162,8 +177,12 @@ class RecordProtocol(KademliaProtocol):
         source = self._welcome_sender(nodeid, sender)
         neighbors = [tuple(n) for n in self.router.find_neighbors(Node(key), exclude=source)]
         # Keep the reply within one unfragmented datagram (long IPv6 addresses could exceed it).
-        while neighbors and len(umsgpack.packb(neighbors)) > REPLY_BUDGET:
-            neighbors.pop()
+        # msgpack of one contact: 22 (bin8 id) + 1..2 + len(ip) (str) + 3 (uint16) + 1 (array).
+        size = 3
+        for count, contact in enumerate(neighbors):
+            size += 28 + len(contact[1])
+            if size > REPLY_BUDGET:
+                return neighbors[:count]
         return neighbors
 
     def rpc_find_value(self, sender: tuple[str, int], nodeid: Any, key: Any) -> list[Any]:

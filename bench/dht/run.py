@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""DHT lookup cost vs network size: phase provider records vs stock kademlia, same run.
+
+For each size N it builds a network of N real nodes on 127.0.0.1 (one process, one asyncio loop),
+publishes provider records from two providers, then runs lookups from fresh lookup-only clients
+that join through a random member, and measures per lookup: wall time (all records, and first
+record only) and RPCs sent (find_node for the walk, find_records for the fetch). As the reference,
+a stock ``kademlia.network.Server`` network of the same size stores one value and answers
+``get`` from fresh clients; the ratio phase/stock is what to watch (absolute times depend on the
+machine). Results: a Markdown table on stdout and JSON in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from kademlia.network import Server
+from kademlia.protocol import KademliaProtocol
+
+from phase_client.dht import records
+from phase_client.dht.simnet import JOIN_BATCH, SimNetwork
+from phase_client.keys import SigningKey
+
+KEY = "/phase/stable/x86_64/manifest"
+
+
+class CountingProtocol(KademliaProtocol):
+    """Stock protocol that counts the RPCs it sends (for the reference measurement)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.sent: Counter[str] = Counter()
+
+    async def call_find_node(self, node_to_ask: Any, node_to_find: Any) -> Any:
+        self.sent["find_node"] += 1
+        return await super().call_find_node(node_to_ask, node_to_find)
+
+    async def call_find_value(self, node_to_ask: Any, node_to_find: Any) -> Any:
+        self.sent["find_value"] += 1
+        return await super().call_find_value(node_to_ask, node_to_find)
+
+    async def call_store(self, node_to_ask: Any, key: bytes, value: Any) -> Any:
+        self.sent["store"] += 1
+        return await super().call_store(node_to_ask, key, value)
+
+
+class StockServer(Server):
+    protocol_class = CountingProtocol
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def phase_round(size: int, lookups: int, rng: random.Random) -> dict[str, Any]:
+    async with SimNetwork(size, rpc_timeout=2.0) as net:
+        providers = rng.sample(net.nodes, 2)
+        now = int(time.time())
+        for index, node in enumerate(providers):
+            url = f"http://10.0.0.{index + 1}:8080/stable/x86_64/manifest.json"
+            record = records.make_record(SigningKey.generate(), KEY, url, f"p{index}", "1", now)
+            await node.set(KEY, record)
+        all_ms, first_ms, walk, fetch, found = [], [], [], [], []
+        for _ in range(lookups):
+            via = rng.choice(net.nodes).address
+            for first_only, times in ((False, all_ms), (True, first_ms)):
+                client = await net.join([via], client=True)
+                before = Counter(client.protocol.sent)
+                started = time.perf_counter()
+                result = await client.get(KEY, timeout=30, first_only=first_only)
+                times.append((time.perf_counter() - started) * 1000)
+                if not first_only:
+                    sent = client.protocol.sent - before
+                    walk.append(sent["find_node"])
+                    fetch.append(sent["find_records"])
+                    found.append(len(result))
+                client.stop()
+        return {
+            "lookup_all_ms_median": statistics.median(all_ms),
+            "lookup_all_ms_p90": quantile(all_ms, 0.9),
+            "lookup_first_ms_median": statistics.median(first_ms),
+            "find_node_per_lookup": statistics.mean(walk),
+            "find_records_per_lookup": statistics.mean(fetch),
+            "messages_per_lookup": statistics.mean(w + f for w, f in zip(walk, fetch, strict=True)),
+            "complete": sum(1 for n in found if n == 2) / len(found),
+        }
+
+
+async def stock_round(size: int, lookups: int, rng: random.Random) -> dict[str, Any]:
+    nodes: list[StockServer] = []
+    try:
+        for _ in range(size):
+            node = StockServer()
+            await node.listen(0, "127.0.0.1")
+            nodes.append(node)
+        boot = [("127.0.0.1", nodes[0].transport.get_extra_info("sockname")[1])]
+        for start in range(1, size, JOIN_BATCH):
+            await asyncio.gather(*(n.bootstrap(boot) for n in nodes[start : start + JOIN_BATCH]))
+        await rng.choice(nodes).set(KEY, "http://10.0.0.1:8080/stable/x86_64/manifest.json")
+        times, messages, hits = [], [], 0
+        for _ in range(lookups):
+            client = StockServer()
+            await client.listen(0, "127.0.0.1")
+            nodes.append(client)
+            peer = rng.choice(nodes[:size])
+            await client.bootstrap([("127.0.0.1", peer.transport.get_extra_info("sockname")[1])])
+            client.storage.data.clear()  # neighbours hand new nodes the value: ask the network
+            before = Counter(client.protocol.sent)
+            started = time.perf_counter()
+            value = await client.get(KEY)
+            times.append((time.perf_counter() - started) * 1000)
+            sent = client.protocol.sent - before
+            messages.append(sum(sent.values()))
+            hits += value is not None
+        return {
+            "stock_get_ms_median": statistics.median(times),
+            "stock_messages_per_get": statistics.mean(messages),
+            "stock_found": hits / lookups,
+        }
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| nodes | lookup all (ms, median / p90) | first record (ms) | find_node | find_records "
+        "| msgs/lookup | both found | stock get (ms) | stock msgs | time ratio phase/stock |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = [
+        f"| {r['nodes']} | {r['lookup_all_ms_median']:.1f} / {r['lookup_all_ms_p90']:.1f} "
+        f"| {r['lookup_first_ms_median']:.1f} | {r['find_node_per_lookup']:.1f} "
+        f"| {r['find_records_per_lookup']:.1f} | {r['messages_per_lookup']:.1f} "
+        f"| {r['complete']:.0%} | {r['stock_get_ms_median']:.1f} "
+        f"| {r['stock_messages_per_get']:.1f} "
+        f"| {r['lookup_all_ms_median'] / r['stock_get_ms_median']:.2f} |"
+        for r in results
+    ]
+    return head + "\n".join(rows) + "\n"
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    results = []
+    for size in args.sizes:
+        rng = random.Random(size)
+        started = time.monotonic()
+        row: dict[str, Any] = {"nodes": size}
+        row.update(await phase_round(size, args.lookups, rng))
+        row.update(await stock_round(size, args.lookups, rng))
+        row["seconds"] = round(time.monotonic() - started, 1)
+        print(f"# {size} nodes done in {row['seconds']} s", file=sys.stderr, flush=True)
+        results.append(row)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200, 500])
+    parser.add_argument("--lookups", type=int, default=30, help="lookups per size (default 30)")
+    parser.add_argument("--out", default="build/bench-dht.json", help="JSON results file")
+    args = parser.parse_args()
+    if any(size < 3 for size in args.sizes) or args.lookups < 1:
+        parser.error("sizes must be >= 3 and --lookups >= 1")
+    logging.basicConfig(level=logging.ERROR)
+    results = asyncio.run(main_async(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2) + "\n")
+    print(json.dumps(machine()))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
