@@ -15,6 +15,8 @@ import pytest
 
 from phase_client.keys import parse_public_key
 from phase_client.manifest import parse_manifest
+from phase_client.provider.catalog import Snapshot
+from phase_client.provider.http import ProviderServer
 from phase_client.trust import TrustPolicy, verify
 from tests.provider_helpers import (
     ServerProcess,
@@ -374,3 +376,42 @@ def test_unknown_path_returns_json_404(server: ServerProcess, tmp_path: Path) ->
     response, body = request(server, "/nothing/here/manifest.json")
     assert response.status == 404
     assert json.loads(body) == {"error": "not found"}
+
+
+class EmptyCatalog:
+    """The server's view of the provider, with nothing offered (only the HTTP layer is real)."""
+
+    snapshot = Snapshot()
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def healthy(self) -> bool:
+        return False
+
+
+def test_connections_over_the_cap_get_503_and_slots_come_back() -> None:
+    server = ProviderServer(("127.0.0.1", 0), EmptyCatalog(), idle_timeout=30, max_connections=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_port
+    held = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
+    try:
+        assert poll(lambda: server.slots._value == 0)  # type: ignore[attr-defined]
+        answer = raw_request(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in held:
+            sock.close()
+    try:
+        # Closed connections give their slots back: requests are answered again (503 here
+        # because nothing is offered, but by the handler, with a JSON body).
+        def answered() -> bool:
+            reply = raw_request(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            return reply.endswith(b'"unavailable"\n}\n')
+
+        assert poll(answered)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)

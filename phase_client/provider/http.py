@@ -9,6 +9,7 @@ to a directory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -91,18 +92,52 @@ class Body:
     handle: BinaryIO | None = None
 
 
+MAX_CONNECTIONS = 1024
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
 class ProviderServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
     request_queue_size = 512  # bursts of many clients connecting at once
 
-    def __init__(self, address: tuple[str, int], source: Source, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        source: Source,
+        idle_timeout: float,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.source = source
         self.idle_timeout = idle_timeout
         self.stats = Stats()
+        # One thread per connection: the cap keeps a flood of connections from exhausting
+        # threads; connections over it get an immediate 503 instead of waiting.
+        self.slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn): slow without DNS, and unused.
