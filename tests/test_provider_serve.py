@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +20,7 @@ from phase_client.keys import SigningKey
 from phase_client.manifest import dump_document, parse_manifest
 from phase_client.provider.advertise import Offer
 from phase_client.provider.config import resolve
-from phase_client.provider.server import Provider
+from phase_client.provider.server import Provider, build_advertisers
 from phase_client.provider.signer import generate
 from phase_client.provider.statedir import StateDir
 from tests.conftest import key_from_byte, run_tool
@@ -306,3 +308,30 @@ def test_advertisers_hear_start_update_stop(tmp_path: Path, key: SigningKey) -> 
     assert not thread.is_alive()
     assert recorder.names()[-1] == "stop"
     assert broken.names()[-1] == "stop"  # stop is still called on it
+
+
+def test_nothing_offered(tmp_path: Path) -> None:
+    (tmp_path / "art/stable/x86_64").mkdir(parents=True)
+    with running_server(serve_args(tmp_path / "art", tmp_path / "state")) as server:
+        server.wait_for("^WARN Missing artifacts for stable/x86_64$")
+        assert "INFO Found 0 channel/arch combinations" in server.lines
+        assert get(server.port, "/health")[0] == 503
+        assert get(server.port, "/manifest.json")[0] == 404
+        assert status(server)["offered"] == []
+
+
+def test_missing_advertiser_modules_are_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A module that is not there (yet): importing it raises ImportError.
+    monkeypatch.setitem(sys.modules, "phase_client.provider.mdns", None)
+    monkeypatch.setitem(sys.modules, "phase_client.dht.advertiser", None)
+    config = resolve({"artifacts": str(tmp_path), "state_dir": str(tmp_path / "s")})
+    with caplog.at_level(logging.WARNING, logger="plasmd"):
+        assert build_advertisers(config, key_from_byte(3)) == []
+    assert "mdns advertising not available" in caplog.messages
+    assert "dht advertising not available" in caplog.messages
+    disabled = resolve({"artifacts": str(tmp_path), "no_mdns": True, "no_dht": True})
+    caplog.clear()
+    assert build_advertisers(disabled, key_from_byte(3)) == []
+    assert caplog.messages == []
