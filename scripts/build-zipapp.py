@@ -99,8 +99,8 @@ def tracked(top: Path) -> list[Path] | None:
     return sorted(REPO / name.decode() for name in out.stdout.split(b"\0") if name)
 
 
-def walk(top: Path) -> list[Path]:
-    if top.is_relative_to(REPO) and (files := tracked(top)) is not None:
+def walk(top: Path, git: bool = False) -> list[Path]:
+    if git and (files := tracked(top)) is not None:
         return [f for f in files if f.is_file() and not (SKIP_DIRS & set(f.parts))]
     if top.is_file():
         return [top]
@@ -127,9 +127,11 @@ def compile_source(path: Path, arcname: str, source: bytes | None = None) -> byt
         return out.read_bytes()
 
 
-def pure_entries(top: Path, base: Path, compiled: bool, override: dict[str, bytes]) -> dict:
+def pure_entries(
+    top: Path, base: Path, compiled: bool, override: dict[str, bytes], git: bool = False
+) -> dict[str, bytes]:
     entries: dict[str, bytes] = {}
-    for path in walk(top):
+    for path in walk(top, git):
         rel = path.relative_to(base).as_posix()
         if path.suffix == ".so" or path.suffix in SKIP_SUFFIXES:
             continue
@@ -167,13 +169,18 @@ def buildinfo_source(epoch: int) -> bytes:
 
 def collect(compiled: bool, epoch: int) -> dict[str, bytes]:
     override = {"phase_client/buildinfo.py": buildinfo_source(epoch)}
-    entries = pure_entries(REPO / "phase_client", REPO, compiled, override)
+    entries = pure_entries(REPO / "phase_client", REPO, compiled, override, git=True)
     for name in PURE:
         top = locate(name)
-        entries.update(pure_entries(top, top.parent, compiled, {}))
+        found = pure_entries(top, top.parent, compiled, {})
+        if not found:
+            raise BuildError(f"no modules found for {name} in {top}")
+        entries.update(found)
     native: dict[str, bytes] = {}
     for name in NATIVE:
         native.update(native_entries(name))
+    if not any(n.startswith("_native/nacl/_sodium") for n in native):
+        raise BuildError("PyNaCl's nacl/_sodium extension is missing (pip install pynacl)")
     digest = hashlib.sha256()
     for arcname in sorted(native):
         digest.update(arcname.encode() + b"\0" + hashlib.sha256(native[arcname]).digest())

@@ -1,0 +1,39 @@
+# The boot side (docs/boot.md): zipapp, initramfs, stage-2 test image, Debian kernel, QEMU e2e.
+#   make zipapp                 build/phase.pyz (+ build/bin/phase-{verify,fetch,discover} links)
+#   make initramfs KEYS=dir     build/initramfs.cpio.gz trusting dir/*.pub
+#   make kernel | stage2 | e2e
+BOOT := $(BUILD)/boot
+KERNEL_DIR := $(BOOT)/kernel
+# Without KEYS=dir the initramfs trusts a development key made once in build/boot/dev-key
+# (its private half signs nothing but local tests): fine for trying it out, never for a release.
+DEV_KEY := $(BOOT)/dev-key/signing.key
+KEYS ?=
+
+.PHONY: zipapp initramfs stage2 kernel e2e boot-dev-key
+
+zipapp: venv
+	$(VPY) scripts/build-zipapp.py --output $(BUILD)/phase.pyz
+	@mkdir -p $(BUILD)/bin
+	@for tool in phase-verify phase-fetch phase-discover; do \
+		ln -sfn ../phase.pyz $(BUILD)/bin/$$tool; done
+
+kernel:
+	scripts/fetch-kernel.sh $(KERNEL_DIR)
+
+boot-dev-key: venv
+	@mkdir -p $(BOOT)/dev-key $(BOOT)/dev-keys
+	@[ -f $(DEV_KEY) ] || $(VPY) -m phase_client plasmd keygen --out $(DEV_KEY) >/dev/null
+	@cp $(DEV_KEY).pub $(BOOT)/dev-keys/dev.pub
+	@echo "WARNING: no KEYS=dir given: the initramfs trusts the development key $(DEV_KEY).pub"
+
+initramfs: deps zipapp kernel $(if $(KEYS),,boot-dev-key)
+	scripts/build-initramfs.sh --modules $(KERNEL_DIR)/modules/$$(cat $(KERNEL_DIR)/version) \
+		--zipapp $(BUILD)/phase.pyz --keys $(if $(KEYS),$(KEYS),$(BOOT)/dev-keys) \
+		--output $(BUILD)/initramfs.cpio.gz
+
+stage2: deps
+	scripts/build-initramfs.sh --stage2 --output $(BUILD)/stage2.cpio.gz
+
+# The real boot under QEMU (TCG): builds its own key, zipapp and images in a temp dir.
+e2e: deps venv kernel
+	$(VPY) -m pytest -q -m qemu tests/test_e2e_qemu.py $(PYTEST_ARGS)
