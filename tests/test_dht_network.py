@@ -341,3 +341,20 @@ def test_lookup_only_clients_leave_no_trace_in_routing_tables() -> None:
             assert known_by(member) > 0
 
     run(scenario())
+
+
+def test_ipv6_loopback_network_and_discover_dht() -> None:
+    from phase_client.discovery.dht import discover_dht
+    from phase_client.discovery.model import Query
+
+    url = "http://[::1]:8080/stable/arm64/manifest.json"
+
+    async def scenario() -> None:
+        async with SimNetwork(12, host="::1") as net:
+            await net.nodes[3].set(KEY, make(SigningKey.generate(), url, name="v6"))
+            query = Query(channel="stable", arch="arm64", timeout=10, want_all=True)
+            boot = [("::1", net.nodes[0].address[1])]
+            found = await asyncio.to_thread(discover_dht, query, boot)
+            assert [(c.url, c.host, c.port, c.name) for c in found] == [(url, "::1", 8080, "v6")]
+
+    run(scenario())
