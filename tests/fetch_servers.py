@@ -80,9 +80,6 @@ class Handler(BaseHTTPRequestHandler):
         if behaviour.status is not None:
             self._short(behaviour.status, b"misbehaving on purpose\n")
             return
-        if behaviour.tamper and data:
-            middle = len(data) // 2
-            data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
         start, end = 0, len(data) - 1
         status = 200
         header = self.headers.get("Range")
@@ -99,6 +96,10 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append(record)
         body = memoryview(data)[start : end + 1]
+        if behaviour.tamper and body:
+            spoiled = bytearray(body)
+            spoiled[len(spoiled) // 2] ^= 0xFF
+            body = memoryview(bytes(spoiled))
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
@@ -197,7 +198,9 @@ class FileServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.state = self.state  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -52,9 +52,10 @@ def test_split_across_two_rate_limited_providers(tmp_path: Path) -> None:
 
 def test_split_with_a_lying_provider_falls_back_and_bans_it(tmp_path: Path) -> None:
     size = 4 * MiB
-    arts = {"kernel": blob(size, 8), "initramfs": blob(2 * MiB, 9)}
+    arts = {"kernel": blob(size, 8), "initramfs": blob(8 * MiB, 9)}
     document = signed_manifest(KEY, arts)
-    with FileServer() as good, FileServer() as liar:
+    # Rate-limited so that neither provider can take every range before the other starts.
+    with FileServer(rate=32 * MiB) as good, FileServer(rate=32 * MiB) as liar:
         urls = [publish(good, document, arts), publish(liar, document, arts)]
         # initramfs is fetched first (name order); the liar tampers with every range of it.
         liar.behave(PREFIX + "initramfs.img", Behaviour(tamper=True))

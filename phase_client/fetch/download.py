@@ -9,7 +9,6 @@ is reported as bad so the caller never uses it again.
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import os
 import threading
@@ -18,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import PhaseError
 from ..manifest import Artifact
+from .pipeline import HashWritePipeline, RangeWriter, Sink
 from .plan import (
     ByteRange,
     RangeReplyError,
@@ -56,6 +57,12 @@ class Cut(Exception):
 
 class Restart(Exception):
     """The server ignored our Range and sent the whole file (200): start over from byte 0."""
+
+
+class LocalError(PhaseError):
+    """Our side failed (disk full, unwritable output): no source is to blame."""
+
+    exit_code = 2
 
 
 class SourceFailed(Exception):
@@ -193,15 +200,15 @@ class Transfer:
     def receive(
         self,
         source: Source,
-        read1: Callable[[int], bytes],
+        readinto1: Callable[[memoryview], int],
         expected: int,
-        sink: Callable[[bytes], None],
+        sink: Sink,
         ended: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Move exactly ``expected`` bytes from ``read1`` to ``sink`` or raise.
+        """Move exactly ``expected`` bytes from ``readinto1`` to ``sink`` or raise.
 
         Asks for one byte more than still missing, so a body longer than signed (an endless-data
-        attack) is noticed in the same read that would overflow, and that read is not written.
+        attack) is noticed in the same read that would overflow, and that read is not used.
         ``ended()`` says the body is known to be complete (Content-Length reached), which saves
         the final read.
         """
@@ -213,124 +220,150 @@ class Transfer:
                 return
             if self.abort is not None and self.abort.is_set():
                 raise SourceFailed(source, "aborted")
-            data = read1(min(settings.chunk, expected - got + 1))
-            if not data:
-                if got < expected:
-                    raise Cut(f"connection closed after {got} of {expected} bytes")
-                return
-            if got + len(data) > expected:
-                raise SourceFailed(
-                    source, f"sent more than the {expected} bytes signed (aborted)", bad=True
-                )
-            sink(data)
-            got += len(data)
-            self.progress.add(len(data))
-            self.stats.add_bytes(source, len(data))
-            if guard.too_slow(len(data), time.monotonic()):
+            view = sink.buffer()
+            count = 0
+            try:
+                count = readinto1(view[: min(len(view), expected - got + 1)])
+                if count == 0:
+                    if got < expected:
+                        raise Cut(f"connection closed after {got} of {expected} bytes")
+                    return
+                if got + count > expected:
+                    count = 0
+                    raise SourceFailed(
+                        source, f"sent more than the {expected} bytes signed (aborted)", bad=True
+                    )
+            finally:
+                sink.submit(view, count)
+            got += count
+            self.progress.add(count)
+            self.stats.add_bytes(source, count)
+            if guard.too_slow(count, time.monotonic()):
                 raise SourceFailed(
                     source,
                     f"too slow: {guard.rate(time.monotonic()):.0f} B/s for "
                     f"{settings.grace:g}s (minimum {settings.min_rate:.0f} B/s)",
                 )
 
-    def body(
-        self, source: Source, wanted: ByteRange | None, size: int, sink: Callable[[bytes], None]
-    ) -> int:
+    def body(self, source: Source, wanted: ByteRange | None, size: int, sink: Sink) -> int:
         """Fetch ``wanted`` (or the whole file) into ``sink``; returns the HTTP status used."""
         if not source.is_http:
             return self._local(source, wanted, size, sink)
-        u3 = self.http.urllib3 if self.http else None
         response, status = self._open(source, wanted, size)
         if status == 200 and wanted is not None:
             raise Restart(response)
         expected = size if status == 200 else (wanted.length if wanted else size)
-        self._stream(source, response, expected, sink, u3)
+        self.stream(source, response, expected, sink)
         return status
 
-    def _stream(
-        self, source: Source, response: Any, expected: int, sink: Callable[[bytes], None], u3: Any
-    ) -> None:
-        def read1(amount: int) -> bytes:
-            return response.read1(amount, decode_content=False)
-
+    def stream(self, source: Source, response: Any, expected: int, sink: Sink) -> None:
+        assert self.http is not None
+        u3 = self.http.urllib3
+        readinto1, ended, reusable = body_reader(response)
         complete = False
-
-        def ended() -> bool:
-            return response.length_remaining == 0
-
         try:
-            self.receive(source, read1, expected, sink, ended)
+            self.receive(source, readinto1, expected, sink, ended)
             complete = True
         except (u3.exceptions.HTTPError, OSError) as exc:
             raise Cut(describe_error(exc)) from exc
         finally:
-            if complete and response.length_remaining in (0, None) and not response.closed:
+            if complete and reusable and response.length_remaining == 0:
                 response.release_conn()
             else:
                 response.close()
 
-    def _local(
-        self, source: Source, wanted: ByteRange | None, size: int, sink: Callable[[bytes], None]
-    ) -> int:
+    def _local(self, source: Source, wanted: ByteRange | None, size: int, sink: Sink) -> int:
         try:
             handle = open(source.location, "rb")  # noqa: SIM115
         except OSError as exc:
             raise SourceFailed(source, exc.strerror or str(exc), unreachable=True) from exc
         with handle:
-            start = wanted.start if wanted else 0
-            handle.seek(start)
+            handle.seek(wanted.start if wanted else 0)
             expected = wanted.length if wanted else size
-            self.receive(source, handle.read1, expected, sink)
+            self.receive(source, handle.readinto1, expected, sink)
         return 206 if wanted else 200
 
 
-class WholeFile:
-    """State of a single-stream download: bytes so far, running hash, the part file."""
+def body_reader(response: Any) -> tuple[Callable[[memoryview], int], Callable[[], bool], bool]:
+    """(readinto1, ended, connection reusable) for a urllib3 response.
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.have = 0
-        self.hasher = hashlib.sha256()
+    Fast path: a Content-Length body is read with ``readinto1`` straight from the socket's
+    buffered reader into our ring buffers - no bytes object per read, no extra copy (urllib3's
+    read1 returns new bytes; its readinto blocks until the buffer is full, which would blind the
+    slow-source guard). The reader is capped at Content-Length by hand, so http.client's own
+    accounting is bypassed and the connection is not reused. Otherwise (chunked, no length):
+    urllib3's read1, copied into the buffer.
+    """
+    fp = getattr(response, "_fp", None)  # the http.client.HTTPResponse urllib3 wraps
+    raw = getattr(fp, "fp", None)
+    length = getattr(fp, "length", None)
+    if (
+        raw is not None
+        and hasattr(raw, "readinto1")
+        and getattr(fp, "chunked", True) is False
+        and isinstance(length, int)
+    ):
+        remaining = length
 
-    def reset(self) -> None:
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        self.have = 0
-        self.hasher = hashlib.sha256()
+        def fast(view: memoryview) -> int:
+            nonlocal remaining
+            if remaining <= 0:
+                return 0
+            count = int(raw.readinto1(view[:remaining]))
+            remaining -= count
+            return count
 
-    def write(self, data: bytes) -> None:
-        self.hasher.update(data)
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.have += len(data)
+        return fast, lambda: remaining == 0, False
+
+    def slow(view: memoryview) -> int:
+        data = response.read1(len(view), decode_content=False)
+        view[: len(data)] = data
+        return len(data)
+
+    return slow, lambda: response.length_remaining == 0, True
 
 
 def fetch_whole(
     transfer: Transfer, source: Source, artifact: Artifact, fd: int, stats: Stats
 ) -> None:
     """One source, one stream, hashed on the fly; Range-resume after cuts. Raises SourceFailed."""
-    state = WholeFile(fd)
-    state.reset()
+    pipeline = HashWritePipeline(fd, size=transfer.settings.chunk)
+    try:
+        pipeline.reset()
+        _fetch_whole(transfer, source, artifact, pipeline, stats)
+        digest = pipeline.hexdigest()
+    except OSError as exc:  # writing the part file failed (ENOSPC...): not the source's fault
+        raise LocalError(f"cannot write the part file: {exc.strerror or exc}") from exc
+    finally:
+        pipeline.close()
+    if digest != artifact.sha256:
+        raise SourceFailed(source, f"sha256 mismatch (got {digest[:16]}...)", bad=True)
+
+
+def _fetch_whole(
+    transfer: Transfer,
+    source: Source,
+    artifact: Artifact,
+    pipeline: HashWritePipeline,
+    stats: Stats,
+) -> None:
     size = artifact.size
     attempt = 0
     while True:
-        wanted = ByteRange(state.have, size - 1) if 0 < state.have < size else None
+        have = pipeline.have
+        wanted = ByteRange(have, size - 1) if 0 < have < size else None
         try:
             try:
-                transfer.body(source, wanted, size, state.write)
+                transfer.body(source, wanted, size, pipeline)
             except Restart as restart:
                 # The server ignored Range: its 200 body is the whole file; take it from byte 0.
                 log.info("%s: %s ignored Range; starting over", artifact.name, source)
                 stats.restarted = True
                 stats.start_over()
-                transfer.progress.add(-state.have)
-                state.reset()
-                response = restart.args[0]
-                u3 = transfer.http.urllib3 if transfer.http else None
-                transfer._stream(source, response, size, state.write, u3)
-            break
+                transfer.progress.add(-have)
+                pipeline.reset()
+                transfer.stream(source, restart.args[0], size, pipeline)
+            return
         except Cut as cut:
             attempt += 1
             if attempt > transfer.settings.retries:
@@ -338,7 +371,7 @@ def fetch_whole(
                     source, f"{cut} (gave up after {attempt - 1} resume attempts)"
                 ) from cut
             stats.retries += 1
-            if state.have > 0:
+            if pipeline.have > 0:
                 stats.resumed = True
             delay = backoff_delay(attempt, transfer.settings.backoff)
             log.info(
@@ -346,40 +379,25 @@ def fetch_whole(
                 artifact.name,
                 source,
                 cut,
-                state.have,
+                pipeline.have,
                 delay,
             )
             time.sleep(delay)
-    if state.hasher.hexdigest() != artifact.sha256:
-        raise SourceFailed(
-            source, f"sha256 mismatch (got {state.hasher.hexdigest()[:16]}...)", bad=True
-        )
-
-
-class PieceWriter:
-    """Writes one range of the file at its offset; ``done`` is how much of it arrived."""
-
-    def __init__(self, fd: int, piece: ByteRange) -> None:
-        self.fd = fd
-        self.piece = piece
-        self.done = 0
-
-    def delivered(self) -> ByteRange | None:
-        return ByteRange(self.piece.start, self.piece.start + self.done - 1) if self.done else None
-
-    def write(self, data: bytes) -> None:
-        os.pwrite(self.fd, data, self.piece.start + self.done)
-        self.done += len(data)
 
 
 def fetch_piece(
-    transfer: Transfer, source: Source, writer: PieceWriter, size: int, stats: Stats
+    transfer: Transfer,
+    source: Source,
+    piece: ByteRange,
+    writer: RangeWriter,
+    size: int,
+    stats: Stats,
 ) -> None:
     """One range from one source, resumed after cuts; raises SourceFailed."""
     attempt = 0
-    while (wanted := remaining_range(writer.piece, writer.done)) is not None:
+    while (wanted := remaining_range(piece, writer.done)) is not None:
         try:
-            if transfer.body(source, wanted, size, writer.write) != 206:
+            if transfer.body(source, wanted, size, writer) != 206:
                 raise SourceFailed(source, "does not support Range requests")
         except Restart as restart:
             restart.args[0].close()
@@ -392,6 +410,10 @@ def fetch_piece(
                 stats.retries += 1
                 stats.resumed = True
             time.sleep(backoff_delay(attempt, transfer.settings.backoff))
+
+
+def delivered_range(piece: ByteRange, done: int) -> ByteRange | None:
+    return ByteRange(piece.start, piece.start + done - 1) if done else None
 
 
 def find_liars(
@@ -435,22 +457,26 @@ def fetch_split(
     queue: collections.deque[ByteRange] = collections.deque(pieces)
     lock = threading.Lock()
     alive = list(sources)
+    errors: list[OSError] = []
     os.ftruncate(fd, size)
+
+    def record(source: Source, piece: ByteRange, done: int) -> None:
+        got = delivered_range(piece, done)
+        if got is not None and delivered is not None:
+            with lock:
+                delivered.append((source, got))
 
     def work(source: Source) -> None:
         while True:
             with lock:
-                if source not in alive or not queue:
+                if source not in alive or not queue or errors:
                     return
                 piece = queue.popleft()
-            writer = PieceWriter(fd, piece)
+            writer = RangeWriter(fd, piece.start, settings.chunk)
             try:
-                fetch_piece(transfer, source, writer, size, stats)
+                fetch_piece(transfer, source, piece, writer, size, stats)
             except SourceFailed as failure:
-                got = writer.delivered()
-                if got is not None and delivered is not None:
-                    with lock:
-                        delivered.append((source, got))
+                record(source, piece, writer.done)
                 rest = remaining_range(piece, writer.done)
                 with lock:
                     if rest is not None:
@@ -459,15 +485,16 @@ def fetch_split(
                         alive.remove(source)
                 on_failure(failure)
                 return
-            got = writer.delivered()
-            if got is not None and delivered is not None:
+            except OSError as exc:  # our pwrite failed: stop everything
                 with lock:
-                    delivered.append((source, got))
+                    errors.append(exc)
+                return
+            record(source, piece, writer.done)
 
     # Rounds: a segment handed back after the other workers finished is picked up in the next
     # round by the sources still alive. Bounded: every round with work left loses a source.
     for _ in range(len(sources) + 1):
-        if not queue or not alive:
+        if not queue or not alive or errors:
             break
         assignment = [alive[i % len(alive)] for i in range(max(len(alive), workers))]
         threads = [
@@ -478,4 +505,6 @@ def fetch_split(
             thread.start()
         for thread in threads:
             thread.join()
+    if errors:
+        raise LocalError(f"cannot write the part file: {errors[0].strerror or errors[0]}")
     return not queue

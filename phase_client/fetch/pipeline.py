@@ -1,0 +1,134 @@
+"""Where received bytes go: a hash-and-write pipeline for one stream, or offset writes for a range.
+
+A single Python thread that receives, hashes and writes does the three one after the other
+(~2.5x curl's time for 1 GiB on loopback). Here the receiving thread fills fixed 1 MiB buffers
+from a small ring; a hasher thread and a writer thread consume them in order. All three release
+the GIL in their system calls / hashlib, so they overlap, and memory stays at ring size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from typing import Protocol
+
+MiB = 1024 * 1024
+
+
+class Sink(Protocol):
+    def buffer(self) -> memoryview: ...
+
+    def submit(self, view: memoryview, count: int) -> None: ...
+
+
+def write_all(fd: int, view: memoryview, offset: int | None = None) -> None:
+    while view:
+        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[written:]
+        if offset is not None:
+            offset += written
+
+
+class HashWritePipeline:
+    """Bytes in arrival order -> sha256 and the part file, on two helper threads.
+
+    ``have`` counts bytes submitted; ``drain()`` waits until they are all hashed and written (and
+    raises a write error such as ENOSPC), after which ``hexdigest()`` covers exactly ``have``.
+    """
+
+    def __init__(self, fd: int, buffers: int = 8, size: int = MiB) -> None:
+        self.fd = fd
+        self.hasher = hashlib.sha256()
+        self.have = 0
+        self.error: OSError | None = None
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(buffers):
+            self._free.put(memoryview(bytearray(size)))
+        self._to_hash: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+        self._to_write: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._hash_loop, name="fetch-hash", daemon=True),
+            threading.Thread(target=self._write_loop, name="fetch-write", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def buffer(self) -> memoryview:
+        return self._free.get()
+
+    def submit(self, view: memoryview, count: int) -> None:
+        if self.error is not None:
+            self._free.put(view)
+            raise self.error
+        if count == 0:
+            self._free.put(view)
+            return
+        with self._idle:
+            self._pending += 1
+        self.have += count
+        self._to_hash.put((view, count))
+
+    def _hash_loop(self) -> None:
+        while (item := self._to_hash.get()) is not None:
+            view, count = item
+            self.hasher.update(view[:count])
+            self._to_write.put(item)
+        self._to_write.put(None)
+
+    def _write_loop(self) -> None:
+        while (item := self._to_write.get()) is not None:
+            view, count = item
+            if self.error is None:
+                try:
+                    write_all(self.fd, view[:count])
+                except OSError as exc:
+                    self.error = exc
+            self._free.put(view)
+            with self._idle:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.notify_all()
+
+    def drain(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0)
+        if self.error is not None:
+            raise self.error
+
+    def reset(self) -> None:
+        """Throw away everything so far (the server restarted from byte 0)."""
+        self.drain()
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.hasher = hashlib.sha256()
+        self.have = 0
+
+    def hexdigest(self) -> str:
+        self.drain()
+        return self.hasher.hexdigest()
+
+    def close(self) -> None:
+        self._to_hash.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+class RangeWriter:
+    """Writes one range of the file at its offset; ``done`` is how much of it arrived."""
+
+    def __init__(self, fd: int, start: int, size: int = MiB) -> None:
+        self.fd = fd
+        self.start = start
+        self.done = 0
+        self._view = memoryview(bytearray(size))
+
+    def buffer(self) -> memoryview:
+        return self._view
+
+    def submit(self, view: memoryview, count: int) -> None:
+        write_all(self.fd, view[:count], self.start + self.done)
+        self.done += count
