@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help_text,
-            description=help_text.capitalize() + ".",
+            description=help_text[0].upper() + help_text[1:] + ".",
             formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog=getattr(module, "EPILOG", None),
         )
