@@ -375,3 +375,45 @@ def test_malformed_and_oversized_txt_is_ignored(lan: Lan) -> None:
             result.stderr
         )
     assert "Traceback" not in result.stderr
+
+
+def wait_for_names(provider: Provider, expected: dict[str, str], timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    names: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        names = provider.command("names")["names"]
+        if names == expected:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"names {names}, expected {expected}")
+
+
+def test_provider_follows_its_addresses(lan: Lan) -> None:
+    """The network comes up after the provider started (DHCP), then the address changes."""
+    provider_node, client = lan.add_node("prov"), lan.add_node("client")
+    first = provider_node.address or ""
+    subprocess.run(["ip", "-n", provider_node.netns, "addr", "flush", "dev", "eth0"], check=True)
+    provider = Provider(provider_node)
+    assert provider.command("start", STABLE_ARM64)["names"] == {}
+
+    subprocess.run(
+        ["ip", "-n", provider_node.netns, "addr", "add", f"{first}/24", "dev", "eth0"], check=True
+    )
+    wait_for_names(provider, {"stable/arm64": "phase-stable-arm64"})
+    found = discover_json(client, "--arch", "arm64", "--all", timeout=2)
+    assert [c["url"] for c in found] == [f"http://{first}:8080/stable/arm64/manifest.json"]
+
+    second = first.rsplit(".", 1)[0] + ".200"
+    for command in (["del", f"{first}/24"], ["add", f"{second}/24"]):  # a new DHCP lease
+        subprocess.run(
+            ["ip", "-n", provider_node.netns, "addr", *command, "dev", "eth0"], check=True
+        )
+    deadline = time.monotonic() + 45
+    urls: list[str] = []
+    while time.monotonic() < deadline:  # nothing at all is found while it re-registers
+        result = discover(client, "--arch", "arm64", "--all", "--json", timeout=1)
+        urls = [c["url"] for c in json.loads(result.stdout or "[]")]
+        if urls == [f"http://{second}:8080/stable/arm64/manifest.json"]:
+            break
+    assert urls == [f"http://{second}:8080/stable/arm64/manifest.json"]
+    assert provider.command("names")["names"] == {"stable/arm64": "phase-stable-arm64"}

@@ -54,6 +54,7 @@ TIE_CHECK_DELAY = 1.0
 KEEPER_REANNOUNCE_DELAY = 2.0
 MAX_TIE_ROUNDS = 3
 TIE_WATCH_INTERVAL = 5.0
+RESCAN_INTERVAL = 5.0
 STOP_TIMEOUT = 10.0
 
 
@@ -103,35 +104,85 @@ class MdnsAdvertiser:
         self.hostname = mdns_hostname(hostname or socket.gethostname())
         self.ttl = ttl
         self._addresses: list[str] = []
+        self._offers: list[Offer] = []
         self._zc: Any = None
-        # Serialises start/update/stop/tie work; binds to zeroconf's loop on first use.
+        # Serialises reconcile/withdraw/tie work inside one zeroconf session (a new one for every
+        # session: an asyncio.Lock binds to the loop that first uses it).
         self._lock = asyncio.Lock()
         self._registered: dict[str, _Registered] = {}
         self._names_lock = threading.Lock()
+        self._session_lock = threading.Lock()  # start/update/stop vs the interface watcher
         self._pending: list[concurrent.futures.Future[None]] = []
         self._watch: concurrent.futures.Future[None] | None = None
+        self._stopping = threading.Event()
+        self._rescanner: threading.Thread | None = None
+        self._warned_no_interface = False
 
     # -- the Advertiser protocol -------------------------------------------------------------
 
     def start(self, offers: Sequence[Offer]) -> None:
+        self._offers = list(offers)
+        self._rescan()
+        self._rescanner = threading.Thread(
+            target=self._rescan_loop, name="mdns-rescan", daemon=True
+        )
+        self._rescanner.start()
+
+    def update(self, offers: Sequence[Offer]) -> None:
+        with self._session_lock:
+            self._offers = list(offers)
+            if self._zc is not None:
+                self._submit(self._reconcile(self._offers))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._rescanner is not None:
+            self._rescanner.join(STOP_TIMEOUT)
+        with self._session_lock:
+            self._close_session()
+
+    # -- interfaces: chosen at start, watched afterwards (DHCP may come late or change) --------
+
+    def _rescan_loop(self) -> None:
+        while not self._stopping.wait(RESCAN_INTERVAL):
+            try:
+                self._rescan()
+            except Exception as exc:  # keep watching; the HTTP service must not notice
+                log.warning("mDNS: interface rescan failed: %s", exc)
+
+    def _rescan(self) -> None:
+        """Open, move or close the zeroconf session to match this machine's addresses now."""
         pairs = choose_addresses(self.interfaces)
-        if not pairs:
-            log.warning("mDNS: no interface with a non-loopback IPv4 address; not advertising")
-            return
-        self._addresses = [addr for _, addr in pairs]
+        addresses = [addr for _, addr in pairs]
+        with self._session_lock:
+            if self._stopping.is_set() or (addresses == self._addresses and self._zc is not None):
+                return
+            if self._zc is not None:
+                log.info("mDNS: addresses changed from %s to %s", self._addresses, addresses)
+                # Goodbyes cannot leave through an address that is gone (and would only log
+                # send errors): then the records just expire in caches (TTL).
+                self._close_session(goodbye=set(self._addresses) <= set(addresses))
+            elif not addresses and not self._addresses:
+                if not self._warned_no_interface:
+                    log.warning("mDNS: no interface with a non-loopback IPv4 address yet")
+                    self._warned_no_interface = True
+                return
+            self._addresses = addresses
+            if addresses:
+                self._open_session(pairs)
+
+    def _open_session(self, pairs: list[tuple[str, str]]) -> None:
         self._zc = self._open_zeroconf(self._addresses)
         if self._zc is None:
             return
+        self._lock = asyncio.Lock()
         where = ", ".join(f"{name} {addr}" for name, addr in pairs)
         log.info("mDNS: announcing %s as %s on %s", SERVICE_TYPE, self.hostname, where)
-        self._submit(self._reconcile(list(offers)))
+        self._submit(self._reconcile(self._offers))
         self._watch = asyncio.run_coroutine_threadsafe(self._watch_ties(), self._zc.loop)
 
-    def update(self, offers: Sequence[Offer]) -> None:
-        if self._zc is not None:
-            self._submit(self._reconcile(list(offers)))
-
-    def stop(self) -> None:
+    def _close_session(self, goodbye: bool = True) -> None:
+        """Goodbye packets for everything (unless ``goodbye`` is False), then close the sockets."""
         zc = self._zc
         if zc is None:
             return
@@ -139,13 +190,15 @@ class MdnsAdvertiser:
             self._watch.cancel()
         self.wait_idle(STOP_TIMEOUT)
         try:
-            future = asyncio.run_coroutine_threadsafe(self._withdraw_all(), zc.loop)
+            future = asyncio.run_coroutine_threadsafe(self._withdraw_all(goodbye), zc.loop)
             future.result(STOP_TIMEOUT)
         except (concurrent.futures.TimeoutError, RuntimeError) as exc:
             log.warning("mDNS: goodbye packets not all sent: %s", exc)
         finally:
             zc.close()
             self._zc = None
+            with self._names_lock:
+                self._registered.clear()
 
     # -- extras for plasmd serve's status and the tests --------------------------------------
 
@@ -285,9 +338,15 @@ class MdnsAdvertiser:
         await (await self._zc.async_unregister_service(old.info))
         log.info("mDNS: withdrew %s (%s)", combination, instance_label(old.info.name))
 
-    async def _withdraw_all(self) -> None:
+    async def _withdraw_all(self, goodbye: bool = True) -> None:
         async with self._lock:
-            await asyncio.gather(*(self._unregister(c) for c in list(self._registered)))
+            if goodbye:
+                await asyncio.gather(*(self._unregister(c) for c in list(self._registered)))
+                return
+            with self._names_lock:
+                for entry in self._registered.values():
+                    self._zc.registry.async_remove(entry.info)
+                self._registered.clear()
 
     def _rivals(self, registered: _Registered) -> list[str]:
         """Manifest URLs of other providers whose TXT sits under our instance name."""
