@@ -32,7 +32,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ -n "$OUTPUT" ] || die "--output is required"
-[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || die "busybox-static is not installed"
+if ! /bin/busybox --list >/dev/null 2>&1; then
+    die "busybox-static is not installed"
+fi
 EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 0)}
 
 root=$(mktemp -d "${OUTPUT}.root.XXXXXX")
@@ -145,7 +147,7 @@ for name in zf.namelist():
     done
     # Pull in dependencies outside those trees until nothing is missing.
     for _round in 1 2 3 4; do
-        need=$(for ko in $(find "$kmods" -name '*.ko*'); do modinfo -F depends "$ko"; done |
+        need=$(find "$kmods" -name '*.ko*' -exec modinfo -F depends {} + |
             tr ',' '\n' | sort -u | while read -r dep; do
                 [ -n "$dep" ] || continue
                 find "$kmods" -name "$dep.ko*" | grep -q . || echo "$dep"

@@ -13,8 +13,16 @@ mkdir -p "$dir"
 pkg=${KERNEL_PACKAGE:-}
 if [ -z "$pkg" ]; then
     # The metapackage names the current ABI: linux-image-cloud-amd64 -> linux-image-6.1.0-N-cloud-amd64.
-    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-        sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1)
+    abi() {
+        apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+            sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1
+    }
+    pkg=$(abi)
+    # A fresh machine may have empty package lists: read them once.
+    if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        pkg=$(abi)
+    fi
     [ -n "$pkg" ] || { echo "fetch-kernel: no linux-image-cloud-amd64 in apt's lists (apt-get update?)" >&2; exit 1; }
 fi
 if ! ls "$dir"/"$pkg"_*.deb >/dev/null 2>&1; then

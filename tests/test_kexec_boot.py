@@ -264,3 +264,19 @@ def test_real_kexec_refuses_a_file_that_is_no_kernel(tools: Path, tmp_path: Path
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("kexec-boot: cannot load the kernel: ")
     assert "not in a format kexec can load" in last or "not permitted" in last, last
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    """The boot scripts are POSIX sh (busybox ash in the initramfs): shellcheck -s sh clean."""
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck missing: run scripts/install-deps")
+    scripts = [
+        REPO / "scripts" / name for name in ("kexec-boot", "build-initramfs.sh", "fetch-kernel.sh")
+    ] + [REPO / "initramfs" / name for name in ("init", "udhcpc.script", "stage2-init")]
+    result = subprocess.run(
+        ["shellcheck", "-s", "sh", "-S", "warning", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout
