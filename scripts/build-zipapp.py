@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="build-zipapp.py",
         description="Build the single-file client (phase-verify, phase-fetch, phase-discover).",
     )
-    parser.add_argument("--output", default=str(REPO / "build" / "phase.pyz"), metavar="FILE")
+    parser.add_argument("-o", "--output", default=str(REPO / "build" / "phase.pyz"), metavar="FILE")
     parser.add_argument(
         "--python",
         default="/usr/bin/python3 -IS",
