@@ -147,7 +147,8 @@ class Handler(BaseHTTPRequestHandler):
         cut_at = None
         if behaviour.cut_at is not None:
             with state.lock:
-                if state.cuts_done.get(path, 0) < behaviour.cuts and start < behaviour.cut_at:
+                inside = start < behaviour.cut_at < start + len(body)
+                if inside and state.cuts_done.get(path, 0) < behaviour.cuts:
                     state.cuts_done[path] = state.cuts_done.get(path, 0) + 1
                     cut_at = behaviour.cut_at - start
         piece = 64 if behaviour.drip else PIECE

@@ -13,6 +13,7 @@ import pytest
 
 from phase_client.fetch.download import Settings
 from phase_client.fetch.fetcher import FetchRequest, fetch
+from phase_client.manifest import dump_document
 from phase_client.trust import TrustPolicy
 
 from .conftest import REPO
@@ -156,3 +157,47 @@ def test_help_and_bad_usage() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+
+
+def test_split_resumes_a_cut_range_without_refetching(tmp_path: Path) -> None:
+    size = 8 * MiB
+    arts = {"kernel": blob(size, 12)}
+    document = signed_manifest(KEY, arts)
+    with FileServer(rate=32 * MiB) as one, FileServer(rate=32 * MiB) as two:
+        urls = [publish(one, document, arts), publish(two, document, arts)]
+        # Each provider cuts, once, whichever range crosses this offset.
+        for server in (one, two):
+            server.behave(PREFIX + "vmlinuz", Behaviour(cut_at=size // 2 + 12345))
+        summary = fetch(request(urls, tmp_path / "out", backoff=0.01))
+        kernel = summary["artifacts"]["kernel"]
+        assert (tmp_path / "out" / "kernel").read_bytes() == arts["kernel"]
+        assert kernel["split"] is True and kernel["resumed"] is True and kernel["retries"] >= 1
+        # Every byte crossed the network exactly once: the cut range resumed where it stopped.
+        assert one.served(PREFIX + "vmlinuz") + two.served(PREFIX + "vmlinuz") == size
+        assert kernel["received"] == size
+
+
+def test_local_manifest_and_local_files(tmp_path: Path) -> None:
+    """A manifest on a USB stick next to its files: no network at all."""
+    arts = {"kernel": blob(MiB, 13), "initramfs": blob(MiB // 3, 14)}
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    (stick / "vmlinuz").write_bytes(arts["kernel"])
+    (stick / "initramfs.img").write_bytes(arts["initramfs"])
+    (stick / "manifest.json").write_bytes(dump_document(signed_manifest(KEY, arts)))
+    summary = fetch(request([str(stick / "manifest.json")], tmp_path / "out"))
+    assert summary["artifacts"]["kernel"]["source"] == str(stick / "vmlinuz")
+    assert (tmp_path / "out" / "initramfs").read_bytes() == arts["initramfs"]
+
+
+def test_fetch_imports_stay_light() -> None:
+    """The initramfs runs phase-fetch from a zipapp: no zeroconf/kademlia on this path."""
+    code = (
+        "import sys, phase_client.cli.fetch, phase_client.fetch.fetcher; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('zeroconf', 'kademlia', 'rpcudp', 'urllib3')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == b"[]"
