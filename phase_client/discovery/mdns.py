@@ -15,9 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import NoSourceError, UsageError
+from ..errors import NoSourceError
 from ..manifest import normalize_arch
-from ..mdns_records import SERVICE_TYPE, TxtError, candidate_from_service, select_ipv4
+from ..mdns_records import SERVICE_TYPE, TxtError, candidate_from_service
+from ..netif import choose_ipv4
 from .model import Candidate, Query
 
 log = logging.getLogger("phase.mdns")
@@ -28,12 +29,7 @@ RESOLVE_TIMEOUT_MS = 3000
 
 def client_addresses(interfaces: Sequence[str] | None) -> list[str]:
     """IPv4 addresses to browse from: the wanted interfaces, or every non-loopback one."""
-    from ..provider.mdns import interface_addresses
-
-    try:
-        pairs = select_ipv4(interface_addresses(), interfaces)
-    except TxtError as exc:
-        raise UsageError(f"mDNS: {exc}") from exc
+    pairs = choose_ipv4(interfaces)
     if not pairs:
         raise NoSourceError("mDNS: no network interface with an IPv4 address (is the network up?)")
     return [addr for _, addr in pairs]

@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError
 from ..mdns_records import (
     SERVICE_TYPE,
     TxtError,
@@ -37,9 +36,9 @@ from ..mdns_records import (
     instance_label,
     manifest_url_for,
     mdns_hostname,
-    select_ipv4,
     tie_keeper,
 )
+from ..netif import choose_ipv4
 from .advertise import Offer
 
 log = logging.getLogger("phase.mdns")
@@ -56,28 +55,6 @@ MAX_TIE_ROUNDS = 3
 TIE_WATCH_INTERVAL = 5.0
 RESCAN_INTERVAL = 5.0
 STOP_TIMEOUT = 10.0
-
-
-def interface_addresses() -> list[tuple[str, list[str]]]:
-    """Every (interface name, addresses) pair of this machine.
-
-    ``ifaddr`` is python-zeroconf's own dependency (and what zeroconf tells callers to use for
-    enumerating interfaces), so it is always installed with it.
-    """
-    import ifaddr
-
-    result = []
-    for adapter in ifaddr.get_adapters():
-        ips = [ip.ip for ip in adapter.ips if isinstance(ip.ip, str)]
-        result.append((adapter.nice_name or adapter.name, ips))
-    return result
-
-
-def choose_addresses(wanted: Sequence[str] | None) -> list[tuple[str, str]]:
-    try:
-        return select_ipv4(interface_addresses(), wanted)
-    except TxtError as exc:
-        raise UsageError(f"mDNS: {exc}") from exc
 
 
 @dataclass
@@ -152,7 +129,7 @@ class MdnsAdvertiser:
 
     def _rescan(self) -> None:
         """Open, move or close the zeroconf session to match this machine's addresses now."""
-        pairs = choose_addresses(self.interfaces)
+        pairs = choose_ipv4(self.interfaces)
         addresses = [addr for _, addr in pairs]
         with self._session_lock:
             if self._stopping.is_set() or (addresses == self._addresses and self._zc is not None):
