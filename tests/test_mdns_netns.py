@@ -417,3 +417,33 @@ def test_provider_follows_its_addresses(lan: Lan) -> None:
             break
     assert urls == [f"http://{second}:8080/stable/arm64/manifest.json"]
     assert provider.command("names")["names"] == {"stable/arm64": "phase-stable-arm64"}
+
+
+CHOOSE = """
+import sys
+from phase_client.discovery.mdns import discover_mdns
+from phase_client.discovery.model import Query
+from phase_client.errors import PhaseError
+try:
+    found = discover_mdns(Query(arch="arm64", timeout=3), interfaces=sys.argv[1:])
+except PhaseError as exc:
+    print(f"{type(exc).__name__} {exc.exit_code}: {exc}")
+else:
+    print(" ".join(c.url for c in found))
+"""
+
+
+def test_interfaces_chosen_by_name_or_address(lan: Lan) -> None:
+    provider_node, client = lan.add_node("prov"), lan.add_node("client")
+    Provider(provider_node, "--interface", "eth0").command("start", STABLE_ARM64)
+    url = f"http://{provider_node.address}:8080/stable/arm64/manifest.json"
+    for wanted in (["eth0"], [client.address or ""]):
+        result = client.run([sys.executable, "-c", CHOOSE, *wanted], timeout=60)
+        assert result.stdout.strip() == url, describe(result)
+    result = client.run([sys.executable, "-c", CHOOSE, "nope0"], timeout=60)
+    assert result.stdout.strip() == (
+        "UsageError 2: mDNS: no interface or IPv4 address 'nope0' on this machine"
+    ), describe(result)
+    # Loopback only, chosen explicitly: mDNS runs but the provider is not on that link.
+    result = client.run([sys.executable, "-c", CHOOSE, "lo"], timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "", describe(result)
