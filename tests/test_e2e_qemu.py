@@ -147,19 +147,24 @@ class QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def boot(images: dict[str, Path], port: int, serial: Path) -> subprocess.Popen[bytes]:
+def boot(
+    images: dict[str, Path], port: int, serial: Path, interactive: bool = False
+) -> subprocess.Popen[bytes]:
+    """QEMU with the serial console in ``serial``; ``interactive``: its input is our stdin pipe."""
     cmdline = f"console=ttyS0 panic=-1 phase.provider=http://10.0.2.2:{port} phase.arch=x86_64"
-    return subprocess.Popen(
-        [
-            *("qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"),
-            *("-nographic", "-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
-            *("-kernel", str(images["kernel"]), "-initrd", str(images["stage1"])),
-            *("-append", cmdline, "-nic", "user,model=virtio-net-pci"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    console = ["-serial", "stdio"] if interactive else ["-serial", f"file:{serial}"]
+    with serial.open("wb") as out:
+        return subprocess.Popen(
+            [
+                *("qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"),
+                *("-display", "none", "-no-reboot", "-monitor", "none", *console),
+                *("-kernel", str(images["kernel"]), "-initrd", str(images["stage1"])),
+                *("-append", cmdline, "-nic", "user,model=virtio-net-pci"),
+            ],
+            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
+            stdout=out if interactive else subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -218,3 +223,40 @@ def test_tampered_kernel_is_refused_and_init_retries(
     assert "phase: attempt 1 failed; retrying in 2s" in log, log
     assert "attempt 2 failed; retrying in 4s" in log, log
     assert "kexec-boot" not in log and "PHASE-STAGE2" not in log, log
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused at once)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_rescue_shell_on_request_then_retry(images: dict[str, Path], tmp_path: Path) -> None:
+    serial = tmp_path / "serial.log"
+    qemu = boot(images, closed_port(), serial, interactive=True)
+    assert qemu.stdin is not None
+    deadline = time.monotonic() + BOOT_DEADLINE
+    try:
+        log = wait_for(serial, r"press Enter for a rescue shell", qemu, deadline)
+        assert "press Enter" in log, log
+        # The tty keeps the line until the init's next wait reads it, however late it comes.
+        qemu.stdin.write(b"\n")
+        qemu.stdin.flush()
+        log = wait_for(serial, r"rescue shell: 'exit' to retry", qemu, deadline)
+        assert "rescue shell" in log, log
+        qemu.stdin.write(b"echo RESCUE-$((6*7))\n")
+        qemu.stdin.flush()
+        log = wait_for(serial, r"RESCUE-42", qemu, deadline)
+        assert re.search(r"^RESCUE-42", log, re.M), log
+        qemu.stdin.write(b"exit\n")
+        qemu.stdin.flush()
+        after = log.index("RESCUE-42")
+        log = wait_for(serial, r"RESCUE-42[\s\S]*phase: fetching", qemu, deadline)
+        assert "phase: fetching" in log[after:], log
+        assert qemu.poll() is None, "PID 1 must keep running"
+    finally:
+        stop(qemu)
+    assert "phase: ERROR fetch from http://10.0.2.2:" in log, log
