@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import NoSourceError
 from ..manifest import normalize_arch
-from ..mdns_records import SERVICE_TYPE, TxtError, candidate_from_service
+from ..mdns_records import SERVICE_TYPE, TxtError, candidate_from_service, instance_label
 from ..netif import choose_ipv4
 from .model import Candidate, Query
 
@@ -73,7 +73,7 @@ async def _browse(query: Query, addresses: list[str]) -> list[Candidate]:
     arch = normalize_arch(query.arch)
     found: dict[str, Candidate] = {}
     first_match = asyncio.Event()
-    tasks: set[asyncio.Task[None]] = set()
+    resolving: dict[str, asyncio.Task[None]] = {}  # instance name -> its pending resolution
 
     try:
         azc = AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
@@ -116,13 +116,20 @@ async def _browse(query: Query, addresses: list[str]) -> list[Candidate]:
     def on_change(
         zeroconf: Any, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
+        pending = resolving.pop(name, None)
+        if pending is not None:  # a goodbye, or newer records: the older lookup is moot
+            pending.cancel()
         if state_change is ServiceStateChange.Removed:
             if found.pop(name, None) is not None:
-                log.info("mDNS: %s left", name)
+                log.info("mDNS: %s left", instance_label(name))
             return
         task = asyncio.ensure_future(resolve(name))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        resolving[name] = task
+        task.add_done_callback(lambda done: forget(name, done))
+
+    def forget(name: str, task: asyncio.Task[None]) -> None:
+        if resolving.get(name) is task:
+            del resolving[name]
 
     browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
     try:
@@ -138,7 +145,8 @@ async def _browse(query: Query, addresses: list[str]) -> list[Candidate]:
                 await asyncio.sleep(max(0.0, min(GRACE_SECONDS, deadline - time.monotonic())))
     finally:
         await browser.async_cancel()
-        for task in list(tasks):
+        tasks = list(resolving.values())
+        for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await azc.async_close()
