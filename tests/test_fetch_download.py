@@ -394,3 +394,14 @@ def test_artifact_filter_and_usage_errors(
     with pytest.raises(SystemExit) as exc:
         fetch_main(["--retries", "-1"])
     assert exc.value.code == 2
+
+
+def test_dripping_manifest_server_is_given_up(
+    server: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = publish(server, signed_manifest(KEY, ARTS), ARTS)
+    # A 64-byte piece every 0.3 s: never a read timeout (1 s), but ~5 s for the whole manifest.
+    server.behave(PREFIX + "manifest.json", Behaviour(drip=200))
+    code, _, err = run_fetch(capsys, "--manifest", url, "--timeout", "1", "--output", str(tmp_path))
+    assert code == 3
+    assert "too slow (no manifest after 3s)" in err

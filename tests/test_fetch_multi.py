@@ -201,3 +201,33 @@ def test_fetch_imports_stay_light() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == b"[]"
+
+
+def peak_rss_kib(url: str, out: Path, work: Path) -> int:
+    """phase-fetch's own peak RSS, measured by GNU time (a fork of pytest would inherit ours)."""
+    report = work / "rss.txt"
+    subprocess.run(
+        [
+            *("/usr/bin/time", "-f", "%M", "-o", str(report)),
+            *(sys.executable, "-m", "phase_client", "fetch", "--quiet", "--manifest", url),
+            *("--key", KEY.public.keyid, "--output", str(out)),
+        ],
+        cwd=REPO,
+        check=True,
+        timeout=120,
+    )
+    return int(report.read_text().split()[-1])
+
+
+def test_memory_stays_flat(tmp_path: Path) -> None:
+    small = {"kernel": blob(4 * MiB, 15)}
+    large = {"kernel": os.urandom(192 * MiB)}
+    with FileServer() as server:
+        small_url = publish(server, signed_manifest(KEY, small), small, prefix="/s/")
+        large_url = publish(server, signed_manifest(KEY, large), large, prefix="/l/")
+        small_rss = peak_rss_kib(small_url, tmp_path / "s", tmp_path)
+        large_rss = peak_rss_kib(large_url, tmp_path / "l", tmp_path)
+    assert (tmp_path / "l" / "kernel").stat().st_size == 192 * MiB
+    # 48x the bytes, (almost) the same memory: the ring buffers, not the artifact, set the size.
+    assert large_rss - small_rss < 16 * 1024, (small_rss, large_rss)
+    assert large_rss < 64 * 1024

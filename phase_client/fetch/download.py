@@ -58,6 +58,10 @@ class Cut(Exception):
 class Restart(Exception):
     """The server ignored our Range and sent the whole file (200): start over from byte 0."""
 
+    def __init__(self, response: Any) -> None:
+        super().__init__("server ignored Range")
+        self.response = response  # the 200 response, its body not read yet
+
 
 class LocalError(PhaseError):
     """Our side failed (disk full, unwritable output): no source is to blame."""
@@ -140,8 +144,10 @@ def describe_error(exc: BaseException) -> str:
     inner = reason if isinstance(reason, BaseException) else exc
     text = str(inner)
     # urllib3 prefixes the connection object's repr; the errno text is what a user needs.
-    if ": " in text and text.startswith("<"):
-        text = text.split(": ", 1)[1]
+    for marker in ("): ", ">: "):
+        if text.startswith(("<", "HTTPConnection(", "HTTPSConnection(")) and marker in text:
+            text = text.split(marker, 1)[1]
+            break
     return f"{type(inner).__name__}: {text}"[:200]
 
 
@@ -362,7 +368,7 @@ def _fetch_whole(
                 stats.start_over()
                 transfer.progress.add(-have)
                 pipeline.reset()
-                transfer.stream(source, restart.args[0], size, pipeline)
+                transfer.stream(source, restart.response, size, pipeline)
             return
         except Cut as cut:
             attempt += 1
@@ -400,7 +406,7 @@ def fetch_piece(
             if transfer.body(source, wanted, size, writer) != 206:
                 raise SourceFailed(source, "does not support Range requests")
         except Restart as restart:
-            restart.args[0].close()
+            restart.response.close()
             raise SourceFailed(source, "ignores Range requests (answered 200)") from None
         except Cut as cut:
             attempt += 1
@@ -458,6 +464,8 @@ def fetch_split(
     lock = threading.Lock()
     alive = list(sources)
     errors: list[OSError] = []
+    abort = threading.Event()
+    transfer.abort = abort
     os.ftruncate(fd, size)
 
     def record(source: Source, piece: ByteRange, done: int) -> None:
@@ -503,8 +511,15 @@ def fetch_split(
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:
+            # Ctrl-C / SIGTERM in the main thread: make the workers stop at their next read.
+            abort.set()
+            for thread in threads:
+                thread.join(timeout=settings.read_timeout)
+            raise
     if errors:
         raise LocalError(f"cannot write the part file: {errors[0].strerror or errors[0]}")
     return not queue

@@ -69,8 +69,12 @@ class Unreachable(Exception):
     pass
 
 
-def read_manifest(http: Http | None, location: str) -> bytes:
-    """Manifest bytes from a URL or file, refusing more than 1 MiB before reading it all."""
+def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) -> bytes:
+    """Manifest bytes from a URL or file, refusing more than 1 MiB before reading it all.
+
+    ``time_limit`` bounds the whole body: a server dripping a byte just before each read
+    timeout would otherwise hold the boot for hours.
+    """
     if not is_url(location):
         try:
             with open(location, "rb") as handle:
@@ -92,7 +96,10 @@ def read_manifest(http: Http | None, location: str) -> bytes:
                 raise ManifestError(f"{location}: manifest is {length} bytes, over the 1 MiB limit")
             parts: list[bytes] = []
             got = 0
+            deadline = time.monotonic() + time_limit
             while got <= MAX_MANIFEST_BYTES:
+                if time.monotonic() > deadline:
+                    raise Unreachable(f"{location}: too slow (no manifest after {time_limit:g}s)")
                 data = response.read1(MAX_MANIFEST_BYTES + 1 - got, decode_content=False)
                 if not data:
                     break
@@ -109,14 +116,18 @@ def read_manifest(http: Http | None, location: str) -> bytes:
 
 
 def choose_manifest(
-    http: Http | None, locations: list[str], policy: TrustPolicy, state: StateStore | None
+    http: Http | None,
+    locations: list[str],
+    policy: TrustPolicy,
+    state: StateStore | None,
+    time_limit: float = 60.0,
 ) -> ManifestChoice:
     """The first location whose manifest verifies; the others that carry the same signed
     content become extra artifact sources. All are fetched in parallel (bounded by timeouts)."""
 
     def load(location: str) -> bytes | BaseException:
         try:
-            return read_manifest(http, location)
+            return read_manifest(http, location, time_limit)
         except (Unreachable, PhaseError) as exc:
             return exc
 
@@ -201,7 +212,11 @@ class Fetcher:
         request = self.request
         need_http = any(is_url(m) for m in request.manifests)
         choice = choose_manifest(
-            self.http if need_http else None, request.manifests, request.policy, request.state
+            self.http if need_http else None,
+            request.manifests,
+            request.policy,
+            request.state,
+            time_limit=3 * self.settings.read_timeout,
         )
         manifest = choice.verified.manifest
         log.info(
