@@ -319,3 +319,35 @@ def test_storage_iter_older_than() -> None:
     store.put(DIGEST, record().raw)
     assert store.iter_older_than(3600) == []
     assert store.iter_older_than(0) == [(DIGEST, record().raw)]
+
+
+# --- routing table ------------------------------------------------------------------------
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32), st.integers(5, 400))
+def test_find_neighbors_returns_the_xor_closest(seed: int, count: int) -> None:
+    import asyncio
+    import random
+
+    from kademlia.node import Node
+
+    from phase_client.dht.protocol import XorRoutingTable
+
+    class NoPing:
+        async def call_ping(self, node: Node) -> None:
+            """A full bucket pings its oldest contact; nothing to ping here."""
+
+    rng = random.Random(seed)
+    own = Node(rng.randbytes(20))
+    table = XorRoutingTable(NoPing(), 20, own)
+
+    async def fill() -> None:
+        for port in range(1, count + 1):
+            table.add_contact(Node(rng.randbytes(20), "127.0.0.1", port))
+
+    asyncio.run(fill())
+    held = [n for bucket in table.buckets for n in bucket.nodes.values()]
+    target = Node(rng.randbytes(20))
+    expected = sorted(held, key=target.distance_to)[:20]
+    assert [n.id for n in table.find_neighbors(target)] == [n.id for n in expected]
+    exclude = expected[0]
+    assert exclude.id not in {n.id for n in table.find_neighbors(target, exclude=exclude)}
