@@ -227,6 +227,32 @@ def select_ipv4(
     return chosen
 
 
+def reachable_url(url: str, service_addresses: Sequence[str], local_networks: Sequence[str]) -> str:
+    """The manifest URL with its host moved to an address of the provider on our own link.
+
+    A provider announces one TXT record on all its interfaces, so on a multi-homed provider the
+    URL may name its address on another network. When that address is one of the service's own
+    A records (so the same machine), it is not on any of our networks (CIDR strings), and
+    another of the service's addresses is, the URL uses that one. Anything else is unchanged.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not _is_ip(host, 4) or host not in service_addresses:
+        return url
+    networks = [ipaddress.IPv4Network(n, strict=False) for n in local_networks]
+
+    def on_link(address: str) -> bool:
+        return _is_ip(address, 4) and any(ipaddress.IPv4Address(address) in n for n in networks)
+
+    if on_link(host):
+        return url
+    for address in service_addresses:
+        if on_link(address):
+            netloc = address if parts.port is None else f"{address}:{parts.port}"
+            return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return url
+
+
 def candidate_from_service(
     name: str,
     server: str | None,

@@ -24,6 +24,21 @@ def interface_addresses() -> list[tuple[str, list[str]]]:
     return result
 
 
+def ipv4_networks(addresses: Sequence[str]) -> list[str]:
+    """The networks (``10.0.0.0/24``) that these local addresses are on."""
+    import ipaddress
+
+    import ifaddr
+
+    wanted = set(addresses)
+    return [
+        str(ipaddress.IPv4Interface(f"{ip.ip}/{ip.network_prefix}").network)
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+        if isinstance(ip.ip, str) and ip.ip in wanted
+    ]
+
+
 def choose_ipv4(wanted: Sequence[str] | None) -> list[tuple[str, str]]:
     """(interface, IPv4 address) pairs for mDNS: ``wanted`` names/addresses, or all non-loopback.
 

@@ -3,13 +3,15 @@
     with Lan() as lan:                       # hub namespace with a bridge, random suffix
         a = lan.add_node("prov1")            # namespace + veth on the bridge + 10.213.X.2/24
         b = lan.add_node("client")
+        lan.connect(a, lan.add_segment())    # a second interface, eth1, on another bridge
         proc = a.popen([sys.executable, "-m", "phase_client", "plasmd", ...])
         result = b.run(["dig", "-p", "5353", f"@{a.address}", ...], timeout=30)
 
-Layout: every name carries a random suffix so parallel runs never collide. The bridge lives in
-its own "hub" namespace, and each node is a namespace joined to it by a veth pair whose inside end
-is called ``eth0``. The test subnet (10.213.X.0/24, X random) exists only inside these
-namespaces; nothing is added to the host's own network. Each node also gets its own UTS
+Layout: every name carries a random suffix so parallel runs never collide. The bridges live in
+their own "hub" namespace, and each node is a namespace joined to a bridge by a veth pair whose
+inside end is called ``eth0`` (``eth1``... for more links). Segment N's subnet,
+10.213.(X+N).0/24 with X random, exists only inside these namespaces; nothing is added to the
+host's own network. Each node also gets its own UTS
 namespace per process (``hostname`` = node name), so two nodes look like two machines.
 
 Nodes have no default route, which is exactly the situation of a freshly booted client before
@@ -55,8 +57,8 @@ class Node:
     lan: Lan
     netns: str
     hostname: str
-    address: str | None  # None for a node without a LAN interface (only loopback)
-    interface: str | None = "eth0"
+    address: str | None  # eth0's address; None for a node with only loopback
+    addresses: dict[str, str] = field(default_factory=dict)  # interface -> IPv4 address
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """``argv`` wrapped to run inside this namespace, with this node's host name."""
@@ -100,32 +102,64 @@ class Node:
 
 
 @dataclass
+class Segment:
+    """One bridge (one broadcast domain) and its subnet 10.213.<third_octet>.0/24."""
+
+    bridge: str
+    third_octet: int
+    next_host: int = 2  # .1 stays free (a gateway, in tests that want one)
+
+    @property
+    def subnet(self) -> str:
+        return f"10.213.{self.third_octet}.0/24"
+
+    def take_address(self) -> str:
+        if self.next_host > 254:
+            raise ValueError("a test segment holds at most 253 addresses")
+        self.next_host += 1
+        return f"10.213.{self.third_octet}.{self.next_host - 1}"
+
+
+@dataclass
 class Lan:
-    """A bridge in its own namespace plus nodes attached to it. Tear down with ``close()``."""
+    """Bridges in their own namespace plus nodes attached to them. Tear down with ``close()``.
+
+    Segment 0 exists from the start; ``add_segment`` makes another, unconnected broadcast
+    domain (no routing between segments), for multi-homed machines.
+    """
 
     prefix: str = "ph"
     suffix: str = field(default_factory=lambda: secrets.token_hex(3))
-    third_octet: int = field(default_factory=lambda: 1 + secrets.randbelow(254))
+    third_octet: int = field(default_factory=lambda: 1 + secrets.randbelow(200))
     nodes: list[Node] = field(default_factory=list)
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+    links: int = 0
 
     def __post_init__(self) -> None:
         require_root()
-        self.hub = self._add_netns("hub")
-        self.bridge = f"br{self.suffix}"
         try:
-            _ip("-n", self.hub, "link", "add", self.bridge, "type", "bridge")
-            # Link-local multicast (224.0.0.251) is flooded anyway; no snooping = no surprises.
-            _ip("-n", self.hub, "link", "set", self.bridge, "type", "bridge", "mcast_snooping", "0")
-            _ip("-n", self.hub, "link", "set", self.bridge, "up")
+            self.hub = self._add_netns("hub")
+            self.add_segment()
         except BaseException:
             self.close()
             raise
 
     @property
     def subnet(self) -> str:
-        return f"10.213.{self.third_octet}.0/24"
+        return self.segments[0].subnet
+
+    def add_segment(self) -> int:
+        """Another bridge with its own subnet; returns its index for ``add_node``/``connect``."""
+        index = len(self.segments)
+        bridge = f"br{self.suffix}{index}"
+        _ip("-n", self.hub, "link", "add", bridge, "type", "bridge")
+        # Link-local multicast (224.0.0.251) is flooded anyway; no snooping = no surprises.
+        _ip("-n", self.hub, "link", "set", bridge, "type", "bridge", "mcast_snooping", "0")
+        _ip("-n", self.hub, "link", "set", bridge, "up")
+        self.segments.append(Segment(bridge, self.third_octet + index))
+        return index
 
     def _add_netns(self, name: str) -> str:
         netns = f"{self.prefix}-{self.suffix}-{name}"
@@ -134,33 +168,38 @@ class Lan:
         _ip("-n", netns, "link", "set", "lo", "up")
         return netns
 
-    def add_node(self, name: str) -> Node:
-        """A namespace with ``eth0`` on the bridge and the next free address of the subnet."""
-        index = len(self.nodes) + 2  # .1 stays free (a gateway, in tests that want one)
-        if index > 254:
-            raise ValueError("a test LAN holds at most 253 nodes")
-        netns = self._add_netns(name)
-        outside, inside = f"v{self.suffix}{index:02x}h", f"v{self.suffix}{index:02x}n"
-        address = f"10.213.{self.third_octet}.{index}"
-        _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
-        try:
-            _ip("link", "set", outside, "netns", self.hub)
-            _ip("link", "set", inside, "netns", netns)
-        except BaseException:
-            subprocess.run(["ip", "link", "del", outside], capture_output=True, timeout=IP_TIMEOUT)
-            raise
-        _ip("-n", self.hub, "link", "set", outside, "master", self.bridge)
-        _ip("-n", self.hub, "link", "set", outside, "up")
-        _ip("-n", netns, "link", "set", inside, "name", "eth0")
-        _ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
-        _ip("-n", netns, "link", "set", "eth0", "up")
-        node = Node(self, netns, hostname=name, address=address)
+    def add_node(self, name: str, segment: int = 0) -> Node:
+        """A namespace with ``eth0`` on a segment, at the segment's next free address."""
+        node = Node(self, self._add_netns(name), hostname=name, address=None)
+        node.address = self.connect(node, segment)
         self.nodes.append(node)
         return node
 
+    def connect(self, node: Node, segment: int) -> str:
+        """One more interface (eth0, eth1, ...) for ``node`` on ``segment``; returns its address."""
+        seg = self.segments[segment]
+        interface = f"eth{len(node.addresses)}"
+        self.links += 1
+        outside, inside = f"v{self.suffix}{self.links:02x}h", f"v{self.suffix}{self.links:02x}n"
+        address = seg.take_address()
+        _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        try:
+            _ip("link", "set", outside, "netns", self.hub)
+            _ip("link", "set", inside, "netns", node.netns)
+        except BaseException:
+            subprocess.run(["ip", "link", "del", outside], capture_output=True, timeout=IP_TIMEOUT)
+            raise
+        _ip("-n", self.hub, "link", "set", outside, "master", seg.bridge)
+        _ip("-n", self.hub, "link", "set", outside, "up")
+        _ip("-n", node.netns, "link", "set", inside, "name", interface)
+        _ip("-n", node.netns, "addr", "add", f"{address}/24", "dev", interface)
+        _ip("-n", node.netns, "link", "set", interface, "up")
+        node.addresses[interface] = address
+        return address
+
     def add_isolated(self, name: str) -> Node:
         """A namespace with only loopback: a machine whose network is not up."""
-        node = Node(self, self._add_netns(name), hostname=name, address=None, interface=None)
+        node = Node(self, self._add_netns(name), hostname=name, address=None)
         self.nodes.append(node)
         return node
 

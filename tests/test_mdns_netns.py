@@ -447,3 +447,17 @@ def test_interfaces_chosen_by_name_or_address(lan: Lan) -> None:
     # Loopback only, chosen explicitly: mDNS runs but the provider is not on that link.
     result = client.run([sys.executable, "-c", CHOOSE, "lo"], timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "", describe(result)
+
+
+def test_multi_homed_provider_gives_each_network_its_own_address(lan: Lan) -> None:
+    """One TXT record goes out on both networks; each client gets a URL it can reach."""
+    provider_node = lan.add_node("prov")
+    other = lan.add_segment()
+    second_address = lan.connect(provider_node, other)
+    near, far = lan.add_node("near"), lan.add_node("far", segment=other)
+    names = Provider(provider_node).command("start", STABLE_ARM64)
+    assert names["addresses"] == [provider_node.address, second_address]
+    for client, address in ((near, provider_node.address), (far, second_address)):
+        found = discover_json(client, "--arch", "arm64", "--all", timeout=2)
+        assert [c["url"] for c in found] == [f"http://{address}:8080/stable/arm64/manifest.json"]
+        assert sorted(found[0]["addresses"]) == sorted([provider_node.address, second_address])

@@ -19,6 +19,7 @@ from phase_client.mdns_records import (
     manifest_url_for,
     mdns_hostname,
     parse_txt,
+    reachable_url,
     select_ipv4,
     tie_keeper,
     txt_size,
@@ -252,3 +253,24 @@ def test_exactly_one_provider_keeps_a_tied_name(last_octets: list[int]) -> None:
 def test_no_tie_without_rivals() -> None:
     assert tie_keeper(URL, [])
     assert tie_keeper(URL, [URL])  # our own record, looped back, is no rival
+
+
+HOMED = ["10.1.0.5", "10.2.0.5"]  # a provider on two networks
+
+
+@pytest.mark.parametrize(
+    ("url", "networks", "expected"),
+    [
+        # the URL names the provider's address on another network: use the one on ours
+        ("http://10.1.0.5:8080/s/a/m.json", ["10.2.0.0/24"], "http://10.2.0.5:8080/s/a/m.json"),
+        ("http://10.1.0.5/s/a/m.json?x=1", ["10.2.0.9/24"], "http://10.2.0.5/s/a/m.json?x=1"),
+        # already on our network, or no better address: unchanged
+        ("http://10.1.0.5:8080/m.json", ["10.1.0.0/24", "10.2.0.0/24"], None),
+        ("http://10.1.0.5:8080/m.json", ["192.168.0.0/16"], None),
+        # not one of the service's own addresses (the operator's choice), or a name: unchanged
+        ("http://10.9.0.5:8080/m.json", ["10.2.0.0/24"], None),
+        ("http://boot.lan:8080/m.json", ["10.2.0.0/24"], None),
+    ],
+)
+def test_reachable_url(url: str, networks: list[str], expected: str | None) -> None:
+    assert reachable_url(url, HOMED, networks) == (expected or url)

@@ -13,12 +13,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import NoSourceError
 from ..manifest import normalize_arch
-from ..mdns_records import SERVICE_TYPE, TxtError, candidate_from_service, instance_label
-from ..netif import choose_ipv4
+from ..mdns_records import (
+    SERVICE_TYPE,
+    TxtError,
+    candidate_from_service,
+    instance_label,
+    reachable_url,
+)
+from ..netif import choose_ipv4, ipv4_networks
 from .model import Candidate, Query
 
 log = logging.getLogger("phase.mdns")
@@ -70,6 +77,7 @@ async def _browse(query: Query, addresses: list[str]) -> list[Candidate]:
 
     started = time.monotonic()
     deadline = started + query.timeout
+    networks = ipv4_networks(addresses)
     arch = normalize_arch(query.arch)
     found: dict[str, Candidate] = {}
     first_match = asyncio.Event()
@@ -99,6 +107,10 @@ async def _browse(query: Query, addresses: list[str]) -> list[Candidate]:
         except TxtError as exc:
             log.debug("mDNS: ignoring %s: %s", name, exc)
             return
+        url = reachable_url(candidate.url, candidate.addresses, networks)
+        if url != candidate.url:
+            log.debug("mDNS: %s: using %s, on this link, for %s", name, url, candidate.url)
+            candidate = replace(candidate, url=url)
         if candidate.channel != query.channel or candidate.arch != arch:
             log.debug("mDNS: %s offers %s/%s", name, candidate.channel, candidate.arch)
             return
