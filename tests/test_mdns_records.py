@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phase_client.mdns_records import (
@@ -123,6 +123,7 @@ def test_parse_txt_ignores_unknown_keys_and_key_case() -> None:
     assert (info.channel, info.arch) == ("stable", "arm64")
 
 
+@settings(deadline=None)  # no timing assertions: other tests load the machine
 @given(
     st.dictionaries(
         st.binary(max_size=20) | st.sampled_from([b"txtvers", b"channel", b"arch", b"manifest"]),
@@ -140,6 +141,7 @@ def test_parse_txt_never_raises_anything_but_txt_error(
     assert info.manifest_url.startswith(("http://", "https://"))
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=600))
 def test_decode_txt_wire_never_crashes(data: bytes) -> None:
     result = decode_txt_wire(data)
@@ -243,6 +245,7 @@ def test_candidate_from_service() -> None:
     }
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(1, 254), min_size=2, max_size=5, unique=True))
 def test_exactly_one_provider_keeps_a_tied_name(last_octets: list[int]) -> None:
     urls = [f"http://10.213.0.{n}:8080/stable/arm64/manifest.json" for n in last_octets]
