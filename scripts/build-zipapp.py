@@ -84,13 +84,16 @@ def locate(name: str) -> Path:
 
 
 def tracked(top: Path) -> list[Path] | None:
-    """Files of ``top`` that git tracks (None outside a git work tree).
+    """Files of ``top`` that git tracks or would track (None outside a git work tree).
 
-    Parallel work leaves untracked, half-written modules in a shared tree; a build takes what
-    is tracked, so it matches the commit (content is read from the work tree)."""
+    The zipapp holds what ``python3 -m phase_client`` would run from this tree, minus what
+    .gitignore excludes (caches, build output), so the build does not depend on leftovers."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(REPO), "ls-files", "-z", "--", str(top.relative_to(REPO))],
+            [
+                *("git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others"),
+                *("--exclude-standard", "--", str(top.relative_to(REPO))),
+            ],
             capture_output=True,
             check=True,
         )
