@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -23,6 +24,9 @@ EPILOG = """output (DIR):
 sources for each artifact, in order: the manifest's provider (manifest URL + path), the
 manifest's 'urls' mirrors, --mirror bases, the other --manifest providers serving the same
 signed manifest. With 2+ sources, large artifacts are split into ranges fetched in parallel.
+
+rollback state: with --state-dir the manifest is checked against the state and, after every
+artifact verified, recorded as accepted (--update-state is implied).
 
 example:
   phase-fetch --manifest http://provider1:8080/stable/x86_64/manifest.json \\
@@ -46,7 +50,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def count(low: int) -> type[int] | object:
+def count(low: int) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
             value = int(text)
