@@ -87,35 +87,78 @@ def wait_for(path: Path, pattern: str, proc: subprocess.Popen[Any], deadline: fl
     return text
 
 
+def start_logged(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (QEMU and plasmd both exit cleanly on it), SIGKILL if that takes too long."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def plasmd(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
     """A real ``plasmd serve`` on 127.0.0.1 (free port) serving the signed stage-2 image."""
     artifacts_dir(tmp_path / "art", images)
     log = tmp_path / "plasmd.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "phase_client", "plasmd", "serve"),
-                *("--artifacts", str(tmp_path / "art"), "--bind", "127.0.0.1", "--port", "0"),
-                *("--key", str(images["key"]), "--state-dir", str(tmp_path / "state")),
-                *("--no-mdns", "--no-dht"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+    proc = start_logged(
+        [
+            *(sys.executable, "-m", "phase_client", "plasmd", "serve"),
+            *("--artifacts", str(tmp_path / "art"), "--bind", "127.0.0.1", "--port", "0"),
+            *("--key", str(images["key"]), "--state-dir", str(tmp_path / "state")),
+            *("--no-mdns", "--no-dht"),
+        ],
+        log,
+    )
     try:
         text = wait_for(log, r"Advertising stable/x86_64", proc, time.monotonic() + 60)
         match = re.search(r"Listening on http://127\.0\.0\.1:(\d+)/", text)
         assert match and proc.poll() is None, text
         yield int(match.group(1))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
+
+
+@pytest.fixture
+def dht_provider(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
+    """A DHT bootstrap node and a plasmd serve that publishes its stage-2 offer there, with URLs
+    on 10.0.2.2 (the host as QEMU's guest sees it). Yields the bootstrap node's UDP port."""
+    artifacts_dir(tmp_path / "art", images)
+    plasmd = [sys.executable, "-m", "phase_client", "plasmd"]
+    node_log = tmp_path / "dht-node.log"
+    node = start_logged(
+        [*plasmd, "dht-node", "--listen", "127.0.0.1", "--port", "0", "--json"], node_log
+    )
+    serve: subprocess.Popen[bytes] | None = None
+    try:
+        text = wait_for(node_log, r'"port": \d+', node, time.monotonic() + 60)
+        match = re.search(r'"port": (\d+)', text)
+        assert match and node.poll() is None, text
+        dht_port = int(match.group(1))
+        serve_log = tmp_path / "plasmd.log"
+        serve = start_logged(
+            [
+                *(*plasmd, "serve", "--artifacts", str(tmp_path / "art")),
+                *("--bind", "127.0.0.1", "--port", "0", "--advertise-host", "10.0.2.2"),
+                *("--key", str(images["key"]), "--state-dir", str(tmp_path / "state")),
+                *("--no-mdns", "--dht-port", "0", "--bootstrap", f"127.0.0.1:{dht_port}"),
+            ],
+            serve_log,
+        )
+        text = wait_for(serve_log, r"DHT: published stable/x86_64", serve, time.monotonic() + 90)
+        assert "DHT: published stable/x86_64" in text, text
+        yield dht_port
+    finally:
+        if serve is not None:
+            terminate(serve)
+        terminate(node)
 
 
 @pytest.fixture
@@ -148,10 +191,17 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 
 def boot(
-    images: dict[str, Path], port: int, serial: Path, interactive: bool = False
+    images: dict[str, Path],
+    port: int,
+    serial: Path,
+    interactive: bool = False,
+    phase_args: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """QEMU with the serial console in ``serial``; ``interactive``: its input is our stdin pipe."""
-    cmdline = f"console=ttyS0 panic=-1 phase.provider=http://10.0.2.2:{port} phase.arch=x86_64"
+    """QEMU with the serial console in ``serial``; ``interactive``: its input is our stdin pipe.
+    ``phase_args`` replaces the default ``phase.provider=http://10.0.2.2:PORT``."""
+    if phase_args is None:
+        phase_args = f"phase.provider=http://10.0.2.2:{port} phase.arch=x86_64"
+    cmdline = f"console=ttyS0 panic=-1 {phase_args}"
     console = ["-serial", "stdio"] if interactive else ["-serial", f"file:{serial}"]
     with serial.open("wb") as out:
         return subprocess.Popen(
@@ -167,16 +217,6 @@ def boot(
         )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def test_boot_fetch_verify_kexec_stage2(
     images: dict[str, Path], plasmd: int, tmp_path: Path
 ) -> None:
@@ -185,7 +225,7 @@ def test_boot_fetch_verify_kexec_stage2(
     try:
         log = wait_for(serial, r"PHASE-STAGE2-CMDLINE .*\n", qemu, time.monotonic() + BOOT_DEADLINE)
     finally:
-        stop(qemu)
+        terminate(qemu)
     assert re.search(r"phase: network up: eth0 10\.0\.2\.15/24", log), log
     assert re.search(r"INFO Verified manifest stable/x86_64 .* sequence \d+ from http://", log), log
     assert re.search(r"INFO kernel: \d+ bytes verified", log), log
@@ -215,7 +255,7 @@ def test_tampered_kernel_is_refused_and_init_retries(
         )
         assert qemu.poll() is None, "PID 1 must keep running after a failed fetch"
     finally:
-        stop(qemu)
+        terminate(qemu)
     assert "phase: network up: eth0" in log, log
     assert re.search(r"INFO Verified manifest stable/x86_64", log), log
     assert re.search(r"kernel.*(sha256|integrity|mismatch|does not match)", log, re.I), log
@@ -258,5 +298,27 @@ def test_rescue_shell_on_request_then_retry(images: dict[str, Path], tmp_path: P
         assert "phase: fetching" in log[after:], log
         assert qemu.poll() is None, "PID 1 must keep running"
     finally:
-        stop(qemu)
+        terminate(qemu)
     assert "phase: ERROR fetch from http://10.0.2.2:" in log, log
+
+
+def test_no_provider_given_discovers_through_the_dht(
+    images: dict[str, Path], dht_provider: int, tmp_path: Path
+) -> None:
+    """Without phase.provider the init runs phase-discover (mDNS finds nothing in QEMU's user
+    network, then the DHT through phase.bootstrap) and boots the URL it found."""
+    serial = tmp_path / "serial.log"
+    args = f"phase.bootstrap=10.0.2.2:{dht_provider} phase.timeout=5 phase.arch=x86_64"
+    qemu = boot(images, 0, serial, phase_args=args)
+    try:
+        log = wait_for(serial, r"PHASE-STAGE2-CMDLINE .*\n", qemu, time.monotonic() + BOOT_DEADLINE)
+    finally:
+        terminate(qemu)
+    assert re.search(r"phase: fetching http://10\.0\.2\.2:\d+/stable/x86_64/manifest\.json", log), (
+        log
+    )
+    assert "kexec-boot: kernel loaded; kexec -e" in log, log
+    line = re.search(r"PHASE-STAGE2-CMDLINE (.*)", log)
+    assert line is not None, log
+    assert line.group(1).startswith(STAGE2_CMDLINE + " ")
+    assert f"phase.bootstrap=10.0.2.2:{dht_provider}" in line.group(1).split()

@@ -31,7 +31,9 @@ SHELLS = [
 ]
 
 
-def fetch_dir(path: Path, kernel: bytes = b"K" * 4096, initramfs: bytes = b"I" * 2048) -> Path:
+def fetch_dir(
+    path: Path, kernel: bytes = b"K" * 4096, initramfs: bytes = b"I" * 2048, key: SigningKey = KEY
+) -> Path:
     """A directory as phase-fetch writes it: files named after artifacts, manifest, cmdline."""
     path.mkdir(parents=True, exist_ok=True)
     now = int(time.time())
@@ -50,7 +52,7 @@ def fetch_dir(path: Path, kernel: bytes = b"K" * 4096, initramfs: bytes = b"I" *
         cmdline=CMDLINE,
         artifacts=artifacts,
     )
-    (path / "manifest.json").write_bytes(dump_document(sign_document(document, KEY)))
+    (path / "manifest.json").write_bytes(dump_document(sign_document(document, key)))
     (path / "cmdline").write_text(CMDLINE + "\n")
     return path
 

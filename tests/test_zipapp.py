@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,9 @@ from typing import Any
 import pytest
 
 from phase_client.keys import SigningKey
-from phase_client.manifest import build_document, dump_document, sign_document
 
 from .conftest import REPO
+from .test_kexec_boot import fetch_dir
 
 BUILD = REPO / "scripts" / "build-zipapp.py"
 
@@ -55,28 +54,8 @@ def run_pyz(pyz: Path, *argv: str, env: dict[str, str]) -> subprocess.CompletedP
 
 
 def signed_manifest(tmp_path: Path, key: SigningKey, kernel: bytes) -> Path:
-    import hashlib
-
-    now = int(time.time())
-    document = build_document(
-        version="2026.11.24",
-        sequence=7,
-        channel="stable",
-        arch="x86_64",
-        created_at=now - 60,
-        expires_at=now + 86400,
-        cmdline="console=ttyS0",
-        artifacts={
-            "kernel": {
-                "hash": "sha256:" + hashlib.sha256(kernel).hexdigest(),
-                "size": len(kernel),
-                "path": "vmlinuz",
-            }
-        },
-    )
-    path = tmp_path / "manifest.json"
-    path.write_bytes(dump_document(sign_document(document, key)))
-    return path
+    """A manifest signed by ``key`` naming ``kernel``, in a phase-fetch style directory."""
+    return fetch_dir(tmp_path / "image", kernel=kernel, key=key) / "manifest.json"
 
 
 def test_build_is_reproducible(pyz: Path, tmp_path: Path) -> None:
@@ -107,7 +86,7 @@ def test_verify_runs_on_bare_stdlib_python(pyz: Path, tmp_path: Path, env: dict[
     manifest = signed_manifest(tmp_path, key, b"kernel bytes")
     result = run_pyz(pyz, "verify", str(manifest), "--key", key.public.keyid, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("VERIFIED stable/x86_64 version 2026.11.24 sequence 7")
+    assert result.stdout.startswith("VERIFIED stable/x86_64 version 2026.11.24 sequence 3")
     native = list(Path(env["PHASE_PYZ_ROOT"]).glob("native-*"))
     assert len(native) == 1
     assert (native[0] / "nacl" / "signing.py").is_file()
