@@ -51,10 +51,20 @@ def main() -> int:
     parser.add_argument("--hostname")
     parser.add_argument("--advertise-host")
     parser.add_argument("--interface", action="append")
+    parser.add_argument("--watch-interval", type=float, help="rescan and tie-check period (s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    intervals = {}
+    if args.watch_interval:
+        intervals = {
+            "rescan_interval": args.watch_interval,
+            "tie_watch_interval": args.watch_interval,
+        }
     advertiser = MdnsAdvertiser(
-        advertise_host=args.advertise_host, interfaces=args.interface, hostname=args.hostname
+        advertise_host=args.advertise_host,
+        interfaces=args.interface,
+        hostname=args.hostname,
+        **intervals,
     )
     started = False
     for line in sys.stdin:

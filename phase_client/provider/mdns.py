@@ -75,11 +75,15 @@ class MdnsAdvertiser:
         interfaces: list[str] | None = None,
         hostname: str | None = None,
         ttl: int = RECORD_TTL,
+        rescan_interval: float = RESCAN_INTERVAL,
+        tie_watch_interval: float = TIE_WATCH_INTERVAL,
     ) -> None:
         self.advertise_host = advertise_host
         self.interfaces = interfaces
         self.hostname = mdns_hostname(hostname or socket.gethostname())
         self.ttl = ttl
+        self.rescan_interval = rescan_interval
+        self.tie_watch_interval = tie_watch_interval
         self._addresses: list[str] = []
         self._offers: list[Offer] = []
         self._zc: Any = None
@@ -121,7 +125,7 @@ class MdnsAdvertiser:
     # -- interfaces: chosen at start, watched afterwards (DHCP may come late or change) --------
 
     def _rescan_loop(self) -> None:
-        while not self._stopping.wait(RESCAN_INTERVAL):
+        while not self._stopping.wait(self.rescan_interval):
             try:
                 self._rescan()
             except Exception as exc:  # keep watching; the HTTP service must not notice
@@ -387,7 +391,7 @@ class MdnsAdvertiser:
         periodic look at the cache finds a second holder of one of our names.
         """
         while True:
-            await asyncio.sleep(TIE_WATCH_INTERVAL + random.uniform(0, 1.0))
+            await asyncio.sleep(self.tie_watch_interval * random.uniform(1.0, 1.2))
             async with self._lock:
                 await self._settle_ties(list(self._registered))
 
