@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -405,3 +406,22 @@ def test_dripping_manifest_server_is_given_up(
     code, _, err = run_fetch(capsys, "--manifest", url, "--timeout", "1", "--output", str(tmp_path))
     assert code == 3
     assert "too slow (no manifest after 3s)" in err
+
+
+def test_disk_full_is_our_failure_not_the_sources(
+    server: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1 MiB tmpfs as output (root, as on CI): exit 2, one line, no part file left."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        url = publish(server, signed_manifest(KEY, ARTS), ARTS)
+        code, _, err = run_fetch(capsys, "--manifest", url, "--output", str(small / "out"))
+        assert code == 2, err
+        assert "cannot write the part file: No space left on device" in err.splitlines()[-1]
+        assert files_in(small / "out") == []
+        # The source was not blamed: it served one artifact and was not banned or marked bad.
+        assert "sha256" not in err and "no source" not in err
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import PhaseError
 from ..manifest import Artifact
-from .pipeline import HashWritePipeline, RangeWriter, Sink
+from .pipeline import HashWritePipeline, RangeWriter, Sink, WriteError
 from .plan import (
     ByteRange,
     RangeReplyError,
@@ -284,9 +284,12 @@ class Transfer:
         except OSError as exc:
             raise SourceFailed(source, exc.strerror or str(exc), unreachable=True) from exc
         with handle:
-            handle.seek(wanted.start if wanted else 0)
             expected = wanted.length if wanted else size
-            self.receive(source, handle.readinto1, expected, sink)
+            try:
+                handle.seek(wanted.start if wanted else 0)
+                self.receive(source, handle.readinto1, expected, sink)
+            except OSError as exc:  # reading the source file; WriteError is not an OSError
+                raise SourceFailed(source, exc.strerror or str(exc)) from exc
         return 206 if wanted else 200
 
 
@@ -338,8 +341,8 @@ def fetch_whole(
         pipeline.reset()
         _fetch_whole(transfer, source, artifact, pipeline, stats)
         digest = pipeline.hexdigest()
-    except OSError as exc:  # writing the part file failed (ENOSPC...): not the source's fault
-        raise LocalError(f"cannot write the part file: {exc.strerror or exc}") from exc
+    except WriteError as exc:  # writing the part file failed (ENOSPC...): not the source's fault
+        raise LocalError(f"{artifact.name}: cannot write the part file: {exc}") from exc
     finally:
         pipeline.close()
     if digest != artifact.sha256:
@@ -463,7 +466,7 @@ def fetch_split(
     queue: collections.deque[ByteRange] = collections.deque(pieces)
     lock = threading.Lock()
     alive = list(sources)
-    errors: list[OSError] = []
+    errors: list[WriteError] = []
     abort = threading.Event()
     transfer.abort = abort
     os.ftruncate(fd, size)
@@ -493,7 +496,7 @@ def fetch_split(
                         alive.remove(source)
                 on_failure(failure)
                 return
-            except OSError as exc:  # our pwrite failed: stop everything
+            except WriteError as exc:  # our pwrite failed: stop everything
                 with lock:
                     errors.append(exc)
                 return
@@ -521,5 +524,5 @@ def fetch_split(
                 thread.join(timeout=settings.read_timeout)
             raise
     if errors:
-        raise LocalError(f"cannot write the part file: {errors[0].strerror or errors[0]}")
+        raise LocalError(f"{artifact.name}: cannot write the part file: {errors[0]}")
     return not queue

@@ -27,6 +27,7 @@ from ..verification import verify_bytes
 from .cache import BlobCache
 from .download import (
     Http,
+    LocalError,
     Settings,
     SourceFailed,
     Stats,
@@ -247,6 +248,9 @@ class Fetcher:
                 parts[name] = part
                 results[name] = self._artifact(manifest.artifacts[name], part, choice)
             self._commit(choice, parts)
+        except OSError as exc:  # network errors never get here: they are Cut/SourceFailed
+            where = f" {exc.filename}" if exc.filename else f" in {request.output}"
+            raise LocalError(f"cannot write{where}: {exc.strerror or exc}") from exc
         finally:
             for part in parts.values():
                 with contextlib.suppress(FileNotFoundError):

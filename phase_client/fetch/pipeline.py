@@ -17,6 +17,17 @@ from typing import Protocol
 MiB = 1024 * 1024
 
 
+class WriteError(Exception):
+    """Writing the part file failed (ENOSPC, EIO): our side, never the source's fault.
+
+    Deliberately not an OSError, so that it cannot be mistaken for a network error.
+    """
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
 class Sink(Protocol):
     def buffer(self) -> memoryview: ...
 
@@ -42,7 +53,7 @@ class HashWritePipeline:
         self.fd = fd
         self.hasher = hashlib.sha256()
         self.have = 0
-        self.error: OSError | None = None
+        self.error: WriteError | None = None
         self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
         for _ in range(buffers):
             self._free.put(memoryview(bytearray(size)))
@@ -86,7 +97,7 @@ class HashWritePipeline:
                 try:
                     write_all(self.fd, view[:count])
                 except OSError as exc:
-                    self.error = exc
+                    self.error = WriteError(exc)
             self._free.put(view)
             with self._idle:
                 self._pending -= 1
@@ -102,8 +113,11 @@ class HashWritePipeline:
     def reset(self) -> None:
         """Throw away everything so far (the server restarted from byte 0)."""
         self.drain()
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+        except OSError as exc:
+            raise WriteError(exc) from exc
         self.hasher = hashlib.sha256()
         self.have = 0
 
@@ -130,5 +144,8 @@ class RangeWriter:
         return self._view
 
     def submit(self, view: memoryview, count: int) -> None:
-        write_all(self.fd, view[:count], self.start + self.done)
+        try:
+            write_all(self.fd, view[:count], self.start + self.done)
+        except OSError as exc:
+            raise WriteError(exc) from exc
         self.done += count
