@@ -425,3 +425,17 @@ def test_disk_full_is_our_failure_not_the_sources(
         assert "sha256" not in err and "no source" not in err
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_signed_mirror_urls_are_the_second_source(
+    server: FileServer, second: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mirror = second.add("/mirror/kernel.bin", ARTS["kernel"])
+    document = signed_manifest(KEY, ARTS, urls={"kernel": [mirror]})
+    url = publish(server, document, ARTS)
+    server.behave(PREFIX + "vmlinuz", Behaviour(status=404))
+    code, summary, err = run_fetch(capsys, "--manifest", url, "--output", str(tmp_path / "o"))
+    assert code == 0, err
+    kernel = summary["artifacts"]["kernel"]
+    assert kernel["source"] == mirror
+    assert kernel["failures"] == [f"{server.url(PREFIX + 'vmlinuz')}: HTTP 404 Not Found"]
