@@ -1,0 +1,258 @@
+"""Time to first answer of ``phase-discover`` (auto mode) on a namespace LAN, via mDNS and via
+the DHT only, each next to a real peer measured in the same run.
+
+    sudo python3 bench/discover/run.py [--runs 10] [--json] [--markdown]
+
+Two throw-away LANs of network namespaces (tests/netns.py), real ``plasmd serve`` providers:
+
+- LAN: prov1 and prov2 (``stable/arm64``, mDNS and DHT, prov2 bootstrapped from prov1) and a
+  client. Measured in the client, each run:
+  ``auto-lan``: ``phase-discover --arch arm64 --bootstrap prov1:4001`` (auto, with the liveness
+  probe), wall time from process start to exit with the URL printed;
+  ``zeroconf-browse`` (reference): a minimal python-zeroconf ``ServiceBrowser`` that exits on
+  the first ``Added`` (bench/mdns's reference program);
+  ``dig`` (reference, not Python): one legacy-unicast query ``dig -p 5353 @prov1
+  _phase-image._tcp.local PTR``.
+- WAN: one provider started with ``--no-mdns`` (nothing on the LAN answers) plus a stock
+  ``kademlia.network.Server`` node in the same namespace holding one value, and a client:
+  ``auto-dht``: ``phase-discover --arch arm64 --bootstrap wan:4001 --timeout T`` (auto);
+  ``source-dht``: the same with ``--source dht``;
+  ``stock-kademlia-get`` (reference): a fresh stock kademlia client process that listens,
+  bootstraps from the stock node and ``get``s the value.
+
+Every command runs as a fresh process, so each time includes interpreter start-up and imports
+(what a boot script waits for). Prints medians (min/max); ``--json`` adds every sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.netns import Lan, Node, describe  # noqa: E402
+from tests.provider_helpers import write_random  # noqa: E402
+
+DHT_PORT = 4001
+STOCK_PORT = 4002
+STOCK_KEY = "phase-bench"
+START_TIMEOUT = 90.0
+
+STOCK_NODE = """
+import asyncio, sys
+from kademlia.network import Server
+from kademlia.utils import digest
+async def main():
+    server = Server()
+    await server.listen(int(sys.argv[1]))
+    # Stored directly: stock set() refuses to store when the node knows no neighbour yet.
+    server.storage[digest(sys.argv[2])] = sys.argv[3]
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+STOCK_GET = """
+import asyncio, sys
+from kademlia.network import Server
+async def main():
+    server = Server()
+    await server.listen(0)
+    await server.bootstrap([(sys.argv[1], int(sys.argv[2]))])
+    value = await server.get(sys.argv[3])
+    server.stop()
+    return value
+sys.exit(0 if asyncio.run(main()) else 3)
+"""
+
+
+def zeroconf_reference() -> str:
+    """The plain zeroconf browser program of bench/mdns (one reference for both benchmarks)."""
+    path = REPO / "bench" / "mdns" / "bench_discover.py"
+    spec = importlib.util.spec_from_file_location("bench_mdns_discover", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.REFERENCE)
+
+
+def timed(node: Node, argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    result = node.run(argv, timeout=120)
+    elapsed = (time.perf_counter() - started) * 1000
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark command failed:\n{describe(result)}")
+    return elapsed, result
+
+
+def wait_log(log: Path, pattern: str, proc: subprocess.Popen[Any]) -> None:
+    """Poll ``log`` until a line matches; bounded by START_TIMEOUT, fails if ``proc`` exits."""
+    regex = re.compile(pattern, re.MULTILINE)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if regex.search(log.read_text(errors="replace")):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise SystemExit(f"no line matching {pattern!r} in {log}:\n{log.read_text()}")
+
+
+def serve(node: Node, artifacts: Path, state: Path, *extra: str) -> subprocess.Popen[Any]:
+    """``plasmd serve`` in ``node``, its log in a file (a pipe nobody reads would fill up)."""
+    log = state.with_suffix(".log")
+    with log.open("w") as stderr:
+        proc = node.popen(
+            node.python(
+                "plasmd",
+                "serve",
+                *("--artifacts", str(artifacts), "--state-dir", str(state), "--port", "8080"),
+                *("--dht-port", str(DHT_PORT), "--scan-interval", "60"),
+                *extra,
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    # The first provider has nobody to publish to: "held only by this node" counts as done.
+    wait_log(log, r"DHT: (published stable/arm64|stable/arm64 is held only)", proc)
+    if "--no-mdns" not in extra:  # measure answers, not the providers' start-up
+        wait_log(log, r"mDNS: advertising stable/arm64", proc)
+    return proc
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(samples), 1),
+        "min_ms": round(min(samples), 1),
+        "max_ms": round(max(samples), 1),
+    }
+
+
+def found_ms(stderr: str, via: str) -> float:
+    """The orchestrator's own ``found N provider(s) ... via SOURCE in N ms`` (no start-up)."""
+    match = re.search(rf"found \d+ provider\(s\) of \S+ via {via} in (\d+) ms", stderr)
+    if not match:
+        raise SystemExit(f"no 'found ... via {via}' line in:\n{stderr}")
+    return float(match.group(1))
+
+
+def bench_lan(runs: int, artifacts: Path, tmp: Path) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("auto-lan", "auto-lan-found", "zeroconf-browse", "dig")
+    }
+    reference = zeroconf_reference()
+    with Lan(prefix="bdl") as lan:
+        prov1, prov2, client = (lan.add_node(n) for n in ("prov1", "prov2", "client"))
+        serve(prov1, artifacts, tmp / "lan-state1")
+        serve(prov2, artifacts, tmp / "lan-state2", "--bootstrap", f"{prov1.address}:{DHT_PORT}")
+        discover = client.python(
+            *("discover", "--arch", "arm64", "--bootstrap", f"{prov1.address}:{DHT_PORT}")
+        )
+        dig = ["dig", "+time=2", "+tries=1", "-p", "5353", f"@{prov1.address}"]
+        dig += ["_phase-image._tcp.local", "PTR"]
+        for _ in range(runs):
+            elapsed, result = timed(client, discover)
+            samples["auto-lan"].append(elapsed)
+            samples["auto-lan-found"].append(found_ms(result.stderr, "mdns"))
+            browse = [sys.executable, "-c", reference, client.address or ""]
+            samples["zeroconf-browse"].append(timed(client, browse)[0])
+            elapsed, result = timed(client, dig)
+            if "phase-stable-arm64" not in result.stdout:
+                raise SystemExit(f"dig got no answer:\n{result.stdout}")
+            samples["dig"].append(elapsed)
+    return samples
+
+
+def bench_wan(runs: int, timeout: float, artifacts: Path, tmp: Path) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("auto-dht", "auto-dht-found", "source-dht", "stock-kademlia-get")
+    }
+    with Lan(prefix="bdw") as lan:
+        wan, client = lan.add_node("wanprov"), lan.add_node("client")
+        serve(wan, artifacts, tmp / "wan-state", "--no-mdns")
+        stock = wan.popen(
+            [sys.executable, "-c", STOCK_NODE, str(STOCK_PORT), STOCK_KEY, "http://x/"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert stock.stdout is not None
+        if stock.stdout.readline().strip() != "ready":
+            raise SystemExit("the stock kademlia node did not start")
+        bootstrap = ("--bootstrap", f"{wan.address}:{DHT_PORT}", "--timeout", f"{timeout:g}")
+        auto = client.python("discover", "--arch", "arm64", *bootstrap)
+        only_dht = client.python("discover", "--arch", "arm64", "--source", "dht", *bootstrap)
+        get = [sys.executable, "-c", STOCK_GET, wan.address or "", str(STOCK_PORT), STOCK_KEY]
+        for _ in range(runs):
+            elapsed, result = timed(client, auto)
+            samples["auto-dht"].append(elapsed)
+            samples["auto-dht-found"].append(found_ms(result.stderr, "dht"))
+            samples["source-dht"].append(timed(client, only_dht)[0])
+            samples["stock-kademlia-get"].append(timed(client, get)[0])
+    return samples
+
+
+def artifact_tree(root: Path) -> None:
+    write_random(root / "stable/arm64/vmlinuz", 1 << 20, seed=3)
+    (root / "stable/arm64/version").write_text("2025.11.26\n")
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # unwinds through Lan.close()
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, on_sigterm)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="runs per measure (default 10)")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="phase-discover --timeout on the WAN side"
+    )
+    parser.add_argument("--json", action="store_true", help="JSON report with every sample")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-discover-") as name:
+        tmp = Path(name)
+        artifact_tree(tmp / "artifacts")
+        samples = bench_lan(args.runs, tmp / "artifacts", tmp)
+        samples.update(bench_wan(args.runs, args.timeout, tmp / "artifacts", tmp))
+    report: dict[str, Any] = {k: summary(v) for k, v in samples.items()}
+    report["ratio_auto_lan_vs_zeroconf_browse"] = round(
+        report["auto-lan"]["median_ms"] / report["zeroconf-browse"]["median_ms"], 2
+    )
+    report["ratio_source_dht_vs_stock_kademlia_get"] = round(
+        report["source-dht"]["median_ms"] / report["stock-kademlia-get"]["median_ms"], 2
+    )
+    report["ratio_auto_dht_vs_stock_kademlia_get"] = round(
+        report["auto-dht"]["median_ms"] / report["stock-kademlia-get"]["median_ms"], 2
+    )
+    report["runs"] = args.runs
+    report["wan_timeout_s"] = args.timeout
+    if args.json:
+        report["samples_ms"] = {k: [round(x, 1) for x in v] for k, v in samples.items()}
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return 0
+    for name in samples:
+        s = report[name]
+        sys.stdout.write(
+            f"{name:20} median {s['median_ms']:8.1f} ms  "
+            f"(min {s['min_ms']:.1f}, max {s['max_ms']:.1f}, n={args.runs})\n"
+        )
+    for key in [k for k in report if k.startswith("ratio_")]:
+        sys.stdout.write(f"{key}: {report[key]}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
