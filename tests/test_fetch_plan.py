@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from phase_client.fetch.plan import (
     ByteRange,
+    CompletedRanges,
     RangeReplyError,
     RateGuard,
     backoff_delay,
@@ -176,3 +178,41 @@ def test_progress_plain_lines_and_tty_line() -> None:
     off.add(10)
     off.finish()
     assert quiet.getvalue() == ""
+
+
+def test_completed_ranges_examples() -> None:
+    done = CompletedRanges()
+    assert done.prefix == 0
+    done.add(10, 5)
+    assert done.prefix == 0 and done.total == 5
+    done.add(0, 10)
+    assert done.prefix == 15
+    done.add(20, 5)
+    done.add(15, 5)
+    assert done.prefix == 25 and done.total == 25
+    done.add(3, 4)  # overlap changes nothing
+    done.add(7, 0)
+    assert done.prefix == 25 and done.total == 25
+
+
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=10_000), min_size=0, max_size=40, unique=True),
+    order=st.randoms(use_true_random=False),
+)
+def test_completed_ranges_any_order(cuts: list[int], order: Any) -> None:
+    size = 10_001
+    bounds = [0, *sorted(cuts), size]
+    pieces = list(itertools.pairwise(bounds))
+    order.shuffle(pieces)
+    done = CompletedRanges()
+    last = 0
+    for start, end in pieces:
+        done.add(start, end - start)
+        assert done.prefix >= last  # never goes back
+        last = done.prefix
+        contiguous = 0
+        covered = {p for p in pieces[: pieces.index((start, end)) + 1]}
+        while any(s == contiguous for s, _ in covered):
+            contiguous = next(e for s, e in covered if s == contiguous)
+        assert done.prefix == contiguous
+    assert done.prefix == size and done.total == size

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import PhaseError
 from ..manifest import Artifact
-from .pipeline import HashWritePipeline, RangeWriter, Sink, WriteError
+from .pipeline import HashWritePipeline, PrefixHasher, RangeWriter, Sink, WriteError
 from .plan import (
     ByteRange,
     RangeReplyError,
@@ -451,13 +451,14 @@ def fetch_split(
     stats: Stats,
     on_failure: Callable[[SourceFailed], None],
     delivered: list[tuple[Source, ByteRange]] | None = None,
-) -> bool:
+) -> str:
     """Ranges of one artifact fetched in parallel from several sources into one part file.
 
     Segments go to whichever worker asks next, so a faster provider serves more of the file;
-    a failing source's unfinished remainder goes back to the queue. Returns True when every
-    byte arrived (the caller then hashes the whole file); False when the sources ran out.
-    ``delivered`` collects which source wrote which bytes, to find a liar if the hash fails.
+    a failing source's unfinished remainder goes back to the queue. The whole file is hashed
+    in order while ranges arrive (``PrefixHasher``). Returns the sha256 hex digest of the file
+    when every byte arrived, ``""`` when the sources ran out first. ``delivered`` collects which
+    source wrote which bytes, to find a liar if the digest does not match.
     """
     size = artifact.size
     settings = transfer.settings
@@ -470,6 +471,7 @@ def fetch_split(
     abort = threading.Event()
     transfer.abort = abort
     os.ftruncate(fd, size)
+    prefix = PrefixHasher(fd, size)
 
     def record(source: Source, piece: ByteRange, done: int) -> None:
         got = delivered_range(piece, done)
@@ -483,7 +485,7 @@ def fetch_split(
                 if source not in alive or not queue or errors:
                     return
                 piece = queue.popleft()
-            writer = RangeWriter(fd, piece.start, settings.chunk)
+            writer = RangeWriter(fd, piece.start, settings.chunk, prefix.written)
             try:
                 fetch_piece(transfer, source, piece, writer, size, stats)
             except SourceFailed as failure:
@@ -502,6 +504,27 @@ def fetch_split(
                 return
             record(source, piece, writer.done)
 
+    try:
+        _run_rounds(sources, alive, workers, queue, errors, work, abort, settings)
+    except BaseException:
+        prefix.abandon()
+        raise
+    digest = prefix.finish()
+    if errors:
+        raise LocalError(f"{artifact.name}: cannot write the part file: {errors[0]}")
+    return digest if not queue else ""
+
+
+def _run_rounds(
+    sources: list[Source],
+    alive: list[Source],
+    workers: int,
+    queue: collections.deque[ByteRange],
+    errors: list[WriteError],
+    work: Callable[[Source], None],
+    abort: threading.Event,
+    settings: Settings,
+) -> None:
     # Rounds: a segment handed back after the other workers finished is picked up in the next
     # round by the sources still alive. Bounded: every round with work left loses a source.
     for _ in range(len(sources) + 1):
@@ -523,6 +546,3 @@ def fetch_split(
             for thread in threads:
                 thread.join(timeout=settings.read_timeout)
             raise
-    if errors:
-        raise LocalError(f"{artifact.name}: cannot write the part file: {errors[0]}")
-    return not queue

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -183,18 +182,6 @@ def _open_part(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
 
 
-def _hash_fd(fd: int, size: int) -> str:
-    hasher = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        data = os.pread(fd, min(4 << 20, size - offset), offset)
-        if not data:
-            break
-        hasher.update(data)
-        offset += len(data)
-    return hasher.hexdigest() if offset == size else ""
-
-
 class Fetcher:
     def __init__(self, request: FetchRequest, progress: Progress | None = None) -> None:
         self.request = request
@@ -344,7 +331,7 @@ class Fetcher:
             if len(usable) >= 2 and artifact.size >= self.settings.split_min:
                 stats.split = True
                 delivered: list[tuple[Source, ByteRange]] = []
-                complete = fetch_split(
+                digest = fetch_split(
                     transfer,
                     usable,
                     artifact,
@@ -353,7 +340,8 @@ class Fetcher:
                     lambda f: self._failed(stats, f, artifact.name),
                     delivered,
                 )
-                if complete and _hash_fd(fd, artifact.size) == artifact.sha256:
+                complete = bool(digest)
+                if digest == artifact.sha256:
                     return
                 # A wrong hash over ranges from several sources does not say which one lied.
                 # Keep that copy (unlinked, so nothing is left on disk), fetch one source at a

@@ -12,7 +12,10 @@ import hashlib
 import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import Protocol
+
+from .plan import CompletedRanges
 
 MiB = 1024 * 1024
 
@@ -134,10 +137,17 @@ class HashWritePipeline:
 class RangeWriter:
     """Writes one range of the file at its offset; ``done`` is how much of it arrived."""
 
-    def __init__(self, fd: int, start: int, size: int = MiB) -> None:
+    def __init__(
+        self,
+        fd: int,
+        start: int,
+        size: int = MiB,
+        on_written: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.fd = fd
         self.start = start
         self.done = 0
+        self.on_written = on_written
         self._view = memoryview(bytearray(size))
 
     def buffer(self) -> memoryview:
@@ -148,4 +158,69 @@ class RangeWriter:
             write_all(self.fd, view[:count], self.start + self.done)
         except OSError as exc:
             raise WriteError(exc) from exc
+        if self.on_written is not None:
+            self.on_written(self.start + self.done, count)
         self.done += count
+
+
+class PrefixHasher:
+    """sha256 of a file whose ranges are written out of order, hashed as the prefix completes.
+
+    Multi-source workers report each write; this thread reads back (``pread``, from the page
+    cache) and hashes whatever is contiguous from byte 0, so the whole-file check is mostly
+    done by the time the last range arrives.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.hashed = 0
+        self.hasher = hashlib.sha256()
+        self._done = CompletedRanges()
+        self._changed = threading.Condition()
+        self._stop = False
+        self._abandoned = False
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._loop, name="fetch-prefix-hash", daemon=True)
+        self._thread.start()
+
+    def written(self, start: int, count: int) -> None:
+        with self._changed:
+            self._done.add(start, count)
+            self._changed.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._stop or self._done.prefix > self.hashed)
+                upto = self._done.prefix
+                if upto <= self.hashed or self._abandoned:
+                    return  # stopped and nothing left to hash
+            try:
+                while self.hashed < upto and not self._abandoned:
+                    data = os.pread(self.fd, min(4 * MiB, upto - self.hashed), self.hashed)
+                    if not data:
+                        return
+                    self.hasher.update(data)
+                    self.hashed += len(data)
+            except OSError as exc:
+                self.error = exc
+                return
+
+    def abandon(self) -> None:
+        """Stop without finishing (the download was interrupted)."""
+        self._abandoned = True
+        with self._changed:
+            self._stop = True
+            self._changed.notify()
+        self._thread.join(timeout=10)
+
+    def finish(self) -> str:
+        """The hex digest if every byte arrived and was hashed, else ``""``."""
+        with self._changed:
+            self._stop = True
+            self._changed.notify()
+        self._thread.join()
+        if self.error is not None:
+            raise WriteError(self.error)
+        return self.hasher.hexdigest() if self.hashed == self.size else ""

@@ -130,3 +130,38 @@ def declared_length_ok(content_length: str | None, expected: int) -> bool:
         return int(content_length.strip()) <= expected
     except ValueError:
         return False
+
+
+class CompletedRanges:
+    """Byte ranges that have arrived, merged; ``prefix`` is how many bytes from 0 are complete.
+
+    Multi-source ranges arrive out of order; the whole-file hash can only advance over the
+    contiguous prefix, so it is hashed while the rest is still downloading.
+    """
+
+    def __init__(self) -> None:
+        self._spans: list[list[int]] = []  # sorted, disjoint, non-adjacent [start, end)
+
+    def add(self, start: int, length: int) -> None:
+        if length <= 0:
+            return
+        end = start + length
+        merged: list[list[int]] = []
+        for span in self._spans:
+            if span[1] < start or span[0] > end:
+                merged.append(span)
+            else:
+                start, end = min(start, span[0]), max(end, span[1])
+        merged.append([start, end])
+        merged.sort()
+        self._spans = merged
+
+    @property
+    def prefix(self) -> int:
+        if self._spans and self._spans[0][0] == 0:
+            return self._spans[0][1]
+        return 0
+
+    @property
+    def total(self) -> int:
+        return sum(end - start for start, end in self._spans)
