@@ -130,13 +130,16 @@ for name in zf.namelist():
     done
     install -m 0755 "$repo/initramfs/init" "$root/init"
 
-    # NIC drivers: every ethernet and virtio module of the kernel, and what they depend on.
+    # NIC drivers (every ethernet and virtio module of the kernel) and the block drivers a
+    # phase.statedev disk may need, with whatever they depend on.
     version=$(basename "$MODULES")
     kmods="$root/lib/modules/$version"
     mkdir -p "$kmods"
     (cd "$MODULES" && find kernel/drivers/net/ethernet kernel/drivers/virtio \
         kernel/drivers/net/virtio_net.ko kernel/drivers/net/net_failover.ko \
-        kernel/net/core/failover.ko -name '*.ko*' 2>/dev/null) | sort >"$root/.mods"
+        kernel/net/core/failover.ko kernel/drivers/block/virtio_blk.ko \
+        kernel/drivers/nvme/host kernel/drivers/usb/storage kernel/drivers/scsi/sd_mod.ko \
+        -name '*.ko*' 2>/dev/null) | sort >"$root/.mods"
     while read -r mod; do
         mkdir -p "$kmods/$(dirname "$mod")"
         cp "$MODULES/$mod" "$kmods/$mod"

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -161,20 +162,22 @@ def dht_provider(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
         terminate(node)
 
 
-@pytest.fixture
-def tampered_server(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
-    """A static HTTP server whose kernel is not the one the (valid) signed manifest names."""
-    combo = artifacts_dir(tmp_path / "www", images)
+def signed_www(root: Path, images: dict[str, Path], sequence: int | None = None) -> Path:
+    """DIR/stable/x86_64 with the stage-2 image and a manifest signed by the test key."""
+    combo = artifacts_dir(root, images)
+    seq = [] if sequence is None else ["--sequence", str(sequence)]
     sh(
         *(sys.executable, "-m", "phase_client", "plasmd", "manifest", "generate"),
-        *("--artifacts", str(tmp_path / "www"), "--channel", "stable", "--arch", "x86_64"),
+        *("--artifacts", str(root), "--channel", "stable", "--arch", "x86_64", *seq),
         *("--key", str(images["key"]), "--output", str(combo / "manifest.json")),
     )
-    kernel = bytearray((combo / "vmlinuz").read_bytes())
-    kernel[len(kernel) // 2] ^= 0xFF  # same size, one byte differs: only the sha256 can tell
-    (combo / "vmlinuz").write_bytes(bytes(kernel))
-    handler = partial(QuietHandler, directory=str(tmp_path / "www"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    return combo
+
+
+@contextmanager
+def static_server(root: Path) -> Iterator[int]:
+    """A plain HTTP server for ``root`` on 127.0.0.1 (free port): serves files as they are."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -183,6 +186,17 @@ def tampered_server(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def tampered_server(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
+    """A static HTTP server whose kernel is not the one the (valid) signed manifest names."""
+    combo = signed_www(tmp_path / "www", images)
+    kernel = bytearray((combo / "vmlinuz").read_bytes())
+    kernel[len(kernel) // 2] ^= 0xFF  # same size, one byte differs: only the sha256 can tell
+    (combo / "vmlinuz").write_bytes(bytes(kernel))
+    with static_server(tmp_path / "www") as port:
+        yield port
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -196,13 +210,17 @@ def boot(
     serial: Path,
     interactive: bool = False,
     phase_args: str | None = None,
+    disk: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """QEMU with the serial console in ``serial``; ``interactive``: its input is our stdin pipe.
-    ``phase_args`` replaces the default ``phase.provider=http://10.0.2.2:PORT``."""
+    ``phase_args`` replaces the default ``phase.provider=http://10.0.2.2:PORT``; ``disk`` is
+    attached as the virtio disk /dev/vda."""
     if phase_args is None:
         phase_args = f"phase.provider=http://10.0.2.2:{port} phase.arch=x86_64"
     cmdline = f"console=ttyS0 panic=-1 {phase_args}"
     console = ["-serial", "stdio"] if interactive else ["-serial", f"file:{serial}"]
+    if disk is not None:
+        console += ["-drive", f"file={disk},if=virtio,format=raw"]
     with serial.open("wb") as out:
         return subprocess.Popen(
             [
@@ -322,3 +340,45 @@ def test_no_provider_given_discovers_through_the_dht(
     assert line is not None, log
     assert line.group(1).startswith(STAGE2_CMDLINE + " ")
     assert f"phase.bootstrap=10.0.2.2:{dht_provider}" in line.group(1).split()
+
+
+def test_rollback_state_on_a_persistent_disk(images: dict[str, Path], tmp_path: Path) -> None:
+    """phase.statedev: the first boot records sequence 2000 on the disk; a later boot offered a
+    validly signed but older manifest (sequence 1000) refuses it and retries."""
+    disk = tmp_path / "state.img"
+    with disk.open("wb") as out:
+        out.truncate(16 * 1024 * 1024)
+    sh("mkfs.ext4", "-q", "-F", "-L", "phase-state", str(disk))
+    args = "phase.statedev=/dev/vda phase.arch=x86_64"
+
+    signed_www(tmp_path / "new", images, sequence=2000)
+    with static_server(tmp_path / "new") as port:
+        serial = tmp_path / "first.log"
+        provider = f"phase.provider=http://10.0.2.2:{port} {args}"
+        qemu = boot(images, port, serial, phase_args=provider, disk=disk)
+        try:
+            log = wait_for(serial, r"PHASE-STAGE2-OK", qemu, time.monotonic() + BOOT_DEADLINE)
+        finally:
+            terminate(qemu)
+    assert "PHASE-STAGE2-OK" in log, log
+    assert "mountpoint: not found" not in log and "cannot mount" not in log, log
+    state = sh("debugfs", "-R", "cat /phase/accepted.json", str(disk))
+    assert '"sequence": 2000' in state, state
+
+    signed_www(tmp_path / "old", images, sequence=1000)
+    with static_server(tmp_path / "old") as port:
+        serial = tmp_path / "second.log"
+        provider = f"phase.provider=http://10.0.2.2:{port} {args}"
+        qemu = boot(images, port, serial, phase_args=provider, disk=disk)
+        try:
+            log = wait_for(
+                serial, r"attempt 1 failed; retrying", qemu, time.monotonic() + BOOT_DEADLINE
+            )
+            assert qemu.poll() is None, "PID 1 must keep running"
+        finally:
+            terminate(qemu)
+    assert "sequence 1000 is lower than 2000, already accepted for stable/x86_64" in log, log
+    assert "phase: ERROR fetch from http://10.0.2.2:" in log, log
+    assert "kexec-boot" not in log and "PHASE-STAGE2" not in log, log
+    assert "recovery complete" not in log, "the first boot must unmount the state disk cleanly"
+    assert '"sequence": 2000' in sh("debugfs", "-R", "cat /phase/accepted.json", str(disk))
