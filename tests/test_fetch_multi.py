@@ -231,3 +231,13 @@ def test_memory_stays_flat(tmp_path: Path) -> None:
     # 48x the bytes, (almost) the same memory: the ring buffers, not the artifact, set the size.
     assert large_rss - small_rss < 16 * 1024, (small_rss, large_rss)
     assert large_rss < 64 * 1024
+
+
+def test_one_connection_means_no_split(tmp_path: Path) -> None:
+    arts = {"kernel": blob(4 * MiB, 16)}
+    document = signed_manifest(KEY, arts)
+    with FileServer() as one, FileServer() as two:
+        urls = [publish(one, document, arts), publish(two, document, arts)]
+        summary = fetch(request(urls, tmp_path / "out", connections=1))
+        assert summary["artifacts"]["kernel"]["split"] is False
+        assert two.requests_for(PREFIX + "vmlinuz") == []

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=count(1),
         default=4,
         metavar="N",
-        help="parallel range requests when 2+ sources serve an artifact (default 4)",
+        help="parallel range requests when 2+ sources serve an artifact of 16 MiB or more "
+        "(default 4; 1 turns the split off)",
     )
     parser.add_argument(
         "--min-rate",

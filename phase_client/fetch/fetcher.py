@@ -328,7 +328,11 @@ class Fetcher:
         try:
             usable = self.book.usable(candidates)
             suspect: tuple[int, list[tuple[Source, ByteRange]]] | None = None
-            if len(usable) >= 2 and artifact.size >= self.settings.split_min:
+            if (
+                len(usable) >= 2
+                and artifact.size >= self.settings.split_min
+                and self.settings.connections >= 2
+            ):
                 stats.split = True
                 delivered: list[tuple[Source, ByteRange]] = []
                 digest = fetch_split(
