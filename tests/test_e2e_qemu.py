@@ -211,10 +211,11 @@ def boot(
     interactive: bool = False,
     phase_args: str | None = None,
     disk: Path | None = None,
+    nic: str = "user,model=virtio-net-pci",
 ) -> subprocess.Popen[bytes]:
     """QEMU with the serial console in ``serial``; ``interactive``: its input is our stdin pipe.
     ``phase_args`` replaces the default ``phase.provider=http://10.0.2.2:PORT``; ``disk`` is
-    attached as the virtio disk /dev/vda."""
+    attached as the virtio disk /dev/vda; ``nic`` is QEMU's -nic value."""
     if phase_args is None:
         phase_args = f"phase.provider=http://10.0.2.2:{port} phase.arch=x86_64"
     cmdline = f"console=ttyS0 panic=-1 {phase_args}"
@@ -227,7 +228,7 @@ def boot(
                 *("qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"),
                 *("-display", "none", "-no-reboot", "-monitor", "none", *console),
                 *("-kernel", str(images["kernel"]), "-initrd", str(images["stage1"])),
-                *("-append", cmdline, "-nic", "user,model=virtio-net-pci"),
+                *("-append", cmdline, "-nic", nic),
             ],
             stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
             stdout=out if interactive else subprocess.DEVNULL,
@@ -382,3 +383,18 @@ def test_rollback_state_on_a_persistent_disk(images: dict[str, Path], tmp_path: 
     assert "kexec-boot" not in log and "PHASE-STAGE2" not in log, log
     assert "recovery complete" not in log, "the first boot must unmount the state disk cleanly"
     assert '"sequence": 2000' in sh("debugfs", "-R", "cat /phase/accepted.json", str(disk))
+
+
+def test_static_address_when_dhcp_gets_nothing(images: dict[str, Path], tmp_path: Path) -> None:
+    """The NIC sits on a QEMU hub with nothing else on it: no DHCP server, so the init falls
+    back to phase.ip/phase.gw. (The addresses exist only inside this guest.)"""
+    serial = tmp_path / "serial.log"
+    args = "phase.ip=10.0.2.15/24 phase.gw=10.0.2.2 phase.provider=http://10.0.2.2:9"
+    qemu = boot(images, 0, serial, phase_args=args, nic="hubport,hubid=7,model=virtio-net-pci")
+    try:
+        log = wait_for(serial, r"phase: fetching", qemu, time.monotonic() + BOOT_DEADLINE)
+    finally:
+        terminate(qemu)
+    assert "phase: static address 10.0.2.15/24 on eth0" in log, log
+    assert "phase: network up: eth0 10.0.2.15/24" in log, log
+    assert "phase: fetching http://10.0.2.2:9/stable/x86_64/manifest.json" in log, log
