@@ -85,6 +85,14 @@ else
     command -v kexec >/dev/null || die "kexec is missing (apt-get install kexec-tools)"
     command -v depmod >/dev/null || die "depmod is missing (apt-get install kmod)"
 
+    # The zipapp's bytecode must be that of the initramfs' Python (its __main__ names it).
+    if ! "$PY" -I -c 'import sys, zipfile, importlib.util
+main = zipfile.ZipFile(sys.argv[1]).read("__main__.py").decode()
+magic = importlib.util.MAGIC_NUMBER.hex()
+sys.exit(0 if magic in main or "if \"\" and" in main else 1)' "$ZIPAPP"; then
+        die "$ZIPAPP holds bytecode of another Python than $PY: build it with Python 3.11"
+    fi
+
     install_busybox
     base_layout
 
