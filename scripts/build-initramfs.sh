@@ -146,7 +146,8 @@ for name in zf.namelist():
     (cd "$MODULES" && find kernel/drivers/net/ethernet kernel/drivers/virtio \
         kernel/drivers/net/virtio_net.ko kernel/drivers/net/net_failover.ko \
         kernel/net/core/failover.ko kernel/drivers/block/virtio_blk.ko \
-        kernel/drivers/nvme/host kernel/drivers/usb/storage kernel/drivers/scsi/sd_mod.ko \
+        kernel/drivers/nvme/host/nvme.ko kernel/drivers/nvme/host/nvme-core.ko \
+        kernel/drivers/usb/storage kernel/drivers/scsi/sd_mod.ko \
         -name '*.ko*' 2>/dev/null) | sort >"$root/.mods"
     while read -r mod; do
         mkdir -p "$kmods/$(dirname "$mod")"
