@@ -9,6 +9,7 @@ Two throw-away LANs of network namespaces (tests/netns.py), real ``plasmd serve`
   client. Measured in the client, each run:
   ``auto-lan``: ``phase-discover --arch arm64 --bootstrap prov1:4001`` (auto, with the liveness
   probe), wall time from process start to exit with the URL printed;
+  ``source-mdns``: the same with ``--source mdns`` (no DHT lookup started alongside);
   ``zeroconf-browse`` (reference): a minimal python-zeroconf ``ServiceBrowser`` that exits on
   the first ``Added`` (bench/mdns's reference program);
   ``dig`` (reference, not Python): one legacy-unicast query ``dig -p 5353 @prov1
@@ -18,7 +19,7 @@ Two throw-away LANs of network namespaces (tests/netns.py), real ``plasmd serve`
   ``auto-dht``: ``phase-discover --arch arm64 --bootstrap wan:4001 --timeout T`` (auto);
   ``source-dht``: the same with ``--source dht``;
   ``stock-kademlia-get`` (reference): a fresh stock kademlia client process that listens,
-  bootstraps from the stock node and ``get``s the value.
+  bootstraps from the stock node (restarted before each run) and ``get``s the value.
 
 Every command runs as a fresh process, so each time includes interpreter start-up and imports
 (what a boot script waits for). Prints medians (min/max); ``--json`` adds every sample.
@@ -150,7 +151,7 @@ def found_ms(stderr: str, via: str) -> float:
 
 def bench_lan(runs: int, artifacts: Path, tmp: Path) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {
-        k: [] for k in ("auto-lan", "auto-lan-found", "zeroconf-browse", "dig")
+        k: [] for k in ("auto-lan", "auto-lan-found", "source-mdns", "zeroconf-browse", "dig")
     }
     reference = zeroconf_reference()
     with Lan(prefix="bdl") as lan:
@@ -160,12 +161,14 @@ def bench_lan(runs: int, artifacts: Path, tmp: Path) -> dict[str, list[float]]:
         discover = client.python(
             *("discover", "--arch", "arm64", "--bootstrap", f"{prov1.address}:{DHT_PORT}")
         )
+        only_mdns = client.python("discover", "--arch", "arm64", "--source", "mdns")
         dig = ["dig", "+time=2", "+tries=1", "-p", "5353", f"@{prov1.address}"]
         dig += ["_phase-image._tcp.local", "PTR"]
         for _ in range(runs):
             elapsed, result = timed(client, discover)
             samples["auto-lan"].append(elapsed)
             samples["auto-lan-found"].append(found_ms(result.stderr, "mdns"))
+            samples["source-mdns"].append(timed(client, only_mdns)[0])
             browse = [sys.executable, "-c", reference, client.address or ""]
             samples["zeroconf-browse"].append(timed(client, browse)[0])
             elapsed, result = timed(client, dig)
@@ -175,6 +178,26 @@ def bench_lan(runs: int, artifacts: Path, tmp: Path) -> dict[str, list[float]]:
     return samples
 
 
+def start_stock_node(node: Node) -> subprocess.Popen[str]:
+    """A stock kademlia node holding the value, started afresh for every measured get.
+
+    Stock clients are full nodes: each one enters the node's routing table and stays there
+    after it exits, so the next client's lookup waits 5 s (stock RPC timeout) per dead one
+    (measured: 0.07, 5.1, 5.1, 5.1, 10.1, ... 15.1 s). A fresh node keeps the reference at
+    its best case, a clean network.
+    """
+    stock = node.popen(
+        [sys.executable, "-c", STOCK_NODE, str(STOCK_PORT), STOCK_KEY, "http://x/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert stock.stdout is not None
+    if stock.stdout.readline().strip() != "ready":
+        raise SystemExit("the stock kademlia node did not start")
+    return stock
+
+
 def bench_wan(runs: int, timeout: float, artifacts: Path, tmp: Path) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {
         k: [] for k in ("auto-dht", "auto-dht-found", "source-dht", "stock-kademlia-get")
@@ -182,15 +205,6 @@ def bench_wan(runs: int, timeout: float, artifacts: Path, tmp: Path) -> dict[str
     with Lan(prefix="bdw") as lan:
         wan, client = lan.add_node("wanprov"), lan.add_node("client")
         serve(wan, artifacts, tmp / "wan-state", "--no-mdns")
-        stock = wan.popen(
-            [sys.executable, "-c", STOCK_NODE, str(STOCK_PORT), STOCK_KEY, "http://x/"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert stock.stdout is not None
-        if stock.stdout.readline().strip() != "ready":
-            raise SystemExit("the stock kademlia node did not start")
         bootstrap = ("--bootstrap", f"{wan.address}:{DHT_PORT}", "--timeout", f"{timeout:g}")
         auto = client.python("discover", "--arch", "arm64", *bootstrap)
         only_dht = client.python("discover", "--arch", "arm64", "--source", "dht", *bootstrap)
@@ -200,7 +214,12 @@ def bench_wan(runs: int, timeout: float, artifacts: Path, tmp: Path) -> dict[str
             samples["auto-dht"].append(elapsed)
             samples["auto-dht-found"].append(found_ms(result.stderr, "dht"))
             samples["source-dht"].append(timed(client, only_dht)[0])
-            samples["stock-kademlia-get"].append(timed(client, get)[0])
+            stock = start_stock_node(wan)  # fresh each run: see stock_node's docstring
+            try:
+                samples["stock-kademlia-get"].append(timed(client, get)[0])
+            finally:
+                stock.kill()
+                stock.wait(timeout=30)
     return samples
 
 
