@@ -86,7 +86,10 @@ def run_kexec_boot(
     if shutil.which(shell[0]) is None:
         pytest.fail(f"{shell[0]} missing (busybox-static and dash are Debian packages)")
     proc_cmdline = tmp_path / "proc-cmdline"
-    proc_cmdline.write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 console=tty0 phase.channel=stable")
+    # phase.x=* must stay a word, not a glob expanded in kexec-boot's working directory.
+    proc_cmdline.write_text(
+        "BOOT_IMAGE=/vmlinuz root=/dev/sda1 console=tty0 phase.channel=stable phase.x=*"
+    )
     env = {
         "PATH": path or f"{tools / 'bin'}:/usr/bin:/bin",
         "PHASE_KEYS_DIR": str(tools / "keys"),
@@ -94,8 +97,14 @@ def run_kexec_boot(
         "KEXEC_BOOT_PROC_CMDLINE": str(proc_cmdline),
         "KEXEC_BOOT_SYSCTL": str(tmp_path / "kexec_load_disabled"),
     }
+    (tmp_path / "phase.x=GLOB-EXPANDED").touch()  # what phase.x=* would expand to in cwd
     return subprocess.run(
-        [*shell, str(KEXEC_BOOT), *argv], capture_output=True, text=True, timeout=120, env=env
+        [*shell, str(KEXEC_BOOT), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
     )
 
 
@@ -149,7 +158,7 @@ def test_dry_run_prints_the_exact_commands(shell: list[str], tools: Path, tmp_pa
     lines = result.stdout.splitlines()
     assert lines[0].startswith("kexec-boot: VERIFIED stable/x86_64 version 2026.11.24 sequence 3")
     assert lines[0].endswith("; files match")
-    cmdline = "console=ttyS0 quiet extra=1 console=tty0 phase.channel=stable"
+    cmdline = "console=ttyS0 quiet extra=1 console=tty0 phase.channel=stable phase.x=*"
     assert lines[1:] == [
         f"kexec -s -l {d}/kernel --initrd={d}/initramfs '--command-line={cmdline}'",
         "# if kexec -s (kexec_file_load) fails:",
@@ -194,7 +203,7 @@ def test_direct_kernel_mode(shell: list[str], tools: Path, tmp_path: Path) -> No
     first = result.stdout.splitlines()[0]
     assert first == (
         f"kexec -s -l {kernel} '--command-line=a=b c='\\''d e'\\'' console=tty0 "
-        "phase.channel=stable'"
+        "phase.channel=stable phase.x=*'"
     )
 
 
