@@ -137,6 +137,71 @@ async def stock_round(size: int, lookups: int, rng: random.Random) -> dict[str, 
             node.stop()
 
 
+async def timed(lookup: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = await lookup
+    return (time.perf_counter() - started) * 1000, result
+
+
+async def churn_round(size: int, lookups: int, rng: random.Random) -> dict[str, Any]:
+    """A third of the nodes killed after publishing; fresh clients look up concurrently.
+
+    Phase clients use a 0.5 s RPC timeout (what phase-discover picks for a 2 s budget); stock
+    clients keep the library's 5 s.
+    """
+    row: dict[str, Any] = {"nodes": size, "lookups": lookups}
+    async with SimNetwork(size, rpc_timeout=2.0) as net:
+        now = int(time.time())
+        for index, node in enumerate(rng.sample(net.nodes, 2)):
+            url = f"http://10.0.0.{index + 1}:8080/stable/x86_64/manifest.json"
+            record = records.make_record(SigningKey.generate(), KEY, url, f"p{index}", "1", now)
+            await node.set(KEY, record)
+        for index in rng.sample(range(size), size // 3):
+            net.kill(index)
+        vias = [rng.choice(net.alive()).address for _ in range(lookups)]
+        clients = await asyncio.gather(
+            *(net.join([via], client=True, rpc_timeout=0.5) for via in vias)
+        )
+        results = await asyncio.gather(*(timed(c.get(KEY, timeout=30)) for c in clients))
+        row["phase_ms_median"] = statistics.median(ms for ms, _ in results)
+        row["phase_ms_max"] = max(ms for ms, _ in results)
+        row["phase_both_found"] = sum(1 for _, found in results if len(found) == 2) / lookups
+    nodes: list[StockServer] = []
+    try:
+        for _ in range(size):
+            node = StockServer()
+            await node.listen(0, "127.0.0.1")
+            nodes.append(node)
+        boot = [("127.0.0.1", nodes[0].transport.get_extra_info("sockname")[1])]
+        for start in range(1, size, JOIN_BATCH):
+            await asyncio.gather(*(n.bootstrap(boot) for n in nodes[start : start + JOIN_BATCH]))
+        await rng.choice(nodes).set(KEY, "http://10.0.0.1:8080/stable/x86_64/manifest.json")
+        dead = set(rng.sample(range(size), size // 3))
+        for index in dead:
+            nodes[index].stop()
+        alive = [n for i, n in enumerate(nodes) if i not in dead]
+        stock_clients = []
+        for _ in range(lookups):
+            client = StockServer()
+            await client.listen(0, "127.0.0.1")
+            nodes.append(client)
+            stock_clients.append(client)
+        ports = [rng.choice(alive).transport.get_extra_info("sockname")[1] for _ in stock_clients]
+        await asyncio.gather(
+            *(c.bootstrap([("127.0.0.1", p)]) for c, p in zip(stock_clients, ports, strict=True))
+        )
+        for client in stock_clients:
+            client.storage.data.clear()
+        results = await asyncio.gather(*(timed(c.get(KEY)) for c in stock_clients))
+        row["stock_ms_median"] = statistics.median(ms for ms, _ in results)
+        row["stock_ms_max"] = max(ms for ms, _ in results)
+        row["stock_found"] = sum(1 for _, value in results if value is not None) / lookups
+    finally:
+        for node in nodes:
+            node.stop()
+    return row
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -157,19 +222,34 @@ def machine() -> dict[str, Any]:
 def table(results: list[dict[str, Any]]) -> str:
     head = (
         "| nodes | lookup all (ms, median / p90) | first record (ms) | find_node | find_records "
-        "| msgs/lookup | both found | stock get (ms) | stock msgs | time ratio phase/stock |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| msgs/lookup | both found | stock get (ms) | stock msgs | stock found "
+        "| time ratio phase/stock |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = [
         f"| {r['nodes']} | {r['lookup_all_ms_median']:.1f} / {r['lookup_all_ms_p90']:.1f} "
         f"| {r['lookup_first_ms_median']:.1f} | {r['find_node_per_lookup']:.1f} "
         f"| {r['find_records_per_lookup']:.1f} | {r['messages_per_lookup']:.1f} "
         f"| {r['complete']:.0%} | {r['stock_get_ms_median']:.1f} "
-        f"| {r['stock_messages_per_get']:.1f} "
+        f"| {r['stock_messages_per_get']:.1f} | {r['stock_found']:.0%} "
         f"| {r['lookup_all_ms_median'] / r['stock_get_ms_median']:.2f} |"
         for r in results
     ]
     return head + "\n".join(rows) + "\n"
+
+
+def churn_table(row: dict[str, Any]) -> str:
+    return (
+        f"\nA third of {row['nodes']} nodes dead, {row['lookups']} concurrent lookups from fresh "
+        "clients:\n\n"
+        "| | median (ms) | max (ms) | found |\n|---|---:|---:|---:|\n"
+        f"| phase (RPC timeout 0.5 s, all records) | {row['phase_ms_median']:.0f} "
+        f"| {row['phase_ms_max']:.0f} | {row['phase_both_found']:.0%} |\n"
+        f"| stock kademlia (5 s) | {row['stock_ms_median']:.0f} | {row['stock_ms_max']:.0f} "
+        f"| {row['stock_found']:.0%} |\n"
+        f"| ratio phase/stock (median) | {row['phase_ms_median'] / row['stock_ms_median']:.2f} "
+        "| | |\n"
+    )
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -188,19 +268,35 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200, 500])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10, 50, 200, 500])
     parser.add_argument("--lookups", type=int, default=30, help="lookups per size (default 30)")
     parser.add_argument("--out", default="build/bench-dht.json", help="JSON results file")
+    parser.add_argument(
+        "--churn-size", type=int, default=200, help="nodes in the churn run (0: skip it)"
+    )
+    parser.add_argument("--churn-lookups", type=int, default=10)
     args = parser.parse_args()
-    if any(size < 3 for size in args.sizes) or args.lookups < 1:
-        parser.error("sizes must be >= 3 and --lookups >= 1")
+    if any(size < 3 for size in args.sizes) or args.lookups < 1 or args.churn_lookups < 1:
+        parser.error("sizes must be >= 3, --lookups and --churn-lookups >= 1")
+    if args.churn_size and args.churn_size < 6:
+        parser.error("--churn-size must be 0 or >= 6")
     logging.basicConfig(level=logging.ERROR)
-    results = asyncio.run(main_async(args))
+    logging.getLogger("rpcudp").setLevel(logging.CRITICAL)  # timeouts are expected in churn
+    results = asyncio.run(main_async(args)) if args.sizes else []
+    churn = (
+        asyncio.run(churn_round(args.churn_size, args.churn_lookups, random.Random(0)))
+        if args.churn_size
+        else None
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2) + "\n")
+    document = {"machine": machine(), "results": results, "churn": churn}
+    out.write_text(json.dumps(document, indent=2) + "\n")
     print(json.dumps(machine()))
-    print(table(results))
+    if results:
+        print(table(results))
+    if churn:
+        print(churn_table(churn))
     return 0
 
 

@@ -3,15 +3,16 @@
 The stock ``ValueSpiderCrawl`` stops at the first round that returns any value and keeps the most
 common answer of at most alpha nodes: with several providers per key that loses all but one, and
 with replicas that disagree it answers differently run to run. Here the lookup walks to the k
-closest live nodes (the stock node crawl) and asks every node that answers the walk, as soon as it
-answers, for every page of records it holds; each record is verified and the newest per provider
-kept. Results gathered so far survive a timeout of the caller (``found`` fills as replies come).
+closest live nodes (without the stock crawl's lockstep rounds) and asks every node that answers,
+as it answers, for every page of records it holds; each record is verified and the newest per
+provider kept. Results gathered so far survive a caller's timeout (``found`` fills as they come).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from kademlia.crawling import NodeSpiderCrawl
 from kademlia.node import Node
@@ -21,6 +22,7 @@ from .protocol import RecordProtocol
 from .records import ProviderRecord
 
 MAX_SEEN = 4096  # bounds the memory a lookup spends remembering records it has checked
+MAX_WALK_QUERIES = 1000  # bounds a walk's iterations (each sends or waits for at least one query)
 
 
 class RecordCrawl(NodeSpiderCrawl):
@@ -82,19 +84,49 @@ class RecordCrawl(NodeSpiderCrawl):
             self._fetched.add(node.id)
             self._fetches.append(asyncio.ensure_future(self._fetch(node)))
 
-    async def _nodes_found(self, responses: dict[bytes, tuple[bool, object]]) -> list[Node]:
-        # Ask every node that answers the walk for its records at once, instead of after the
-        # walk: records arrive early (a caller's timeout keeps them), and the k closest -- all of
-        # which the walk contacts -- are covered.
-        for peer_id, (ok, _) in responses.items():
-            node = self.nearest.get_node(peer_id)
-            if ok and node is not None:
-                self._start_fetch(node)
-        return await super()._nodes_found(responses)  # type: ignore[no-any-return]
+    async def walk(self) -> list[Node]:
+        """Iterative lookup without lockstep rounds; returns the k closest nodes that answered.
+
+        The stock crawl sends alpha queries and waits for all of them, so every round with one
+        dead peer costs a full RPC timeout. Here a new query goes out as soon as any answer
+        arrives, and a query unanswered after ``soft_timeout`` stops counting against alpha, so
+        dead peers delay the walk only when nothing else is left to ask. Every node that
+        answers is asked for its records at once (a caller's timeout keeps what arrived).
+        """
+        soft_timeout = max(0.05, self.protocol.wait_timeout / 4)
+        pending: dict[asyncio.Future[Any], tuple[Node, float]] = {}
+        loop = asyncio.get_running_loop()
+        try:
+            for _ in range(MAX_WALK_QUERIES):
+                now = loop.time()
+                slow = sum(1 for _, started in pending.values() if now - started > soft_timeout)
+                for peer in self.nearest.get_uncontacted():
+                    if len(pending) - slow >= self.alpha:
+                        break
+                    self.nearest.mark_contacted(peer)
+                    query = asyncio.ensure_future(self.protocol.call_find_node(peer, self.node))
+                    pending[query] = (peer, now)
+                if not pending:
+                    break
+                done, _ = await asyncio.wait(
+                    pending, timeout=soft_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for query in done:
+                    peer, _ = pending.pop(query)
+                    ok, contacts = query.result()
+                    if ok:
+                        self.nearest.push([Node(*contact) for contact in contacts])
+                        self._start_fetch(peer)
+                    else:
+                        self.nearest.remove([peer.id])
+        finally:
+            for query in pending:
+                query.cancel()
+        return list(self.nearest)
 
     async def find_records(self) -> list[ProviderRecord]:
         try:
-            for node in await self.find():
+            for node in await self.walk():
                 self._start_fetch(node)
             await asyncio.gather(*self._fetches)
         finally:

@@ -166,6 +166,10 @@ class RecordProtocol(KademliaProtocol):
 
     # --- RPC handlers -----------------------------------------------------------------------
     @property
+    def wait_timeout(self) -> float:
+        return float(self._wait_timeout)
+
+    @property
     def sender_id(self) -> bytes:
         """What this node sends as its id: CLIENT_ID in client mode."""
         return CLIENT_ID if self.client else bytes(self.source_node.id)
