@@ -228,3 +228,14 @@ def test_bootstrap_lists_from_config_and_kernel_command_line() -> None:
     for bad in ("host", "host:0", "host:65536", ":80", "host:port"):
         with pytest.raises(UsageError):
             parse_bootstrap_list(bad)
+
+
+def test_update_and_stop_after_stop_are_harmless() -> None:
+    adv = DhtAdvertiser(SigningKey.generate(), "x", 0, [], ttl=60, listen_host="127.0.0.1")
+    adv.stop()  # never started
+    adv.start([offer("stable", "arm64", "1", 8080)])
+    assert adv.wait_rounds(1, START_TIMEOUT)
+    assert adv.accepted == {"stable/arm64": 0}  # alone: held only by itself
+    adv.stop()
+    adv.update([offer("stable", "arm64", "2", 8080)])
+    adv.stop()

@@ -98,7 +98,8 @@ class DhtAdvertiser:
         with self._lock:
             self._offers = list(offers)
         if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            with contextlib.suppress(RuntimeError):  # already stopped: nothing to republish
+                self._loop.call_soon_threadsafe(self._wake.set)
 
     def stop(self) -> None:
         if self._loop is None or self._thread is None:
