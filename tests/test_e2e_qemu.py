@@ -7,6 +7,7 @@ The kernel comes from Debian's archive (scripts/fetch-kernel.sh, cached in build
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -62,7 +63,15 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     stage2 = work / "stage2.cpio.gz"
     sh(str(SCRIPTS / "build-initramfs.sh"), "--stage2", "--output", str(stage2))
-    return {"kernel": KERNEL_DIR / "vmlinuz", "key": key, "stage1": stage1, "stage2": stage2}
+    return {
+        "kernel": KERNEL_DIR / "vmlinuz",
+        "modules": KERNEL_DIR / "modules" / version,
+        "key": key,
+        "keys": keys,
+        "pyz": pyz,
+        "stage1": stage1,
+        "stage2": stage2,
+    }
 
 
 def artifacts_dir(root: Path, images: dict[str, Path]) -> Path:
@@ -398,3 +407,24 @@ def test_static_address_when_dhcp_gets_nothing(images: dict[str, Path], tmp_path
     assert "phase: static address 10.0.2.15/24 on eth0" in log, log
     assert "phase: network up: eth0 10.0.2.15/24" in log, log
     assert "phase: fetching http://10.0.2.2:9/stable/x86_64/manifest.json" in log, log
+
+
+def test_initramfs_build_is_reproducible(images: dict[str, Path], tmp_path: Path) -> None:
+    """Same inputs and SOURCE_DATE_EPOCH, same bytes; and within the size goal (25 MB)."""
+    outputs = []
+    for name in ("a", "b"):
+        output = tmp_path / f"{name}.cpio.gz"
+        subprocess.run(
+            [
+                str(SCRIPTS / "build-initramfs.sh"),
+                *("--modules", str(images["modules"]), "--zipapp", str(images["pyz"])),
+                *("--keys", str(images["keys"]), "--output", str(output)),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+            env={**os.environ, "SOURCE_DATE_EPOCH": "1764000000"},
+        )
+        outputs.append(output.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) < 25 * 1024 * 1024
