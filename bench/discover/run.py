@@ -32,25 +32,29 @@ import importlib.util
 import json
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.netns import Lan, Node, describe  # noqa: E402
+from tests.netns import Lan, Node  # noqa: E402
 from tests.provider_helpers import write_random  # noqa: E402
 
 DHT_PORT = 4001
 STOCK_PORT = 4002
 STOCK_KEY = "phase-bench"
 START_TIMEOUT = 90.0
+RATIOS = [
+    ("auto-lan", "zeroconf-browse"),
+    ("source-dht", "stock-kademlia-get"),
+    ("auto-dht", "stock-kademlia-get"),
+]
 
 STOCK_NODE = """
 import asyncio, sys
@@ -79,23 +83,19 @@ sys.exit(0 if asyncio.run(main()) else 3)
 """
 
 
-def zeroconf_reference() -> str:
-    """The plain zeroconf browser program of bench/mdns (one reference for both benchmarks)."""
+def load_mdns_bench() -> ModuleType:
+    """bench/mdns's script: its zeroconf reference program and its helpers, shared, not copied."""
     path = REPO / "bench" / "mdns" / "bench_discover.py"
     spec = importlib.util.spec_from_file_location("bench_mdns_discover", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return str(module.REFERENCE)
+    return module
 
 
-def timed(node: Node, argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
-    started = time.perf_counter()
-    result = node.run(argv, timeout=120)
-    elapsed = (time.perf_counter() - started) * 1000
-    if result.returncode != 0:
-        raise SystemExit(f"benchmark command failed:\n{describe(result)}")
-    return elapsed, result
+MDNS_BENCH = load_mdns_bench()
+timed = MDNS_BENCH.timed  # (node, argv) -> (ms, result); exits on a failed command
+summary = MDNS_BENCH.summary  # samples -> median/min/max
 
 
 def wait_log(log: Path, pattern: str, proc: subprocess.Popen[Any]) -> None:
@@ -133,14 +133,6 @@ def serve(node: Node, artifacts: Path, state: Path, *extra: str) -> subprocess.P
     return proc
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "median_ms": round(statistics.median(samples), 1),
-        "min_ms": round(min(samples), 1),
-        "max_ms": round(max(samples), 1),
-    }
-
-
 def found_ms(stderr: str, via: str) -> float:
     """The orchestrator's own ``found N provider(s) ... via SOURCE in N ms`` (no start-up)."""
     match = re.search(rf"found \d+ provider\(s\) of \S+ via {via} in (\d+) ms", stderr)
@@ -153,7 +145,7 @@ def bench_lan(runs: int, artifacts: Path, tmp: Path) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {
         k: [] for k in ("auto-lan", "auto-lan-found", "source-mdns", "zeroconf-browse", "dig")
     }
-    reference = zeroconf_reference()
+    reference = str(MDNS_BENCH.REFERENCE)
     with Lan(prefix="bdl") as lan:
         prov1, prov2, client = (lan.add_node(n) for n in ("prov1", "prov2", "client"))
         serve(prov1, artifacts, tmp / "lan-state1")
@@ -247,15 +239,10 @@ def main() -> int:
         samples = bench_lan(args.runs, tmp / "artifacts", tmp)
         samples.update(bench_wan(args.runs, args.timeout, tmp / "artifacts", tmp))
     report: dict[str, Any] = {k: summary(v) for k, v in samples.items()}
-    report["ratio_auto_lan_vs_zeroconf_browse"] = round(
-        report["auto-lan"]["median_ms"] / report["zeroconf-browse"]["median_ms"], 2
-    )
-    report["ratio_source_dht_vs_stock_kademlia_get"] = round(
-        report["source-dht"]["median_ms"] / report["stock-kademlia-get"]["median_ms"], 2
-    )
-    report["ratio_auto_dht_vs_stock_kademlia_get"] = round(
-        report["auto-dht"]["median_ms"] / report["stock-kademlia-get"]["median_ms"], 2
-    )
+    for measure, reference in RATIOS:
+        report[f"ratio_{measure}_vs_{reference}"] = round(
+            report[measure]["median_ms"] / report[reference]["median_ms"], 2
+        )
     report["runs"] = args.runs
     report["wan_timeout_s"] = args.timeout
     if args.json:
