@@ -226,7 +226,10 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Time to first answer of phase-discover (auto mode): on a namespace LAN "
+        "(mDNS) and via the DHT only, next to zeroconf, dig and stock kademlia (needs root)."
+    )
     parser.add_argument("--runs", type=int, default=10, help="runs per measure (default 10)")
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="phase-discover --timeout on the WAN side"
