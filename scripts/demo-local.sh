@@ -45,7 +45,8 @@ ls -l "$combo"
 step "Provider: plasmd serve (HTTP + DHT node on 127.0.0.1)"
 http_port=$(free_port tcp)
 dht_port=$(free_port udp)
-phase plasmd serve --artifacts "$work/artifacts" --bind 127.0.0.1 --port "$http_port" \
+# Run python directly (not through the phase function) so that $! is the provider itself.
+"$PY" -m phase_client plasmd serve --artifacts "$work/artifacts" --bind 127.0.0.1 --port "$http_port" \
     --advertise-host 127.0.0.1 --state-dir "$work/provider-state" --key "$work/release.key" \
     --name demo-provider --no-mdns --dht-port "$dht_port" 2>"$work/provider.log" &
 provider_pid=$!
