@@ -6,7 +6,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$here/.venv/bin/python}
-export PATH="$(dirname "$PY"):$PATH"  # kexec-boot calls phase-verify
 phase() { "$PY" -m phase_client "$@"; }
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -21,6 +20,14 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo; echo "demo-local: interrupted"; exit 130' INT TERM
+
+# kexec-boot calls phase-verify: provide the tools on PATH whether or not they are installed.
+mkdir -p "$work/bin"
+for tool in verify fetch discover; do
+    printf '#!/bin/sh\nexec "%s" -m phase_client %s "$@"\n' "$PY" "$tool" >"$work/bin/phase-$tool"
+    chmod +x "$work/bin/phase-$tool"
+done
+export PATH="$work/bin:$PATH"
 
 free_port() {  # $1 = tcp|udp: a port free on 127.0.0.1 right now
     "$PY" -c 'import socket,sys
