@@ -44,6 +44,7 @@ MAX_IP = 45  # longest textual IPv6 address
 # every node would then wait on.
 CLIENT_ID = b""
 DEAD_FOR = 60.0  # seconds a peer that timed out is skipped without asking it again
+MAX_DEAD = 1024  # dead peers remembered at most
 
 
 def _is_id(value: Any) -> bool:
@@ -292,6 +293,9 @@ class RecordProtocol(KademliaProtocol):
         if result[0]:
             self.dead.pop((node.ip, node.port), None)
         else:
+            if len(self.dead) >= MAX_DEAD:
+                # Bounded: forget the peer that has been dead longest.
+                del self.dead[min(self.dead, key=self.dead.__getitem__)]
             self.dead[(node.ip, node.port)] = time.monotonic()
         return super().handle_call_response(result, node)
 
