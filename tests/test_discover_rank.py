@@ -171,3 +171,36 @@ def test_dht_only_without_bootstrap_is_not_queried() -> None:
     dht = fake_source([cand("http://x/", "dht")])
     find_providers(Query(timeout=0.5), mdns_lookup=fake_source([]), dht_lookup=dht)
     assert dht.calls == []  # type: ignore[attr-defined]
+
+
+def test_dht_answer_used_after_lan_grace_without_waiting_for_mdns(http_server: str) -> None:
+    wan = cand(f"{http_server}/stable/x86_64/manifest.json", "dht")
+    started = time.monotonic()
+    result = find_providers(
+        Query(timeout=10),
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=fake_source([], delay=30),
+        dht_lookup=fake_source([wan]),
+    )
+    assert [c.url for c in result] == [wan.url]
+    assert time.monotonic() - started < 4  # LAN grace (1 s) + probe, not the 10 s timeout
+
+
+def test_lan_answer_within_grace_beats_an_earlier_dht_answer(http_server: str) -> None:
+    lan = cand(f"{http_server}/stable/x86_64/manifest.json", "mdns")
+    wan = cand(f"{http_server}/stable/x86_64/manifest.json?wan", "dht")
+    result = find_providers(
+        Query(timeout=10),
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=fake_source([lan], delay=0.5),
+        dht_lookup=fake_source([wan]),
+    )
+    assert [c.source for c in result] == ["mdns"]
+
+
+def test_probing_dht_lookup_collects_every_record(http_server: str) -> None:
+    # The first record a lookup meets may be a dead provider's: with probing, ask for all.
+    dht = fake_source([cand(dead_url(), "dht"), cand(f"{http_server}/x/manifest.json", "dht")])
+    result = find_providers(Query(timeout=5), source="dht", bootstrap=[("h", 1)], dht_lookup=dht)
+    assert dht.calls[0].want_all is True  # type: ignore[attr-defined]
+    assert [c.url for c in result] == [f"{http_server}/x/manifest.json"]

@@ -34,6 +34,13 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """``LEVEL message`` lines on stderr (the seed's log format: ``INFO Found 2 ...``)."""
     logging.addLevelName(logging.WARNING, "WARN")

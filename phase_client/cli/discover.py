@@ -9,16 +9,9 @@ from ..discovery.model import Candidate, Query, host_arch
 from ..errors import NoSourceError, UsageError
 from ..manifest import check_arch, check_channel
 from ..verification import argtype
-from ._common import EXIT_OK, Parser, print_json, run, setup_logging
+from ._common import EXIT_OK, Parser, parse_hostport, print_json, run, setup_logging
 
 PROG = "phase-discover"
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from ..errors import PhaseError, UsageError
+from ..errors import NoSourceError, PhaseError, UsageError
 from ..verification import add_trust_arguments, policy_from_args, state_from_args
-from ._common import Parser, print_json, run, setup_logging
+from ._common import Parser, parse_hostport, print_json, run, setup_logging
 
 PROG = "phase-fetch"
 
@@ -38,6 +39,9 @@ exit codes:
   2  usage error, unreadable key or configuration
   3  no source reachable (manifest or artifact)
 """
+
+
+log = logging.getLogger("phase-fetch")
 
 
 def positive_float(text: str) -> float:
@@ -136,10 +140,65 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="how long a source may stay under --min-rate (default 20)",
     )
+    found = parser.add_argument_group("discovery")
+    found.add_argument(
+        "--discover",
+        action="store_true",
+        help="find providers first, as phase-discover does (mDNS, then the DHT), for "
+        "--channel/--arch (default stable/this machine's arch, then required of the manifest); "
+        "their manifests are tried best first, after any --manifest",
+    )
+    found.add_argument(
+        "--source",
+        choices=("auto", "mdns", "dht"),
+        default="auto",
+        help="with --discover: where to look (default auto)",
+    )
+    found.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help="with --discover: DHT bootstrap node; repeatable",
+    )
+    found.add_argument(
+        "--discover-timeout",
+        type=positive_float,
+        default=5.0,
+        metavar="S",
+        help="with --discover: seconds to search (default 5)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings only")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
     return parser
+
+
+def discovered_manifests(args: argparse.Namespace) -> list[str]:
+    """Manifest URLs of the reachable providers, best first; pins --channel/--arch."""
+    from ..discovery.model import Query, host_arch
+    from ..discovery.orchestrate import find_providers
+
+    if args.source == "dht" and not args.bootstrap:
+        raise UsageError("--source dht needs at least one --bootstrap HOST:PORT")
+    # What was looked for is what must be booted: the trust policy requires the same pair.
+    args.channel = args.channel or "stable"
+    args.arch = args.arch or host_arch()
+    query = Query(channel=args.channel, arch=args.arch, timeout=args.discover_timeout)
+    found = find_providers(query, source=args.source, bootstrap=args.bootstrap)
+    if not found:
+        raise NoSourceError(
+            f"no provider of {args.channel}/{args.arch} found within {args.discover_timeout:g} s"
+        )
+    for candidate in found:
+        log.info(
+            "discovered %s (%s, version %s)",
+            candidate.url,
+            candidate.source,
+            candidate.version or "?",
+        )
+    return [candidate.url for candidate in found]
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -153,8 +212,13 @@ def handle(args: argparse.Namespace) -> int:
     from ..fetch.progress import Progress
 
     setup_logging(args.verbose, args.quiet)
-    if not args.manifest:
-        raise UsageError("no manifest given (--manifest URL|PATH)")
+    manifests = list(args.manifest)
+    if args.discover:
+        manifests += discovered_manifests(args)
+    elif args.bootstrap or args.source != "auto":
+        raise UsageError("--source and --bootstrap go with --discover")
+    if not manifests:
+        raise UsageError("no manifest given (--manifest URL|PATH, or --discover)")
     if not args.output:
         raise UsageError("no output directory given (--output DIR)")
     only = [n.strip() for value in args.artifact for n in value.split(",") if n.strip()]
@@ -167,7 +231,7 @@ def handle(args: argparse.Namespace) -> int:
         grace=args.grace,
     )
     request = FetchRequest(
-        manifests=list(args.manifest),
+        manifests=manifests,
         output=Path(args.output),
         policy=policy_from_args(args),
         state=state_from_args(args),

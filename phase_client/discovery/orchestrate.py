@@ -1,9 +1,11 @@
 """Discovery flow of the boot (seed M3): mDNS on the LAN first, then the DHT; probe; rank.
 
 In ``auto`` mode both sources start at once (the DHT lookup costs round trips, so it should not
-wait for the mDNS timeout), but a reachable LAN provider always wins: DHT answers are used only
-when the LAN has none (or, with ``want_all``, listed after them). Sources run in daemon threads so
-that returning early never waits for a slower source to finish.
+wait for the mDNS timeout). A reachable LAN provider wins: a DHT answer is used only once mDNS
+has come back empty, or once a LAN grace period has passed with no LAN answer (on a LAN, mDNS
+answers in a few hundred milliseconds; waiting the whole timeout would only delay WAN boots).
+With ``want_all`` both are listed, LAN first. Sources run in daemon threads so that returning
+early never waits for a slower source to finish.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ log = logging.getLogger(__name__)
 # Part of the timeout kept for probing what the sources found.
 PROBE_SHARE = 0.25
 PROBE_MAX = 2.0
+# How long a DHT answer waits for a LAN answer that may still come.
+LAN_GRACE = 1.0
+POLL = 0.02
 
 
 class _Background:
@@ -47,6 +52,10 @@ class _Background:
             log.warning("%s discovery failed: %s: %s", self.name, type(exc).__name__, exc)
         finally:
             self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
 
     def result(self, deadline: float) -> list[Candidate]:
         self._done.wait(max(0.0, deadline - time.monotonic()))
@@ -81,11 +90,14 @@ def find_providers(
     probe_budget = min(PROBE_MAX, query.timeout * PROBE_SHARE) if probe else 0.0
     search = replace(query, timeout=max(0.1, query.timeout - probe_budget))
 
-    lookups: list[_Background] = []
+    mdns = dht = None
     if source in ("auto", "mdns"):
-        lookups.append(_Background("mdns", lambda: mdns_lookup(search)))
+        mdns = _Background("mdns", lambda: mdns_lookup(search))
     if source == "dht" or (source == "auto" and bootstrap):
-        lookups.append(_Background("dht", lambda: dht_lookup(search, bootstrap)))
+        # With probing, collect every record: the first one found may be a dead provider's.
+        dht_query = replace(search, want_all=True) if probe else search
+        dht = _Background("dht", lambda: dht_lookup(dht_query, bootstrap))
+    lookups = [lookup for lookup in (mdns, dht) if lookup is not None]
 
     def finish(found: list[Candidate]) -> list[Candidate]:
         found = deduplicate(found)
@@ -97,16 +109,28 @@ def find_providers(
     search_deadline = started + search.timeout + 0.5
     if query.want_all:
         return finish([c for lookup in lookups for c in lookup.result(search_deadline)])
-    for lookup in lookups:  # mDNS first: a reachable LAN provider wins
-        chosen = finish(lookup.result(search_deadline))
-        if chosen:
-            log.info(
-                "found %d provider(s) of %s/%s via %s in %.0f ms",
-                len(chosen),
-                query.channel,
-                query.arch,
-                lookup.name,
-                (time.monotonic() - started) * 1000,
-            )
-            return chosen
+
+    lan_grace = started + min(LAN_GRACE, search.timeout)
+    pending = list(lookups)
+    while pending:
+        now = time.monotonic()
+        for lookup in list(pending):
+            lan_pending = mdns in pending and lookup is not mdns
+            if not lookup.done or (lan_pending and now < lan_grace):
+                continue
+            pending.remove(lookup)
+            chosen = finish(lookup.result(now))
+            if chosen:
+                log.info(
+                    "found %d provider(s) of %s/%s via %s in %.0f ms",
+                    len(chosen),
+                    query.channel,
+                    query.arch,
+                    lookup.name,
+                    (time.monotonic() - started) * 1000,
+                )
+                return chosen
+        if time.monotonic() >= search_deadline:
+            break
+        time.sleep(POLL)
     return []
