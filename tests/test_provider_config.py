@@ -70,6 +70,7 @@ name = "from-file"
 state_dir = "state"
 key = "release.key"
 mdns = false
+mdns_interfaces = ["eth0"]
 default_channel = "testing"
 scan_interval = 7
 [dht]
@@ -87,6 +88,7 @@ republish_interval = 300
     assert from_file.state_dir == tmp_path / "state"
     assert from_file.key == tmp_path / "release.key"
     assert not from_file.mdns and from_file.dht
+    assert from_file.mdns_interfaces == ("eth0",)
     assert from_file.default_channel == "testing"
     assert from_file.scan_interval == 7
     assert from_file.dht_settings.port == 4001
@@ -105,6 +107,7 @@ republish_interval = 300
         "dht_port": 5001,
         "bootstrap": ["127.0.0.1:5002"],
         "scan_interval": 0.5,
+        "mdns_interface": ["10.0.0.1", "eth1"],
     }
     merged = resolve(flags, settings)
     assert merged.artifacts_root == tmp_path / "b"
@@ -118,6 +121,7 @@ republish_interval = 300
     assert merged.dht_settings.bootstrap == (("127.0.0.1", 5002),)
     assert merged.dht_settings.ttl == 600  # not given as a flag: the file's value stays
     assert merged.scan_interval == 0.5
+    assert merged.mdns_interfaces == ("10.0.0.1", "eth1")
 
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:

@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="DHT bootstrap node; repeatable",
     )
     parser.add_argument(
+        "--interface",
+        action="append",
+        default=[],
+        metavar="NAME|ADDR",
+        help="browse mDNS on this interface or IPv4 address only (repeatable)",
+    )
+    parser.add_argument(
         "--no-probe",
         action="store_true",
         help="do not probe candidates (no liveness check, no RTT ranking)",
@@ -71,7 +78,11 @@ def discover(args: argparse.Namespace) -> list[Candidate]:
         channel=args.channel, arch=args.arch, timeout=args.timeout, want_all=args.want_all
     )
     return find_providers(
-        query, source=args.source, bootstrap=args.bootstrap, probe=not args.no_probe
+        query,
+        source=args.source,
+        bootstrap=args.bootstrap,
+        probe=not args.no_probe,
+        interfaces=args.interface or None,
     )
 
 

@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--default-channel", metavar="CHANNEL", help="channel of /manifest.json (default stable)")
     add("--default-arch", metavar="ARCH", help="arch of /manifest.json (default: this host's)")
     add("--no-mdns", action="store_true", default=None, help="do not advertise on mDNS")
+    add(
+        "--mdns-interface",
+        action="append",
+        metavar="NAME|ADDR",
+        help="announce on this interface or IPv4 address only (repeatable; default: every "
+        "IPv4 interface with a non-loopback address)",
+    )
     add("--no-dht", action="store_true", default=None, help="do not advertise on the DHT")
     add("--dht-port", type=int, metavar="N", help="UDP port of the DHT node")
     add(

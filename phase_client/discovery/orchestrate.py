@@ -62,10 +62,10 @@ class _Background:
         return list(self._found) if self._done.is_set() else []
 
 
-def _mdns_lookup(query: Query) -> list[Candidate]:
+def _mdns_lookup(query: Query, interfaces: Sequence[str] | None = None) -> list[Candidate]:
     from .mdns import discover_mdns
 
-    return discover_mdns(query)
+    return discover_mdns(query, interfaces)
 
 
 def _dht_lookup(query: Query, bootstrap: Sequence[tuple[str, int]]) -> list[Candidate]:
@@ -81,7 +81,8 @@ def find_providers(
     bootstrap: Sequence[tuple[str, int]] = (),
     probe: bool = True,
     rng: random.Random | None = None,
-    mdns_lookup: Callable[[Query], list[Candidate]] = _mdns_lookup,
+    interfaces: Sequence[str] | None = None,
+    mdns_lookup: Callable[..., list[Candidate]] = _mdns_lookup,
     dht_lookup: Callable[[Query, Sequence[tuple[str, int]]], list[Candidate]] = _dht_lookup,
 ) -> list[Candidate]:
     """Ranked, reachable candidates (best first); empty when none was found in time."""
@@ -92,7 +93,7 @@ def find_providers(
 
     mdns = dht = None
     if source in ("auto", "mdns"):
-        mdns = _Background("mdns", lambda: mdns_lookup(search))
+        mdns = _Background("mdns", lambda: mdns_lookup(search, interfaces))
     if source == "dht" or (source == "auto" and bootstrap):
         # With probing, collect every record: the first one found may be a dead provider's.
         dht_query = replace(search, want_all=True) if probe else search

@@ -64,6 +64,7 @@ PROVIDER_KEYS = {
     "default_channel": str,
     "default_arch": str,
     "mdns": bool,
+    "mdns_interfaces": list,
     "dht": bool,
     "scan_interval": (int, float),
     "idle_timeout": (int, float),
@@ -101,6 +102,7 @@ class ServeConfig:
     default_arch: str | None
     mdns: bool
     dht: bool
+    mdns_interfaces: tuple[str, ...] = ()
     dht_settings: DhtSettings = field(default_factory=DhtSettings)
     scan_interval: float = DEFAULT_SCAN_INTERVAL
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -283,6 +285,7 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
         default_channel=check_channel(default_channel) if default_channel else None,
         default_arch=check_arch(default_arch) if default_arch else None,
         mdns=not flags.get("no_mdns") and file.get("mdns", True),
+        mdns_interfaces=tuple(flags.get("mdns_interface") or file.get("mdns_interfaces", ())),
         dht=not flags.get("no_dht") and dht_file.get("enabled") is not False,
         dht_settings=DhtSettings(
             port=dht_port,

@@ -76,7 +76,9 @@ def make_mdns_advertiser(config: ServeConfig) -> Advertiser | None:
     except ImportError:
         log.warning("mdns advertising not available")
         return None
-    advertiser: Advertiser = MdnsAdvertiser(advertise_host=config.advertise_host, interfaces=None)
+    advertiser: Advertiser = MdnsAdvertiser(
+        advertise_host=config.advertise_host, interfaces=list(config.mdns_interfaces) or None
+    )
     return advertiser
 
 
