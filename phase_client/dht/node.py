@@ -144,16 +144,15 @@ class DhtNode(Server):
 
     async def set_digest(self, dkey: bytes, value: Any) -> int:  # type: ignore[override]
         record = self._record(value, dkey)
+        # The publisher always keeps its own record, closest or not: with few nodes the k
+        # closest can be all others, and if they die the record must not die with them (a
+        # client bootstrapping through this node still finds it).
+        self.storage.put(dkey, record.raw)
         target = Node(dkey)
         nearest = self.protocol.router.find_neighbors(target)
         if not nearest:
-            # Alone (no bootstrap answered): keep it here so a client bootstrapping through this
-            # node still finds it.
-            self.storage.put(dkey, record.raw)
             return 0
         nodes = await NodeSpiderCrawl(self.protocol, target, nearest, self.ksize, self.alpha).find()
-        if not nodes or self.node.distance_to(target) < max(n.distance_to(target) for n in nodes):
-            self.storage.put(dkey, record.raw)
         replies = await asyncio.gather(
             *(self.protocol.call_store(n, dkey, record.raw) for n in nodes)
         )
