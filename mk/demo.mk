@@ -1,5 +1,15 @@
-# The project's main job, end to end (docs: README.md).
+# The project's main job, end to end (docs: README.md, docs/boot-lan.md).
+#   make demo         as root: a namespace LAN with DHCP and plasmd serve; QEMU boots our USB
+#                     initramfs with no provider given: mDNS -> verify -> fetch -> kexec -> stage 2
 #   make demo-local   provider -> discover (DHT) -> fetch -> verify -> kexec-boot --dry-run, on loopback
-.PHONY: demo-local
+.PHONY: demo demo-local
+
+# Root first: installing packages, namespaces and the tap all need it, and saying so beats an
+# apt-get error. scripts/demo.sh then names anything else that is missing.
+demo:
+	@[ "$$(id -u)" = 0 ] || { echo "make demo: needs root (apt-get, network namespaces, a tap device): run sudo make demo" >&2; exit 1; }
+	@$(MAKE) --no-print-directory deps venv
+	PY=$(abspath $(VPY)) scripts/demo.sh
+
 demo-local: venv
 	PY=$(abspath $(VPY)) scripts/demo-local.sh

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# make demo: the project's main job in one command (docs/boot-lan.md).
+#
+#   a LAN of network namespaces:  bridge ── tap ── QEMU: Debian's kernel + our USB initramfs
+#                                    ├── router    busybox udhcpd (the VM's address)
+#                                    └── provider  plasmd serve (HTTP, mDNS, DHT)
+#
+# The VM is given no provider: it gets an address by DHCP, finds the provider by mDNS, verifies
+# the signed manifest, downloads kernel and initramfs with sha256 checks and kexecs into the
+# sample stage-2 image, which prints PHASE-STAGE2-OK. The serial console is shown live.
+# Everything (namespaces, processes, temp files) is removed on exit, also on Ctrl-C.
+# Needs root, qemu-system-x86_64, /dev/net/tun; `make demo` installs the rest first.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-$here/.venv/bin/python}
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+BOOT_TIMEOUT=${DEMO_BOOT_TIMEOUT:-600} # seconds for the VM to reach stage 2 (TCG: ~20 s)
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+die() {
+    echo "demo: $*" >&2
+    exit 1
+}
+
+# What is missing, all in one message, before anything is created.
+missing=()
+[ "$(id -u)" = 0 ] || missing+=("root (network namespaces and a tap device): run it with sudo")
+[ -c /dev/net/tun ] || missing+=("/dev/net/tun (the tun module: modprobe tun)")
+command -v qemu-system-x86_64 >/dev/null || missing+=("qemu-system-x86_64 (apt-get install qemu-system-x86)")
+command -v ip >/dev/null || missing+=("ip (apt-get install iproute2)")
+/bin/busybox udhcpd --help >/dev/null 2>&1 || missing+=("busybox udhcpd (apt-get install busybox-static)")
+command -v kexec >/dev/null || missing+=("kexec (apt-get install kexec-tools)")
+[ -x "$PY" ] || missing+=("the Python venv $PY (make venv)")
+if [ ${#missing[@]} -gt 0 ]; then
+    printf 'demo: cannot run, missing:\n' >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    exit 1
+fi
+
+suffix=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+ns() { echo "phase-demo-$suffix-$1"; }
+HUB=$(ns hub) ROUTER=$(ns router) PROVIDER=$(ns provider)
+BRIDGE=br$suffix TAP=tap$suffix
+net=10.214.$((RANDOM % 200 + 1)) # exists only inside the namespaces below
+work=$(mktemp -d "${TMPDIR:-/tmp}/phase-demo.XXXXXX")
+pids=()
+namespaces=()
+cleanup() {
+    set +e
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    for name in "${namespaces[@]}"; do ip netns del "$name" 2>/dev/null; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'echo; echo "demo: interrupted" >&2; exit 130' INT TERM
+
+step "Images: Debian's kernel, the zipapp, a demo release key, stage 1 and stage 2"
+"$here/scripts/fetch-kernel.sh" "$here/build/boot/kernel"
+kernel=$here/build/boot/kernel/vmlinuz
+modules=$here/build/boot/kernel/modules/$(cat "$here/build/boot/kernel/version")
+"$PY" -m phase_client plasmd keygen --out "$work/release.key" >/dev/null
+mkdir -p "$work/keys" && cp "$work/release.key.pub" "$work/keys/demo.pub"
+echo "release key: $(cat "$work/release.key.pub")"
+"$PY" "$here/scripts/build-zipapp.py" --output "$work/phase.pyz" >/dev/null
+"$here/scripts/build-initramfs.sh" --modules "$modules" --zipapp "$work/phase.pyz" \
+    --keys "$work/keys" --output "$work/initramfs.cpio.gz" >/dev/null
+"$here/scripts/build-initramfs.sh" --stage2 --output "$work/stage2.cpio.gz" >/dev/null
+combo=$work/artifacts/stable/x86_64
+mkdir -p "$combo"
+cp "$kernel" "$combo/vmlinuz"
+cp "$work/stage2.cpio.gz" "$combo/initramfs.img"
+echo "console=ttyS0 quiet phase.demo=1" >"$combo/cmdline"
+ls -l "$work/initramfs.cpio.gz" "$combo"
+
+step "LAN: namespaces $(ns '{hub,router,provider}'), bridge $BRIDGE, subnet $net.0/24"
+add_ns() {
+    ip netns add "$1"
+    namespaces+=("$1")
+    ip -n "$1" link set lo up
+}
+add_ns "$HUB"
+ip -n "$HUB" link add "$BRIDGE" type bridge
+ip -n "$HUB" link set "$BRIDGE" type bridge mcast_snooping 0
+ip -n "$HUB" link set "$BRIDGE" up
+attach() { # $1 namespace, $2 address, $3 veth index: eth0 in $1, its peer on the bridge
+    ip link add "v${suffix}$3h" type veth peer name "v${suffix}$3n"
+    ip link set "v${suffix}$3h" netns "$HUB"
+    ip link set "v${suffix}$3n" netns "$1"
+    ip -n "$HUB" link set "v${suffix}$3h" master "$BRIDGE" up
+    ip -n "$1" link set "v${suffix}$3n" name eth0
+    ip -n "$1" addr add "$2/24" dev eth0
+    ip -n "$1" link set eth0 up
+}
+add_ns "$ROUTER" && attach "$ROUTER" "$net.1" 1
+add_ns "$PROVIDER" && attach "$PROVIDER" "$net.2" 2
+ip -n "$HUB" tuntap add dev "$TAP" mode tap
+ip -n "$HUB" link set "$TAP" master "$BRIDGE" up
+
+step "DHCP server: busybox udhcpd on $net.1 (leases $net.100-$net.150)"
+: >"$work/udhcpd.leases"
+cat >"$work/udhcpd.conf" <<EOF
+start $net.100
+end $net.150
+interface eth0
+lease_file $work/udhcpd.leases
+pidfile $work/udhcpd.pid
+option subnet 255.255.255.0
+option router $net.1
+option lease 3600
+EOF
+ip netns exec "$ROUTER" /bin/busybox udhcpd -f "$work/udhcpd.conf" >"$work/udhcpd.log" 2>&1 &
+pids+=($!)
+
+step "Provider: plasmd serve on $net.2:8080 (mDNS + DHT), signing with the demo key"
+ip netns exec "$PROVIDER" "$PY" -m phase_client plasmd serve \
+    --artifacts "$work/artifacts" --port 8080 --key "$work/release.key" \
+    --state-dir "$work/provider-state" --name demo-provider --dht-port 4001 \
+    >"$work/provider.log" 2>&1 &
+pids+=($!)
+provider_pid=$!
+for _ in $(seq 1 600); do
+    grep -q "Advertising stable/x86_64" "$work/provider.log" && break
+    kill -0 "$provider_pid" 2>/dev/null || { cat "$work/provider.log"; die "the provider exited"; }
+    sleep 0.1
+done
+grep -q "Advertising stable/x86_64" "$work/provider.log" || die "the provider did not start"
+sed 's/^/    provider: /' "$work/provider.log"
+
+step "Boot: QEMU (TCG) on $TAP, no provider on the command line; serial console follows"
+# QEMU's serial console is our stdout (and a log); stage 2 powers the VM off, ending QEMU.
+ip netns exec "$HUB" timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m 1024 \
+    -smp 1 -display none -no-reboot -monitor none -serial "file:$work/serial.log" \
+    -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
+    -append "console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5" \
+    -netdev "tap,id=lan,ifname=$TAP,script=no,downscript=no" \
+    -device virtio-net-pci,netdev=lan </dev/null >"$work/qemu.log" 2>&1 &
+qemu_pid=$!
+pids+=("$qemu_pid")
+: >>"$work/serial.log"
+# Stream the console live until QEMU exits (stage 2's poweroff, the timeout, or Ctrl-C).
+tail -n +1 -f --pid="$qemu_pid" "$work/serial.log" &
+tail_pid=$!
+pids+=("$tail_pid")
+wait "$qemu_pid" || true
+wait "$tail_pid" 2>/dev/null || true
+
+if ! grep -q "PHASE-STAGE2-OK" "$work/serial.log"; then
+    sed 's/^/    qemu: /' "$work/qemu.log" >&2
+    die "the VM did not reach stage 2 within ${BOOT_TIMEOUT}s"
+fi
+printf '\ndemo: OK, %s\n' "$(grep -m1 -o 'PHASE-STAGE2-OK.*' "$work/serial.log")"

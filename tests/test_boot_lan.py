@@ -1,0 +1,287 @@
+"""The whole boot loop on a LAN (issue 9): a VM that knows no provider boots from one it finds.
+
+    hub namespace:  bridge ── tap ── QEMU (Debian's kernel + our initramfs, TCG)
+                       ├── veth ── dhcp   busybox udhcpd: the VM's address and gateway
+                       ├── veth ── prov1  plasmd serve (HTTP, mDNS, DHT node)
+                       └── veth ── prov2  plasmd serve (second provider, DHT via prov1)
+
+The VM's command line names no provider: the initramfs gets its address by DHCP, phase-discover
+finds the providers (mDNS; or the DHT through phase.bootstrap), phase-fetch verifies and
+downloads, kexec-boot hands off and stage 2 prints its marker on the serial console. Everything
+is real; the LAN exists only inside namespaces this module creates (tests/netns.py).
+
+Fixed ports (8080, 4001) are safe here: each provider has a network namespace of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .netns import Lan, Node
+from .test_e2e_qemu import BOOT_DEADLINE, sh, terminate, wait_for
+
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
+
+SCRIPTS = REPO / "scripts"
+KERNEL_DIR = REPO / "build" / "boot" / "kernel"
+# console=ttyS0 is also on stage 1's command line: kexec-boot must not carry it over twice.
+STAGE2_CMDLINE = "console=ttyS0 quiet phase.stage2=yes marker=lan-51c9"
+HTTP_PORT = 8080
+DHT_PORT = 4001
+START_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Built once for the module: kernel, a fresh key, stage 1 trusting only it, stage 2."""
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 missing: run scripts/install-deps (qemu-system-x86)")
+    work = tmp_path_factory.mktemp("boot-lan")
+    sh(str(SCRIPTS / "fetch-kernel.sh"), str(KERNEL_DIR))
+    version = (KERNEL_DIR / "version").read_text().strip()
+    key = work / "release.key"
+    sh(sys.executable, "-m", "phase_client", "plasmd", "keygen", "--out", str(key))
+    keys = work / "keys"
+    keys.mkdir()
+    shutil.copy(f"{key}.pub", keys / "release.pub")
+    pyz = work / "phase.pyz"
+    sh(sys.executable, str(SCRIPTS / "build-zipapp.py"), "--output", str(pyz))
+    stage1 = work / "initramfs.cpio.gz"
+    sh(
+        str(SCRIPTS / "build-initramfs.sh"),
+        *("--modules", str(KERNEL_DIR / "modules" / version)),
+        *("--zipapp", str(pyz), "--keys", str(keys), "--output", str(stage1)),
+    )
+    stage2 = work / "stage2.cpio.gz"
+    sh(str(SCRIPTS / "build-initramfs.sh"), "--stage2", "--output", str(stage2))
+    art = work / "artifacts" / "stable" / "x86_64"
+    art.mkdir(parents=True)
+    shutil.copy(KERNEL_DIR / "vmlinuz", art / "vmlinuz")
+    shutil.copy(stage2, art / "initramfs.img")
+    (art / "cmdline").write_text(STAGE2_CMDLINE + "\n")
+    return {
+        "kernel": KERNEL_DIR / "vmlinuz",
+        "stage1": stage1,
+        "key": key,
+        "art": art.parent.parent,
+    }
+
+
+@dataclass
+class Provider:
+    node: Node
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def manifest_url(self) -> str:
+        return f"http://{self.node.address}:{HTTP_PORT}/stable/x86_64/manifest.json"
+
+
+class BootLan:
+    """The LAN of the module docstring, built up by the tests; ``close`` tears it all down."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.lan = Lan(prefix="pl")
+        self.tap = f"tap{self.lan.suffix}"
+        self.qemu: subprocess.Popen[bytes] | None = None
+        try:
+            self.router = self.lan.add_node("dhcp")
+            self._start_dhcp()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_dhcp(self) -> None:
+        """busybox udhcpd on the router node: leases .100-.150, the router as gateway."""
+        net = self.router.address
+        assert net is not None
+        base = net.rsplit(".", 1)[0]
+        leases = self.work / "udhcpd.leases"
+        leases.touch()
+        conf = self.work / "udhcpd.conf"
+        conf.write_text(
+            f"start {base}.100\nend {base}.150\ninterface eth0\n"
+            f"lease_file {leases}\npidfile {self.work / 'udhcpd.pid'}\n"
+            f"option subnet 255.255.255.0\noption router {net}\noption lease 3600\n"
+        )
+        log = (self.work / "udhcpd.log").open("wb")
+        self.router.popen(["busybox", "udhcpd", "-f", str(conf)], stdout=log, stderr=log)
+
+    def provider(self, name: str, images: dict[str, Path], *extra: str) -> Provider:
+        """``plasmd serve`` (mDNS + DHT unless ``extra`` says otherwise) on a new node."""
+        node = self.lan.add_node(name)
+        log = self.work / f"{name}.log"
+        with log.open("wb") as out:
+            proc = node.popen(
+                node.python(
+                    *("plasmd", "serve", "--artifacts", str(images["art"])),
+                    *("--port", str(HTTP_PORT), "--key", str(images["key"])),
+                    *("--state-dir", str(self.work / f"{name}-state"), "--name", name),
+                    *("--dht-port", str(DHT_PORT), *extra),
+                ),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        # Ready once every advertiser has the offer out (a lone DHT node holds its own record).
+        ready = ["Advertising stable/x86_64"]
+        if "--no-mdns" not in extra:
+            ready.append("mDNS: advertising stable/x86_64")
+        if "--no-dht" not in extra:
+            ready.append(r"DHT: (published stable/x86_64|stable/x86_64 is held only)")
+        deadline = time.monotonic() + START_TIMEOUT
+        for pattern in ready:
+            text = wait_for(log, pattern, proc, deadline)
+            assert re.search(pattern, text) and proc.poll() is None, text
+        return Provider(node, proc, log)
+
+    def boot(self, images: dict[str, Path], serial: Path, phase_args: str = "") -> None:
+        """QEMU in the hub namespace, its NIC a tap on the LAN bridge; serial console to file."""
+        hub, bridge = self.lan.hub, self.lan.segments[0].bridge
+        sh("ip", "-n", hub, "tuntap", "add", "dev", self.tap, "mode", "tap")
+        sh("ip", "-n", hub, "link", "set", self.tap, "master", bridge, "up")
+        cmdline = f"console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5 {phase_args}"
+        with serial.open("wb") as out:
+            self.qemu = subprocess.Popen(
+                [
+                    *("ip", "netns", "exec", hub, "qemu-system-x86_64", "-accel", "tcg"),
+                    *("-cpu", "max", "-m", "1024", "-smp", "1", "-display", "none"),
+                    *("-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
+                    *("-kernel", str(images["kernel"]), "-initrd", str(images["stage1"])),
+                    *("-append", cmdline.strip()),
+                    *("-netdev", f"tap,id=lan,ifname={self.tap},script=no,downscript=no"),
+                    *("-device", "virtio-net-pci,netdev=lan"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def close(self) -> None:
+        if self.qemu is not None:
+            terminate(self.qemu)
+        subprocess.run(
+            ["ip", "-n", self.lan.hub, "link", "del", self.tap], capture_output=True, timeout=30
+        )
+        self.lan.close()
+
+
+@pytest.fixture
+def lan(tmp_path: Path) -> Iterator[BootLan]:
+    world = BootLan(tmp_path)
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+def wait_for_stage2(lan: BootLan, serial: Path) -> str:
+    assert lan.qemu is not None
+    try:
+        return wait_for(
+            serial, r"PHASE-STAGE2-CMDLINE .*\n", lan.qemu, time.monotonic() + BOOT_DEADLINE
+        )
+    finally:
+        terminate(lan.qemu)
+
+
+def assert_booted(log: str) -> None:
+    """DHCP lease, verified manifest and artifacts, kexec, then stage 2 with its command line."""
+    assert re.search(r"phase: network up: eth0 10\.213\.\d+\.1\d\d/24", log), log
+    assert re.search(r"INFO Verified manifest stable/x86_64 .* sequence \d+ from http://", log), log
+    assert re.search(r"INFO kernel: \d+ bytes verified", log), log
+    assert "phase: manifest verified, artifacts fetched and checked" in log, log
+    assert "kexec-boot: kernel loaded; kexec -e" in log, log
+    assert log.index("kexec -e") < log.index("PHASE-STAGE2-OK"), log
+    line = re.search(r"PHASE-STAGE2-CMDLINE (.*)", log)
+    assert line is not None, log
+    words = line.group(1).split()
+    assert line.group(1).startswith(STAGE2_CMDLINE + " "), line.group(1)
+    assert words.count("console=ttyS0") == 1, words  # not duplicated by kexec-boot
+    assert "phase.timeout=5" in words, words  # phase.* carried over
+
+
+def test_vm_finds_the_provider_by_mdns_and_boots(
+    lan: BootLan, images: dict[str, Path], tmp_path: Path
+) -> None:
+    provider = lan.provider("prov1", images)
+    serial = tmp_path / "serial.log"
+    lan.boot(images, serial)
+    log = wait_for_stage2(lan, serial)
+    assert_booted(log)
+    assert f"phase: fetching {provider.manifest_url}" in log, log
+
+
+def test_first_provider_killed_after_discovery_the_vm_boots_from_the_second(
+    lan: BootLan, images: dict[str, Path], tmp_path: Path
+) -> None:
+    prov1 = lan.provider("prov1", images)
+    assert prov1.node.address is not None
+    prov2 = lan.provider("prov2", images, "--bootstrap", f"{prov1.node.address}:{DHT_PORT}")
+    serial = tmp_path / "serial.log"
+    lan.boot(images, serial)
+    assert lan.qemu is not None
+    # The init prints every URL discovery found, best first, just before phase-fetch starts.
+    log = wait_for(serial, r"phase: fetching .*\n", lan.qemu, time.monotonic() + BOOT_DEADLINE)
+    found = re.search(r"phase: fetching (.*)\n", log)
+    assert found is not None, log
+    urls = found.group(1).split()
+    assert sorted(urls) == sorted([prov1.manifest_url, prov2.manifest_url]), log
+    first, second = (prov1, prov2) if urls[0] == prov1.manifest_url else (prov2, prov1)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=30)
+    log = wait_for_stage2(lan, serial)
+    assert_booted(log)
+    assert re.search(rf"from {re.escape(second.manifest_url)}", log), log
+    assert second.proc.poll() is None
+
+
+def test_no_mdns_only_a_dht_bootstrap_the_vm_boots_via_the_dht(
+    lan: BootLan, images: dict[str, Path], tmp_path: Path
+) -> None:
+    prov1 = lan.provider("prov1", images, "--no-mdns")
+    assert prov1.node.address is not None
+    bootstrap = f"{prov1.node.address}:{DHT_PORT}"
+    lan.provider("prov2", images, "--no-mdns", "--bootstrap", bootstrap)
+    serial = tmp_path / "serial.log"
+    lan.boot(images, serial, f"phase.bootstrap={bootstrap}")
+    log = wait_for_stage2(lan, serial)
+    assert_booted(log)
+    assert f"phase.bootstrap={bootstrap}" in log.split("PHASE-STAGE2-CMDLINE")[1], log
+
+
+def test_make_demo_boots_to_the_stage2_marker() -> None:
+    """``scripts/demo.sh`` end to end (what ``make demo`` runs after installing dependencies):
+    its own LAN, provider and VM; the live serial console ends with the stage-2 marker, and
+    nothing of it is left behind."""
+    before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    result = subprocess.run(
+        [str(SCRIPTS / "demo.sh")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=BOOT_DEADLINE + 600,
+        env={**os.environ, "PY": sys.executable},
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "phase: network up: eth0" in out, out
+    assert re.search(r"phase: fetching http://\S+/stable/x86_64/manifest\.json", out), out
+    assert "kexec-boot: kernel loaded; kexec -e" in out, out
+    assert "PHASE-STAGE2-OK" in out, out
+    assert result.stdout.rstrip().splitlines()[-1].startswith("demo: OK"), out
+    after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    assert not {name for name in after - before if name.startswith("phase-demo-")}, after
