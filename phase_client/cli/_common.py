@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import PhaseError
+from ..hostport import bootstrap_from_proc, parse_host_port
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -35,10 +36,27 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_hostport(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+    """argparse ``type`` for ``HOST:PORT`` / ``[v6]:PORT``."""
+    try:
+        return parse_host_port(value)
+    except PhaseError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_bootstrap_argument(parser: argparse.ArgumentParser | Any, help_text: str) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help=help_text,
+    )
+
+
+def bootstrap_nodes(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """``--bootstrap`` values, else ``phase.bootstrap=`` of the kernel command line."""
+    return list(args.bootstrap) or bootstrap_from_proc()
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:

@@ -9,7 +9,15 @@ from ..discovery.model import Candidate, Query, host_arch
 from ..errors import NoSourceError, UsageError
 from ..manifest import check_arch, check_channel
 from ..verification import argtype
-from ._common import EXIT_OK, Parser, parse_hostport, print_json, run, setup_logging
+from ._common import (
+    EXIT_OK,
+    Parser,
+    add_bootstrap_argument,
+    bootstrap_nodes,
+    print_json,
+    run,
+    setup_logging,
+)
 
 PROG = "phase-discover"
 
@@ -45,14 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (default): mDNS, then the DHT if the LAN has no provider",
     )
-    parser.add_argument(
-        "--bootstrap",
-        action="append",
-        default=[],
-        type=parse_hostport,
-        metavar="HOST:PORT",
-        help="DHT bootstrap node; repeatable",
-    )
+    add_bootstrap_argument(parser, "DHT bootstrap node; repeatable")
     parser.add_argument(
         "--interface",
         action="append",
@@ -80,7 +81,7 @@ def discover(args: argparse.Namespace) -> list[Candidate]:
     return find_providers(
         query,
         source=args.source,
-        bootstrap=args.bootstrap,
+        bootstrap=bootstrap_nodes(args),
         probe=not args.no_probe,
         interfaces=args.interface or None,
     )
@@ -90,8 +91,11 @@ def handle(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, args.quiet)
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    if args.source == "dht" and not args.bootstrap:
-        raise UsageError("--source dht needs at least one --bootstrap HOST:PORT")
+    if args.source == "dht" and not bootstrap_nodes(args):
+        raise UsageError(
+            "--source dht needs --bootstrap HOST:PORT (or phase.bootstrap= on the "
+            "kernel command line)"
+        )
     found = discover(args)
     if not found:
         raise NoSourceError(

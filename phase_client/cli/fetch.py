@@ -12,7 +12,7 @@ from types import FrameType
 
 from ..errors import NoSourceError, PhaseError, UsageError
 from ..verification import add_trust_arguments, policy_from_args, state_from_args
-from ._common import Parser, parse_hostport, print_json, run, setup_logging
+from ._common import Parser, add_bootstrap_argument, bootstrap_nodes, print_json, run, setup_logging
 
 PROG = "phase-fetch"
 
@@ -154,14 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="with --discover: where to look (default auto)",
     )
-    found.add_argument(
-        "--bootstrap",
-        action="append",
-        default=[],
-        type=parse_hostport,
-        metavar="HOST:PORT",
-        help="with --discover: DHT bootstrap node; repeatable",
-    )
+    add_bootstrap_argument(found, "with --discover: DHT bootstrap node; repeatable")
     found.add_argument(
         "--discover-timeout",
         type=positive_float,
@@ -180,13 +173,17 @@ def discovered_manifests(args: argparse.Namespace) -> list[str]:
     from ..discovery.model import Query, host_arch
     from ..discovery.orchestrate import find_providers
 
-    if args.source == "dht" and not args.bootstrap:
-        raise UsageError("--source dht needs at least one --bootstrap HOST:PORT")
+    bootstrap = bootstrap_nodes(args)
+    if args.source == "dht" and not bootstrap:
+        raise UsageError(
+            "--source dht needs --bootstrap HOST:PORT (or phase.bootstrap= on the "
+            "kernel command line)"
+        )
     # What was looked for is what must be booted: the trust policy requires the same pair.
     args.channel = args.channel or "stable"
     args.arch = args.arch or host_arch()
     query = Query(channel=args.channel, arch=args.arch, timeout=args.discover_timeout)
-    found = find_providers(query, source=args.source, bootstrap=args.bootstrap)
+    found = find_providers(query, source=args.source, bootstrap=bootstrap)
     if not found:
         raise NoSourceError(
             f"no provider of {args.channel}/{args.arch} found within {args.discover_timeout:g} s"

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
-from .discover import parse_hostport
+from ._common import add_bootstrap_argument
 
 log = logging.getLogger("plasmd.dht")
 
@@ -45,14 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen", default="0.0.0.0", metavar="ADDR", help="address to bind (default 0.0.0.0)"
     )
-    parser.add_argument(
-        "--bootstrap",
-        action="append",
-        default=[],
-        type=parse_hostport,
-        metavar="HOST:PORT",
-        help="a node of the network to join; repeatable",
-    )
+    add_bootstrap_argument(parser, "a node of the network to join; repeatable")
     parser.add_argument(
         "--state", metavar="FILE", help="load/save the routing state (node id, neighbours) here"
     )

@@ -16,42 +16,17 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 
-from ..errors import UsageError
+from ..hostport import (  # noqa: F401 - re-exported for callers of this module
+    MAX_BOOTSTRAP,
+    bootstrap_from_cmdline,
+    parse_bootstrap_list,
+)
 from ..timefmt import format_utc
 from .model import Candidate, Query
 
 log = logging.getLogger(__name__)
 
-CMDLINE_PARAM = "phase.bootstrap"
-MAX_BOOTSTRAP = 32
 BOOTSTRAP_SHARE = 0.6  # of the timeout; the lookup keeps the rest even if bootstrap stalls
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); UsageError otherwise."""
-    host, sep, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{text!r} is not HOST:PORT")
-    return host, int(port)
-
-
-def parse_bootstrap_list(text: str) -> list[tuple[str, int]]:
-    """Comma- or whitespace-separated ``host:port`` list (config files, kernel command line)."""
-    items = [item for item in text.replace(",", " ").split() if item]
-    if len(items) > MAX_BOOTSTRAP:
-        raise UsageError(f"at most {MAX_BOOTSTRAP} bootstrap nodes")
-    return [parse_hostport(item) for item in items]
-
-
-def bootstrap_from_cmdline(cmdline: str) -> list[tuple[str, int]]:
-    """Contacts from ``phase.bootstrap=host:port,...`` on a kernel command line (last one wins)."""
-    found: list[tuple[str, int]] = []
-    for word in cmdline.split():
-        name, sep, value = word.partition("=")
-        if sep and name == CMDLINE_PARAM:
-            found = parse_bootstrap_list(value)
-    return found
 
 
 def _listen_host(bootstrap: Sequence[tuple[str, int]]) -> str:

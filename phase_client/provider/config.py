@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..hostport import parse_host_port
 from ..manifest import check_arch, check_channel
 
 DEFAULT_PORT = 8080
@@ -119,21 +120,6 @@ def default_state_dir(env: Mapping[str, str] | None = None, uid: int | None = No
         Path(env.get("HOME", "~")).expanduser() / ".local/state"
     )
     return Path(base) / "plasmd"
-
-
-def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port)."""
-    value = text.strip()
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-        ok = bool(sep and host and port_text)
-    else:
-        host, sep, port_text = value.rpartition(":")
-        ok = bool(sep and host and ":" not in host)
-    if not ok or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"invalid {what} {text!r} (want HOST:PORT)")
-    return host, int(port_text)
 
 
 def _typed(table: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> dict[str, Any]:
