@@ -29,7 +29,7 @@ command -v qemu-system-x86_64 >/dev/null || missing+=("qemu-system-x86_64 (apt-g
 command -v ip >/dev/null || missing+=("ip (apt-get install iproute2)")
 /bin/busybox udhcpd --help >/dev/null 2>&1 || missing+=("busybox udhcpd (apt-get install busybox-static)")
 command -v kexec >/dev/null || missing+=("kexec (apt-get install kexec-tools)")
-[ -x "$PY" ] || missing+=("the Python venv $PY (make venv)")
+command -v "$PY" >/dev/null || missing+=("the Python venv $PY (make venv)")
 if [ ${#missing[@]} -gt 0 ]; then
     printf 'demo: cannot run, missing:\n' >&2
     printf '  - %s\n' "${missing[@]}" >&2
@@ -135,7 +135,7 @@ step "Boot: QEMU (TCG) on $TAP, no provider on the command line; serial console 
 ip netns exec "$HUB" timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m 1024 \
     -smp 1 -display none -no-reboot -monitor none -serial "file:$work/serial.log" \
     -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
-    -append "console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5" \
+    -append "console=ttyS0 quiet panic=-1 phase.arch=x86_64 phase.timeout=5" \
     -netdev "tap,id=lan,ifname=$TAP,script=no,downscript=no" \
     -device virtio-net-pci,netdev=lan </dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
