@@ -28,14 +28,18 @@ from pathlib import Path
 
 import pytest
 
+from . import test_e2e_qemu
 from .conftest import REPO
 from .netns import Lan, Node
 from .test_e2e_qemu import BOOT_DEADLINE, sh, terminate, wait_for
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
 
+# The e2e's module fixture: kernel, a fresh key, stage 1 trusting only it, stage 2 (pytest builds
+# them once for this module too).
+images = test_e2e_qemu.images
+
 SCRIPTS = REPO / "scripts"
-KERNEL_DIR = REPO / "build" / "boot" / "kernel"
 # console=ttyS0 is also on stage 1's command line: kexec-boot must not carry it over twice.
 STAGE2_CMDLINE = "console=ttyS0 quiet phase.stage2=yes marker=lan-51c9"
 HTTP_PORT = 8080
@@ -44,39 +48,17 @@ START_TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Built once for the module: kernel, a fresh key, stage 1 trusting only it, stage 2."""
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.fail("qemu-system-x86_64 missing: run scripts/install-deps (qemu-system-x86)")
-    work = tmp_path_factory.mktemp("boot-lan")
-    sh(str(SCRIPTS / "fetch-kernel.sh"), str(KERNEL_DIR))
-    version = (KERNEL_DIR / "version").read_text().strip()
-    key = work / "release.key"
-    sh(sys.executable, "-m", "phase_client", "plasmd", "keygen", "--out", str(key))
-    keys = work / "keys"
-    keys.mkdir()
-    shutil.copy(f"{key}.pub", keys / "release.pub")
-    pyz = work / "phase.pyz"
-    sh(sys.executable, str(SCRIPTS / "build-zipapp.py"), "--output", str(pyz))
-    stage1 = work / "initramfs.cpio.gz"
-    sh(
-        str(SCRIPTS / "build-initramfs.sh"),
-        *("--modules", str(KERNEL_DIR / "modules" / version)),
-        *("--zipapp", str(pyz), "--keys", str(keys), "--output", str(stage1)),
-    )
-    stage2 = work / "stage2.cpio.gz"
-    sh(str(SCRIPTS / "build-initramfs.sh"), "--stage2", "--output", str(stage2))
-    art = work / "artifacts" / "stable" / "x86_64"
-    art.mkdir(parents=True)
-    shutil.copy(KERNEL_DIR / "vmlinuz", art / "vmlinuz")
-    shutil.copy(stage2, art / "initramfs.img")
-    (art / "cmdline").write_text(STAGE2_CMDLINE + "\n")
-    return {
-        "kernel": KERNEL_DIR / "vmlinuz",
-        "stage1": stage1,
-        "key": key,
-        "art": art.parent.parent,
-    }
+def lan_images(
+    images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The e2e's images plus the providers' artifacts: stage 2 with this module's cmdline."""
+    art = tmp_path_factory.mktemp("boot-lan-artifacts")
+    combo = art / "stable" / "x86_64"
+    combo.mkdir(parents=True)
+    shutil.copy(images["kernel"], combo / "vmlinuz")
+    shutil.copy(images["stage2"], combo / "initramfs.img")
+    (combo / "cmdline").write_text(STAGE2_CMDLINE + "\n")
+    return {**images, "art": art}
 
 
 @dataclass
@@ -121,15 +103,15 @@ class BootLan:
         log = (self.work / "udhcpd.log").open("wb")
         self.router.popen(["busybox", "udhcpd", "-f", str(conf)], stdout=log, stderr=log)
 
-    def provider(self, name: str, images: dict[str, Path], *extra: str) -> Provider:
+    def provider(self, name: str, built: dict[str, Path], *extra: str) -> Provider:
         """``plasmd serve`` (mDNS + DHT unless ``extra`` says otherwise) on a new node."""
         node = self.lan.add_node(name)
         log = self.work / f"{name}.log"
         with log.open("wb") as out:
             proc = node.popen(
                 node.python(
-                    *("plasmd", "serve", "--artifacts", str(images["art"])),
-                    *("--port", str(HTTP_PORT), "--key", str(images["key"])),
+                    *("plasmd", "serve", "--artifacts", str(built["art"])),
+                    *("--port", str(HTTP_PORT), "--key", str(built["key"])),
                     *("--state-dir", str(self.work / f"{name}-state"), "--name", name),
                     *("--dht-port", str(DHT_PORT), *extra),
                 ),
@@ -148,7 +130,7 @@ class BootLan:
             assert re.search(pattern, text) and proc.poll() is None, text
         return Provider(node, proc, log)
 
-    def boot(self, images: dict[str, Path], serial: Path, phase_args: str = "") -> None:
+    def boot(self, built: dict[str, Path], serial: Path, phase_args: str = "") -> None:
         """QEMU in the hub namespace, its NIC a tap on the LAN bridge; serial console to file."""
         hub, bridge = self.lan.hub, self.lan.segments[0].bridge
         sh("ip", "-n", hub, "tuntap", "add", "dev", self.tap, "mode", "tap")
@@ -160,7 +142,7 @@ class BootLan:
                     *("ip", "netns", "exec", hub, "qemu-system-x86_64", "-accel", "tcg"),
                     *("-cpu", "max", "-m", "1024", "-smp", "1", "-display", "none"),
                     *("-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
-                    *("-kernel", str(images["kernel"]), "-initrd", str(images["stage1"])),
+                    *("-kernel", str(built["kernel"]), "-initrd", str(built["stage1"])),
                     *("-append", cmdline.strip()),
                     *("-netdev", f"tap,id=lan,ifname={self.tap},script=no,downscript=no"),
                     *("-device", "virtio-net-pci,netdev=lan"),
@@ -215,24 +197,24 @@ def assert_booted(log: str) -> None:
 
 
 def test_vm_finds_the_provider_by_mdns_and_boots(
-    lan: BootLan, images: dict[str, Path], tmp_path: Path
+    lan: BootLan, lan_images: dict[str, Path], tmp_path: Path
 ) -> None:
-    provider = lan.provider("prov1", images)
+    provider = lan.provider("prov1", lan_images)
     serial = tmp_path / "serial.log"
-    lan.boot(images, serial)
+    lan.boot(lan_images, serial)
     log = wait_for_stage2(lan, serial)
     assert_booted(log)
     assert f"phase: fetching {provider.manifest_url}" in log, log
 
 
 def test_first_provider_killed_after_discovery_the_vm_boots_from_the_second(
-    lan: BootLan, images: dict[str, Path], tmp_path: Path
+    lan: BootLan, lan_images: dict[str, Path], tmp_path: Path
 ) -> None:
-    prov1 = lan.provider("prov1", images)
+    prov1 = lan.provider("prov1", lan_images)
     assert prov1.node.address is not None
-    prov2 = lan.provider("prov2", images, "--bootstrap", f"{prov1.node.address}:{DHT_PORT}")
+    prov2 = lan.provider("prov2", lan_images, "--bootstrap", f"{prov1.node.address}:{DHT_PORT}")
     serial = tmp_path / "serial.log"
-    lan.boot(images, serial)
+    lan.boot(lan_images, serial)
     assert lan.qemu is not None
     # The init prints every URL discovery found, best first, just before phase-fetch starts.
     log = wait_for(serial, r"phase: fetching .*\n", lan.qemu, time.monotonic() + BOOT_DEADLINE)
@@ -250,14 +232,14 @@ def test_first_provider_killed_after_discovery_the_vm_boots_from_the_second(
 
 
 def test_no_mdns_only_a_dht_bootstrap_the_vm_boots_via_the_dht(
-    lan: BootLan, images: dict[str, Path], tmp_path: Path
+    lan: BootLan, lan_images: dict[str, Path], tmp_path: Path
 ) -> None:
-    prov1 = lan.provider("prov1", images, "--no-mdns")
+    prov1 = lan.provider("prov1", lan_images, "--no-mdns")
     assert prov1.node.address is not None
     bootstrap = f"{prov1.node.address}:{DHT_PORT}"
-    lan.provider("prov2", images, "--no-mdns", "--bootstrap", bootstrap)
+    lan.provider("prov2", lan_images, "--no-mdns", "--bootstrap", bootstrap)
     serial = tmp_path / "serial.log"
-    lan.boot(images, serial, f"phase.bootstrap={bootstrap}")
+    lan.boot(lan_images, serial, f"phase.bootstrap={bootstrap}")
     log = wait_for_stage2(lan, serial)
     assert_booted(log)
     assert f"phase.bootstrap={bootstrap}" in log.split("PHASE-STAGE2-CMDLINE")[1], log
