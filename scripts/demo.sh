@@ -116,7 +116,9 @@ ip netns exec "$ROUTER" /bin/busybox udhcpd -f "$work/udhcpd.conf" >"$work/udhcp
 pids+=($!)
 
 step "Provider: plasmd serve on $net.2:8080 (mDNS + DHT), signing with the demo key"
-ip netns exec "$PROVIDER" "$PY" -m phase_client plasmd serve \
+# Its own UTS namespace: the provider's host name (mDNS: demo-provider.local.) is not ours.
+ip netns exec "$PROVIDER" unshare --uts sh -c 'hostname demo-provider && exec "$@"' sh \
+    "$PY" -m phase_client plasmd serve \
     --artifacts "$work/artifacts" --port 8080 --key "$work/release.key" \
     --state-dir "$work/provider-state" --name demo-provider --dht-port 4001 \
     >"$work/provider.log" 2>&1 &

@@ -204,6 +204,7 @@ def test_vm_finds_the_provider_by_mdns_and_boots(
     lan.boot(lan_images, serial)
     log = wait_for_stage2(lan, serial)
     assert_booted(log)
+    assert f"phase: discovered {provider.manifest_url} via mdns (version " in log, log
     assert f"phase: fetching {provider.manifest_url}" in log, log
 
 
@@ -237,11 +238,14 @@ def test_no_mdns_only_a_dht_bootstrap_the_vm_boots_via_the_dht(
     prov1 = lan.provider("prov1", lan_images, "--no-mdns")
     assert prov1.node.address is not None
     bootstrap = f"{prov1.node.address}:{DHT_PORT}"
-    lan.provider("prov2", lan_images, "--no-mdns", "--bootstrap", bootstrap)
+    prov2 = lan.provider("prov2", lan_images, "--no-mdns", "--bootstrap", bootstrap)
     serial = tmp_path / "serial.log"
     lan.boot(lan_images, serial, f"phase.bootstrap={bootstrap}")
     log = wait_for_stage2(lan, serial)
     assert_booted(log)
+    for provider in (prov1, prov2):
+        assert f"phase: discovered {provider.manifest_url} via dht" in log, log
+    assert "via mdns" not in log, log
     assert f"phase.bootstrap={bootstrap}" in log.split("PHASE-STAGE2-CMDLINE")[1], log
 
 
@@ -260,6 +264,7 @@ def test_make_demo_boots_to_the_stage2_marker() -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "phase: network up: eth0" in out, out
+    assert re.search(r"phase: discovered http://\S+ via mdns \(version ", out), out
     assert re.search(r"phase: fetching http://\S+/stable/x86_64/manifest\.json", out), out
     assert "kexec-boot: kernel loaded; kexec -e" in out, out
     assert "PHASE-STAGE2-OK" in out, out
