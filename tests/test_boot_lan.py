@@ -292,3 +292,43 @@ def test_demo_without_root_says_what_is_missing() -> None:
     assert result.stderr.startswith("demo: cannot run, missing:\n"), result.stderr
     assert "  - root (network namespaces and a tap device): run it with sudo" in result.stderr
     assert "==>" not in result.stdout, result.stdout
+
+
+def test_demo_ctrl_c_cleans_up_everything() -> None:
+    """Ctrl-C (SIGINT to the demo's process group, as a terminal sends it) while the VM boots:
+    ``demo: interrupted``, exit 130, and its namespaces, processes and temp dir are gone."""
+    demo = subprocess.Popen(
+        [str(SCRIPTS / "demo.sh")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PY": sys.executable},
+        start_new_session=True,
+        # A terminal's Ctrl-C reaches a shell whose SIGINT is not ignored, whatever ours is.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert demo.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + BOOT_DEADLINE
+    for line in demo.stdout:  # bounded: the demo ends by itself within its boot timeout
+        lines.append(line)
+        if "phase: network up" in line or time.monotonic() > deadline:
+            break
+    os.killpg(demo.pid, signal.SIGINT)
+    rest, _ = demo.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert demo.returncode == 130, out
+    assert "demo: interrupted" in out and "PHASE-STAGE2-OK" not in out, out
+    work = re.search(r"(/\S+/phase-demo\.\w+)/initramfs\.cpio\.gz", out)
+    prefix = re.search(r"namespaces (phase-demo-[0-9a-f]+)-", out)
+    assert work is not None and prefix is not None, out
+    assert not os.path.exists(work.group(1)), "temp dir left behind"
+    left = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    assert not [name for name in left if name.startswith(prefix.group(1))], left
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes()
+        except OSError:
+            continue  # the process ended while we looked
+        assert work.group(1).encode() not in argv, argv
