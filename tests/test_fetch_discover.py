@@ -70,6 +70,24 @@ def test_fetch_discover_through_the_dht(tmp_path: Path) -> None:
         assert (out / "kernel").read_bytes() == contents["stable/x86_64"]
         assert json.loads((out / "manifest.json").read_text())["arch"] == "x86_64"
         assert b"discovered http://127.0.0.1:" in result.stderr
+        listed = run_tool(
+            "discover",
+            "--source",
+            "dht",
+            "--bootstrap",
+            f"127.0.0.1:{dht_port}",
+            "--arch",
+            "x86_64",
+            "--list",
+            "--quiet",
+        )
+        assert listed.returncode == 0, listed.stderr.decode()
+        url, source, version, rtt, name = listed.stdout.decode().splitlines()[0].split("\t")
+        assert url == f"{server.url}/stable/x86_64/manifest.json"
+        manifest_version = json.loads((out / "manifest.json").read_text())["version"]
+        assert (source, version) == ("dht", manifest_version)
+        assert name and name != "-"  # the provider's name from its signed DHT record
+        assert rtt.endswith("ms")
         # Discovery pins the pair: a provider offering only another arch is not booted.
         wrong = run_tool(
             "fetch",

@@ -377,6 +377,23 @@ def test_5_4_kill_9_provider_1_then_provider_2_answers_and_fetch_falls_back(worl
     assert result.returncode == 0, describe(result)
     assert_fetched(output, world.files)
     assert bytes_served(world.prov2, client) - before >= KERNEL_SIZE + INITRAMFS_SIZE
+    assert f"WARN skipping manifest {world.prov1.manifest_url}" in result.stderr, result.stderr
+
+    # phase-fetch --discover on its own: mDNS and the DHT (through provider 2) lead to provider 2.
+    output = world.tmp / "out-discover"
+    result = client.run(
+        client.python(
+            "fetch",
+            "--discover",
+            "--bootstrap",
+            f"{world.prov2.node.address}:{DHT_PORT}",
+            *("--channel", "stable", "--arch", "arm64", "--output", str(output)),
+            *("--key", str(world.public_key), "--quiet"),
+        ),
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert result.returncode == 0, describe(result)
+    assert_fetched(output, world.files)
 
 
 def test_5_4_dht_only_lookup_skips_the_dead_providers_stale_record(world: World) -> None:

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="collect for the whole timeout and list every provider",
     )
     parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print every provider found, one line each as --all does, but return as soon as "
+        "an answer is in (the boot's choice: quick, with fallbacks)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="seconds to search (default 5)"
     )
     parser.add_argument(
@@ -103,7 +109,7 @@ def handle(args: argparse.Namespace) -> int:
         )
     if args.json:
         print_json([c.to_json() for c in found])
-    elif args.want_all:
+    elif args.want_all or args.list:
         for c in found:
             rtt = f"{c.rtt_ms:.1f}ms" if c.rtt_ms is not None else "-"
             sys.stdout.write(f"{c.url}\t{c.source}\t{c.version or '-'}\t{rtt}\t{c.name or '-'}\n")

@@ -140,6 +140,8 @@ def choose_manifest(
     for location, result in zip(locations, results, strict=True):
         if isinstance(result, Unreachable):
             unreachable.append(str(result))
+            if len(locations) > 1:  # fallback happens: say which provider was skipped, and why
+                log.warning("skipping manifest %s", result)
             continue
         if isinstance(result, BaseException):
             first_error = first_error or _located(result, location)
