@@ -358,3 +358,25 @@ def test_ipv6_loopback_network_and_discover_dht() -> None:
             assert [(c.url, c.host, c.port, c.name) for c in found] == [(url, "::1", 8080, "v6")]
 
     run(scenario())
+
+
+def test_a_publisher_keeps_its_own_records_when_the_other_holders_die() -> None:
+    """Two nodes: the k closest to a key may be only the other one. Whether or not this node
+    is closest, its own records must outlive the other node (8 keys: a regression fails at
+    least one of them with probability 255/256)."""
+    identity = SigningKey.generate()
+    keys = [f"/phase/ch{i}/arm64/manifest" for i in range(8)]
+
+    async def scenario() -> None:
+        async with SimNetwork(2) as net:
+            publisher = net.nodes[1]
+            for key in keys:
+                record = records.make_record(identity, key, URL1, "p", "1", now=int(time.time()))
+                await publisher.set(key, record)
+            net.kill(0)
+            client = await net.join([publisher.address])
+            for key in keys:
+                found = await client.get(key, timeout=10)
+                assert [r.url for r in found] == [URL1], key
+
+    run(scenario())
