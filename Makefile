@@ -23,7 +23,7 @@ venv: $(VENV)/.installed
 test: deps venv
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-# Fast pure-logic tests only.
+# Everything but the namespace (root), QEMU and slow tests.
 test-unit: venv
 	$(VPY) -m pytest -q -m "not netns and not qemu and not slow" $(PYTEST_ARGS)
 
