@@ -1,8 +1,10 @@
-"""Atomic file output: temp file in the same directory + fsync + rename + fsync(dir)."""
+"""File helpers: atomic output (temp file in the same directory + fsync + rename + fsync(dir))
+and one-pass SHA-256 of a file."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -32,3 +34,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
             os.unlink(tmp)
         raise
     fsync_dir(target.parent)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """(hex digest, size) of a file, read once in large blocks."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256")
+        size = handle.tell()
+    return digest.hexdigest(), size

@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -98,9 +98,11 @@ class Manifest:
     artifacts: Mapping[str, Artifact]
     signatures: tuple[Signature, ...]
     document: Mapping[str, Any]  # the whole parsed object, signatures included
+    # Canonicalised once, from the parsed object (never the file's own bytes).
+    signed: bytes = field(repr=False, compare=False)
 
     def signed_bytes(self) -> bytes:
-        return signed_bytes_of(dict(self.document))
+        return self.signed
 
     @property
     def combination(self) -> str:
@@ -230,7 +232,7 @@ def manifest_from_document(document: Any) -> Manifest:
         raise ManifestError("artifact 'kernel' is required")
     signatures = _parse_signatures(document.get("signatures", []))
     # Canonicalisation must succeed, or the document could never be signed or verified.
-    signed_bytes_of(document)
+    signed = signed_bytes_of(document)
     return Manifest(
         version=version,
         sequence=sequence,
@@ -242,6 +244,7 @@ def manifest_from_document(document: Any) -> Manifest:
         artifacts=MappingProxyType(dict(sorted(artifacts.items()))),
         signatures=signatures,
         document=MappingProxyType(document),
+        signed=signed,
     )
 
 

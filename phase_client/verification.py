@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from .buildinfo import BUILD_TIME
 from .errors import PhaseError
@@ -17,11 +18,13 @@ from .state import StateStore
 from .timefmt import parse_utc
 from .trust import TrustPolicy, VerifiedManifest, effective_now, verify
 
+T = TypeVar("T")
 
-def argtype(check: Callable[[str], str]) -> Callable[[str], str]:
+
+def argtype(check: Callable[[str], T]) -> Callable[[str], T]:
     """Wrap a validator raising PhaseError as an argparse ``type`` (usage error, exit 2)."""
 
-    def convert(value: str) -> str:
+    def convert(value: str) -> T:
         try:
             return check(value)
         except PhaseError as exc:

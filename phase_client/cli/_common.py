@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import PhaseError
 from ..hostport import bootstrap_from_proc, parse_host_port
+from ..verification import argtype
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -35,20 +36,12 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def parse_hostport(value: str) -> tuple[str, int]:
-    """argparse ``type`` for ``HOST:PORT`` / ``[v6]:PORT``."""
-    try:
-        return parse_host_port(value)
-    except PhaseError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 def add_bootstrap_argument(parser: argparse.ArgumentParser | Any, help_text: str) -> None:
     parser.add_argument(
         "--bootstrap",
         action="append",
         default=[],
-        type=parse_hostport,
+        type=argtype(parse_host_port),
         metavar="HOST:PORT",
         help=help_text,
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 
 from ..errors import IntegrityError, ManifestError, PhaseError, UsageError
+from ..fsutil import sha256_file
 from ..manifest import MAX_MANIFEST_BYTES, Manifest
 from ..verification import (
     add_trust_arguments,
@@ -65,18 +65,15 @@ def check_dir(manifest: Manifest, directory: str) -> None:
     """Raise IntegrityError unless DIR holds exactly the artifacts the manifest describes."""
     for name, artifact in sorted(manifest.artifacts.items()):
         path = os.path.join(directory, name)
-        digest = hashlib.sha256()
-        size = 0
         try:
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
+            # Size first: a file of the wrong size is refused without hashing it.
+            size = os.stat(path).st_size
+            if size != artifact.size:
+                raise IntegrityError(f"{path}: size {size}, the manifest says {artifact.size}")
+            digest, _ = sha256_file(path)
         except OSError as exc:
             raise IntegrityError(f"{path}: {exc.strerror or exc}") from exc
-        if size != artifact.size:
-            raise IntegrityError(f"{path}: size {size}, the manifest says {artifact.size}")
-        if digest.hexdigest() != artifact.sha256:
+        if digest != artifact.sha256:
             raise IntegrityError(f"{path}: sha256 differs from the manifest")
     cmdline_path = os.path.join(directory, "cmdline")
     if os.path.exists(cmdline_path):

@@ -12,8 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from ..fsutil import atomic_write
-from .signer import sha256_file
+from ..fsutil import atomic_write, sha256_file
 
 log = logging.getLogger("plasmd")
 

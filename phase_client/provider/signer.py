@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError, UsageError
+from ..fsutil import sha256_file
 from ..keys import SigningKey
 from ..manifest import ARTIFACT_FILES, build_document, parse_manifest, sign_document
 
 DAY = 86400
-
-
-def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """(hex digest, size) of a file, read once in large blocks."""
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256")
-        size = handle.tell()
-    return digest.hexdigest(), size
 
 
 def next_sequence(previous: int | None, now: float | None = None) -> int:
