@@ -14,10 +14,19 @@ from typing import Any
 from .errors import ManifestError
 
 MAX_DEPTH = 32
+MAX_INT_DIGITS = 20  # 2**64 has 20 digits
 
 
 def _refuse_float(text: str) -> Any:
     raise ManifestError(f"floating-point number {text!r} is not allowed")
+
+
+def _bounded_int(text: str) -> int:
+    # A manifest's integers fit 64 bits; refusing long digit runs up front also keeps int()
+    # from raising its own ValueError past 4300 digits (CVE-2020-10735's limit).
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ManifestError(f"integer of {len(text)} characters is too long")
+    return int(text)
 
 
 def _refuse_constant(text: str) -> Any:
@@ -81,6 +90,7 @@ def loads_strict(data: bytes) -> Any:
         value = json.loads(
             text,
             parse_float=_refuse_float,
+            parse_int=_bounded_int,
             parse_constant=_refuse_constant,
             object_pairs_hook=_no_duplicates,
         )
@@ -90,5 +100,7 @@ def loads_strict(data: bytes) -> Any:
         ) from exc
     except RecursionError as exc:
         raise ManifestError("JSON nested too deeply") from exc
+    except ValueError as exc:  # anything else json or int() refuses is still malformed input
+        raise ManifestError(f"not valid JSON: {exc}") from exc
     check_types(value)
     return value

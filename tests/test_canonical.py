@@ -47,8 +47,20 @@ def test_garbage_is_a_manifest_error(data: bytes) -> None:
         loads_strict(data)
 
 
+@pytest.mark.parametrize("digits", [21, 4301, 100_000])
+def test_huge_integers_are_a_manifest_error_not_a_crash(digits: int) -> None:
+    # int() itself raises ValueError past 4300 digits: that must stay the document's failure.
+    for text in (b"9" * digits, b"-" + b"9" * digits):
+        with pytest.raises(ManifestError, match="too long"):
+            loads_strict(b'{"sequence": ' + text + b"}")
+
+
+def test_largest_64_bit_integers_parse() -> None:
+    assert loads_strict(b"[18446744073709551615, -9223372036854775808]") == [2**64 - 1, -(2**63)]
+
+
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),
