@@ -19,7 +19,11 @@ def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
     else:
         host, sep, port_text = value.rpartition(":")
         ok = bool(sep and host and ":" not in host)
-    if not ok or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if (
+        not ok
+        or not (port_text.isascii() and port_text.isdigit())
+        or not 0 < int(port_text) < 65536
+    ):
         raise UsageError(f"invalid {what} {text!r} (want HOST:PORT)")
     return host, int(port_text)
 

@@ -22,8 +22,8 @@ from .errors import KeyFormatError
 
 PUBLIC_PREFIX = "ed25519:"
 SEED_PREFIX = "ed25519-seed:"
-KEYID_RE = re.compile(r"^ed25519:[0-9a-f]{64}$")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+KEYID_RE = re.compile(r"^ed25519:[0-9a-f]{64}\Z")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
 MAX_KEY_FILE = 4096
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"

@@ -27,13 +27,13 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_SEQUENCE = 2**63 - 1
 MAX_SIZE = 2**63 - 1
 
-ARTIFACT_NAME_RE = re.compile(r"^[a-z0-9_-]+$")
-CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ARTIFACT_NAME_RE = re.compile(r"^[a-z0-9_-]+\Z")
+CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 ARCH_RE = CHANNEL_RE
-HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # A relative URL path: safe segments only, so a path never escapes the manifest's base.
-PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
-MIRROR_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s#]*)?$")
+PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+\Z")
+MIRROR_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s#]*)?\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}

@@ -28,7 +28,7 @@ MAX_INSTANCE_LABEL = 63
 MAX_BASE_LABEL = MAX_INSTANCE_LABEL - 3
 REQUIRED_KEYS = ("txtvers", "channel", "arch", "manifest")
 
-_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+\Z")  # visible ASCII, no spaces
 _HOST_LABEL_BAD = re.compile(r"[^A-Za-z0-9-]+")
 
 

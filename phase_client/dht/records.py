@@ -30,7 +30,7 @@ from ..manifest import MIRROR_URL_RE
 from ..timefmt import format_utc, parse_utc
 
 RECORD_DOMAIN = b"phase-provider-record-v1\n"
-KEY_RE = re.compile(r"^/phase/([a-z0-9][a-z0-9_-]{0,62})/([a-z0-9][a-z0-9_-]{0,62})/manifest$")
+KEY_RE = re.compile(r"^/phase/([a-z0-9][a-z0-9_-]{0,62})/([a-z0-9][a-z0-9_-]{0,62})/manifest\Z")
 FIELDS = frozenset(
     {
         "key",

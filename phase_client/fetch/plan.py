@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 # "bytes 0-99/1000" or "bytes 0-99/*" (RFC 9110 section 14.4).
-_CONTENT_RANGE_RE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)$")
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)\Z", re.ASCII)
 
 
 class RangeReplyError(ValueError):

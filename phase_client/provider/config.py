@@ -140,7 +140,7 @@ def _string_list(value: list[Any], what: str) -> list[str]:
     return list(value)
 
 
-_TABLE_RE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\s-]+?)\s*\]\s*(#.*)?$")
+_TABLE_RE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\s-]+?)\s*\]\s*(#.*)?\Z")
 _CHANNELS_KEY_RE = re.compile(r"^(\s*)channels(\s*=)")
 CHANNEL_LIST_KEY = "channel_list"
 

@@ -10,7 +10,7 @@ import email.utils
 import re
 from dataclasses import dataclass
 
-_SPEC_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_SPEC_RE = re.compile(r"^\s*(\d{0,19})\s*-\s*(\d{0,19})\s*\Z", re.ASCII)
 
 
 @dataclass(frozen=True)
