@@ -4,8 +4,10 @@ and one-pass SHA-256 of a file."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -34,6 +36,23 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
             os.unlink(tmp)
         raise
     fsync_dir(target.parent)
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file. Opened non-blocking and checked with fstat, so
+    a FIFO or device planted where a file was expected fails at once instead of hanging."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks: list[bytes] = []
+        got = 0
+        while got < limit and (chunk := os.read(fd, min(limit - got, 1 << 20))):
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import PhaseError
 from ..manifest import Artifact
+from .deadline import HeaderDeadlineError, pool_classes
 from .pipeline import HashWritePipeline, PrefixHasher, RangeWriter, Sink, WriteError
 from .plan import (
     ByteRange,
@@ -128,6 +129,8 @@ class Http:
             timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
             headers={"User-Agent": "phase-fetch/1", "Accept-Encoding": "identity"},
         )
+        # Per-recv timeouts let a server drip headers forever: one deadline per request.
+        self.pool.pool_classes_by_scheme = pool_classes(urllib3, settings.read_timeout)
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> Any:
         """A streaming response; connection errors raise ``OSError``-like urllib3 errors."""
@@ -142,6 +145,8 @@ class Http:
 def describe_error(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     inner = reason if isinstance(reason, BaseException) else exc
+    if isinstance(inner.__cause__, HeaderDeadlineError):  # clearer than urllib3's "read timeout"
+        return str(inner.__cause__)
     text = str(inner)
     # urllib3 prefixes the connection object's repr; the errno text is what a user needs.
     for marker in ("): ", ">: "):

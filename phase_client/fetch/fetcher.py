@@ -8,17 +8,18 @@ every part file of the run is removed, so a final file exists only if it was ver
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, ManifestError, NoSourceError, PhaseError, UsageError
-from ..fsutil import atomic_write, fsync_dir
+from ..fsutil import atomic_write, fsync_dir, read_regular_file
 from ..manifest import MAX_MANIFEST_BYTES, Artifact, dump_document, parse_manifest
 from ..state import StateStore
 from ..trust import TrustPolicy, VerifiedManifest, content_digest
@@ -77,8 +78,7 @@ def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) ->
     """
     if not is_url(location):
         try:
-            with open(location, "rb") as handle:
-                data = handle.read(MAX_MANIFEST_BYTES + 1)
+            data = read_regular_file(location, MAX_MANIFEST_BYTES + 1)
         except OSError as exc:
             raise Unreachable(f"cannot read {location}: {exc.strerror or exc}") from exc
     else:
@@ -92,7 +92,12 @@ def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) ->
             if response.status != 200:
                 raise Unreachable(f"{location}: HTTP {response.status}")
             length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
+            if (
+                length is not None
+                and length.isascii()
+                and length.isdigit()
+                and int(length) > MAX_MANIFEST_BYTES
+            ):
                 raise ManifestError(f"{location}: manifest is {length} bytes, over the 1 MiB limit")
             parts: list[bytes] = []
             got = 0
@@ -115,61 +120,103 @@ def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) ->
     return data
 
 
+ALTERNATIVE_GRACE = 0.5  # seconds the other alternatives get once one manifest has verified
+
+
 def choose_manifest(
     http: Http | None,
     locations: list[str],
     policy: TrustPolicy,
     state: StateStore | None,
     time_limit: float = 60.0,
+    grace: float = ALTERNATIVE_GRACE,
 ) -> ManifestChoice:
-    """The first location whose manifest verifies; the others that carry the same signed
-    content become extra artifact sources. All are fetched in parallel (bounded by timeouts)."""
+    """The earliest-listed location whose manifest verifies; the others that carry the same
+    signed content become extra artifact sources.
 
-    def load(location: str) -> bytes | BaseException:
+    All are fetched at once, each in a daemon thread bounded by its own deadlines. Once one has
+    verified, the others still out get ``grace`` seconds, then are left behind: a dripping or
+    dead alternative never holds the boot. Any failure to read, parse or verify a document is
+    that source's failure, never the run's.
+    """
+    answers: queue.SimpleQueue[tuple[int, bytes | BaseException]] = queue.SimpleQueue()
+
+    def load(index: int, location: str) -> None:
         try:
-            return read_manifest(http, location, time_limit)
-        except (Unreachable, PhaseError) as exc:
-            return exc
+            answers.put((index, read_manifest(http, location, time_limit)))
+        except BaseException as exc:  # reported by the main thread; a thread never raises
+            answers.put((index, exc))
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(locations))) as pool:
-        results = list(pool.map(load, locations))
+    for index, location in enumerate(locations):
+        threading.Thread(
+            target=load, args=(index, location), name=f"manifest-{index}", daemon=True
+        ).start()
+
+    results: dict[int, bytes | BaseException] = {}
+    verified: dict[int, VerifiedManifest] = {}
+    errors: dict[int, PhaseError] = {}
+    deadline: float | None = None
+    # Each reader is bounded by its own deadlines; this outer bound is only a backstop.
+    backstop = time.monotonic() + time_limit + 30
+    while len(results) < len(locations):
+        timeout = max(0.0, (deadline or backstop) - time.monotonic())
+        try:
+            index, result = answers.get(timeout=timeout)
+        except queue.Empty:
+            break
+        results[index] = result
+        # Verify what could still be chosen: anything listed before the best verified so far.
+        if isinstance(result, bytes) and index < min(verified, default=len(locations)):
+            try:
+                verified[index] = verify_bytes(result, policy, state)
+            except Exception as exc:
+                errors[index] = _as_phase_error(exc, locations[index])
+        if verified and deadline is None:
+            deadline = time.monotonic() + grace
+    for index in sorted(set(range(len(locations))) - set(results)):
+        log.warning("skipping manifest %s: no answer in time", locations[index])
 
     chosen: ManifestChoice | None = None
-    first_error: PhaseError | None = None
     unreachable: list[str] = []
-    for location, result in zip(locations, results, strict=True):
+    best = min(verified, default=None)
+    for index in sorted(results):
+        location, result = locations[index], results[index]
         if isinstance(result, Unreachable):
             unreachable.append(str(result))
             if len(locations) > 1:  # fallback happens: say which provider was skipped, and why
                 log.warning("skipping manifest %s", result)
-            continue
-        if isinstance(result, BaseException):
-            first_error = first_error or _located(result, location)
-            log.warning("manifest %s: %s", location, result)
-            continue
-        if chosen is None:
-            try:
-                verified = verify_bytes(result, policy, state)
-            except PhaseError as exc:
-                first_error = first_error or _located(exc, location)
-                log.warning("manifest %s: %s", location, exc)
-                continue
-            chosen = ManifestChoice(verified, location, [])
-        else:
-            try:
-                same = content_digest(parse_manifest(result)) == chosen.verified.digest
-            except PhaseError:
-                same = False
-            if same:
+        elif isinstance(result, BaseException):
+            errors[index] = _as_phase_error(result, location)
+        elif index == best:
+            chosen = ManifestChoice(verified[index], location, [])
+        elif chosen is not None:
+            if _same_content(result, chosen.verified.digest):
                 chosen.others.append(location)
             else:
                 log.info("manifest %s differs from the one chosen; not used as a source", location)
-    # Alternatives before the chosen one failed to verify; later ones were compared above.
+    for index, error in sorted(errors.items()):
+        log.warning("manifest %s: %s", locations[index], error)
     if chosen is not None:
         return chosen
-    if first_error is not None:
-        raise first_error
+    if errors:
+        raise errors[min(errors)]
     raise NoSourceError("no manifest reachable: " + "; ".join(unreachable))
+
+
+def _same_content(data: bytes, digest: str) -> bool:
+    try:
+        return content_digest(parse_manifest(data)) == digest
+    except Exception:  # an alternative that does not even parse is simply not the same
+        return False
+
+
+def _as_phase_error(exc: BaseException, location: str) -> PhaseError:
+    """One source's failure as the error a user sees, with the source named in it."""
+    if not isinstance(exc, PhaseError):
+        # A parser bug or a library error on hostile input: still only this source's failure.
+        log.debug("manifest %s", location, exc_info=exc)
+        return ManifestError(f"{location}: cannot read the manifest: {type(exc).__name__}")
+    return _located(exc, location)
 
 
 def _located(exc: BaseException, location: str) -> PhaseError:

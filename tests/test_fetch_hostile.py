@@ -1,0 +1,152 @@
+"""phase-fetch against hostile manifest sources: header drips, documents that break parsers,
+FIFOs where a file was expected. One bad alternative never costs the run, and never holds it.
+
+The bounds on elapsed time below are hang detectors (a request that never ends), far above what
+the runs need; they are not speed goals.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .fetch_servers import FileServer, publish, signed_manifest
+from .test_fetch_download import ARTS, KEY, run_fetch
+
+
+class HeaderDripServer:
+    """Accepts connections and sends a valid status line one byte every ``interval`` seconds,
+    forever: never a per-read timeout, never a complete response."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.connections = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/stable/x86_64/manifest.json"
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        line = b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * 100_000
+        with conn:
+            for byte in line:  # bounded: 100 kB at 5 bytes/s outlives any test
+                if self.stop.wait(self.interval):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def __enter__(self) -> HeaderDripServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def drip() -> Iterator[HeaderDripServer]:
+    with HeaderDripServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    with FileServer() as s:
+        yield s
+
+
+def test_header_drip_ends_at_the_request_deadline(
+    drip: HeaderDripServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    code, _, err = run_fetch(
+        capsys, "--manifest", drip.url, "--timeout", "1", "--output", str(tmp_path / "o")
+    )
+    elapsed = time.monotonic() - started
+    assert code == 3, err
+    assert "no response headers within 1s" in err
+    assert elapsed < 10, f"a header drip held the fetch for {elapsed:.1f}s"
+    assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
+
+
+def test_a_good_alternative_does_not_wait_for_a_drip(
+    drip: HeaderDripServer,
+    server: FileServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = publish(server, signed_manifest(KEY, ARTS), ARTS)
+    started = time.monotonic()
+    code, summary, err = run_fetch(
+        capsys,
+        *("--manifest", drip.url, "--manifest", good),
+        *("--timeout", "30", "--output", str(tmp_path / "o")),
+    )
+    elapsed = time.monotonic() - started
+    assert code == 0, err
+    assert summary["manifest"]["source"] == good
+    assert f"skipping manifest {drip.url}: no answer in time" in err
+    assert elapsed < 15, f"the verified manifest waited {elapsed:.1f}s for the drip"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"sequence": ' + b"9" * 5000 + b"}", id="5000-digit-integer"),
+        pytest.param(b"[" * 100_000, id="deep-nesting"),
+        pytest.param(b'{"a": "\\ud800"}', id="lone-surrogate"),
+        pytest.param(b"\xff" * 100, id="not-utf8"),
+    ],
+)
+def test_a_hostile_alternative_is_that_sources_failure_only(
+    body: bytes, server: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = server.add("/evil/manifest.json", body)
+    good = publish(server, signed_manifest(KEY, ARTS), ARTS)
+    code, summary, err = run_fetch(
+        capsys, "--manifest", hostile, "--manifest", good, "--output", str(tmp_path / "o")
+    )
+    assert code == 0, err
+    assert summary["manifest"]["source"] == good
+    assert f"manifest {hostile}:" in err
+    # Alone, the same document is a verification failure (exit 1) in one line, not a crash (70).
+    code, _, err = run_fetch(capsys, "--manifest", hostile, "--output", str(tmp_path / "p"))
+    assert code == 1, err
+    assert len(err.strip().splitlines()) <= 2 and "internal error" not in err
+
+
+def test_a_fifo_as_the_manifest_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "manifest.json"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    code, _, err = run_fetch(capsys, "--manifest", str(fifo), "--output", str(tmp_path / "o"))
+    assert code == 3, err
+    assert "not a regular file" in err
+    assert time.monotonic() - started < 10
