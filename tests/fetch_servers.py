@@ -309,3 +309,51 @@ def publish(
     for name, data in artifacts.items():
         server.add(prefix + document["artifacts"][name]["path"], data)
     return server.add(prefix + "manifest.json", dump_document(document))
+
+
+class HeaderDripServer:
+    """Accepts connections and sends a valid status line one byte every ``interval`` seconds,
+    forever: never a per-read timeout, never a complete response."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.connections = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/stable/x86_64/manifest.json"
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        line = b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * 100_000
+        with conn:
+            for byte in line:  # bounded: 100 kB at 5 bytes/s outlives any test
+                if self.stop.wait(self.interval):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def __enter__(self) -> HeaderDripServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.sock.close()
+        self.thread.join(timeout=5)

@@ -17,6 +17,8 @@ from phase_client.discovery.orchestrate import find_providers
 from phase_client.discovery.probe import probe_all
 from phase_client.discovery.rank import deduplicate, rank, version_key
 
+from .fetch_servers import HeaderDripServer
+
 
 def cand(url: str, source: str = "mdns", rtt: float | None = None, version: str = "1") -> Candidate:
     return Candidate(
@@ -103,6 +105,14 @@ def test_probe_drops_dead_and_wrong_and_measures_rtt(http_server: str) -> None:
     result = probe_all([alive, missing, gone], timeout=2.0)
     assert [c.url for c in result] == [alive.url]
     assert result[0].rtt_ms is not None and result[0].rtt_ms >= 0
+
+
+def test_probe_gives_up_on_a_header_drip_at_its_timeout() -> None:
+    with HeaderDripServer() as drip:
+        started = time.monotonic()
+        assert probe_all([cand(drip.url)], timeout=1.0) == []
+        elapsed = time.monotonic() - started
+    assert elapsed < 8, f"a header drip held the probe for {elapsed:.1f}s"  # hang detector
 
 
 def fake_source(found: list[Candidate], delay: float = 0.0):  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from ..httpdeadline import pool_classes
 from .model import Candidate
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ def probe_one(candidate: Candidate, timeout: float) -> Candidate | None:
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False, num_pools=1
     )
+    # A provider dripping its headers must not hold the probe past ``timeout``.
+    http.pool_classes_by_scheme = pool_classes(urllib3, timeout)
     started = time.monotonic()
     try:
         response = http.request("HEAD", candidate.url, redirect=False)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PhaseError
+from ..httpdeadline import HeaderDeadlineError, pool_classes
 from ..manifest import Artifact
-from .deadline import HeaderDeadlineError, pool_classes
 from .pipeline import HashWritePipeline, PrefixHasher, RangeWriter, Sink, WriteError
 from .plan import (
     ByteRange,
