@@ -13,14 +13,25 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import RollbackError, StateError
 from .fsutil import atomic_write
 from .timefmt import format_utc, parse_utc
-from .trust import AcceptedRecord, VerifiedManifest
+from .trust import AcceptedRecord, VerifiedManifest, check_rollback
 
 STATE_FILE = "accepted.json"
 LOCK_FILE = ".lock"
+
+
+def _record(entry: dict[str, Any]) -> AcceptedRecord:
+    floor = entry.get("floor")
+    return AcceptedRecord(
+        int(entry["sequence"]),
+        parse_utc(entry["created_at"]),
+        str(entry["digest"]),
+        None if floor is None else parse_utc(floor),
+    )
 
 
 class StateStore:
@@ -31,11 +42,12 @@ class StateStore:
     def path(self) -> Path:
         return self.directory / STATE_FILE
 
-    def _read(self) -> dict[str, dict]:
+    def _read(self) -> tuple[dict[str, dict[str, Any]], dict[str, AcceptedRecord]]:
+        """(the raw entries, the same as records); StateError when anything is off."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return {}, {}
         except OSError as exc:
             raise StateError(f"cannot read state {self.path}: {exc.strerror or exc}") from exc
         try:
@@ -43,17 +55,13 @@ class StateStore:
             accepted = document["accepted"]
             if document.get("format") != 1 or not isinstance(accepted, dict):
                 raise ValueError
-            for entry in accepted.values():
-                int(entry["sequence"]), parse_utc(entry["created_at"]), str(entry["digest"])
-        except (ValueError, KeyError, TypeError) as exc:
+            records = {combo: _record(entry) for combo, entry in accepted.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StateError(f"state file {self.path} is corrupt; refusing to guess") from exc
-        return accepted
+        return accepted, records
 
     def records(self) -> dict[str, AcceptedRecord]:
-        return {
-            combo: AcceptedRecord(int(e["sequence"]), parse_utc(e["created_at"]), e["digest"])
-            for combo, e in self._read().items()
-        }
+        return self._read()[1]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -73,16 +81,15 @@ class StateStore:
         manifest = verified.manifest
         combo = manifest.combination
         with self._locked():
-            accepted = self._read()
-            old = accepted.get(combo)
-            if old is not None and (
-                manifest.sequence < int(old["sequence"])
-                or (manifest.sequence == int(old["sequence"]) and verified.digest != old["digest"])
-            ):
-                raise RollbackError(f"a newer manifest for {combo} was accepted meanwhile")
+            accepted, records = self._read()
+            try:  # the same rollback rule as the verification, now under the lock
+                check_rollback(manifest, verified.digest, records.get(combo))
+            except RollbackError as exc:
+                raise RollbackError(f"a newer manifest for {combo} was accepted meanwhile") from exc
             accepted[combo] = {
                 "sequence": manifest.sequence,
                 "created_at": format_utc(manifest.created_at),
+                "floor": format_utc(verified.clock_floor),
                 "digest": verified.digest,
                 "version": manifest.version,
             }

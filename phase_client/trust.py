@@ -6,8 +6,8 @@ so that nothing is believed before the signatures are:
   1. signatures: at least ``threshold`` distinct trusted keys signed the canonical bytes;
   2. wrong software: channel/arch equal to what was asked for;
   3. freshness: ``expires_at`` is later than "now", where now = max(system clock, build time of
-     the tool, created_at of the newest manifest accepted before) - a wrong clock at boot can
-     only make the check stricter, never let an expired manifest in;
+     the tool, the clock floor left by the manifest accepted before for the same channel/arch) -
+     a wrong clock at boot can only make the check stricter, never let an expired manifest in;
   4. rollback: ``sequence`` not lower than the highest accepted for that channel/arch (equal only
      for the identical signed content).
 """
@@ -21,6 +21,11 @@ from .errors import ExpiredError, MismatchError, RollbackError, SignatureError, 
 from .keys import PublicKey, unique_keys
 from .manifest import Manifest, normalize_arch
 from .timefmt import format_utc
+
+# How far ahead of the effective "now" an accepted manifest's ``created_at`` may push the clock
+# floor. A manifest dated years ahead (by mistake, or by a key holder) would otherwise make every
+# later manifest of that channel/arch look expired until that date; bounded, it costs a day.
+MAX_FLOOR_LEAD = 86400
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,19 @@ class TrustPolicy:
 
 @dataclass(frozen=True)
 class AcceptedRecord:
-    """What the state directory remembers of the last manifest accepted for a channel/arch."""
+    """What the state directory remembers of the last manifest accepted for a channel/arch.
+
+    ``floor``: the earliest "now" a later check of that channel/arch may assume (see
+    ``clock_floor``); None in state written before it existed, then ``created_at`` stands in."""
 
     sequence: int
     created_at: int
     digest: str
+    floor: int | None = None
+
+    @property
+    def clock_floor(self) -> int:
+        return self.created_at if self.floor is None else self.floor
 
 
 @dataclass(frozen=True)
@@ -58,10 +71,12 @@ class VerifiedManifest:
     manifest: Manifest
     signed_by: tuple[str, ...]
     digest: str
+    clock_floor: int  # what accepting it does to "now" for its channel/arch (clock_floor())
 
     @property
     def record(self) -> AcceptedRecord:
-        return AcceptedRecord(self.manifest.sequence, self.manifest.created_at, self.digest)
+        m = self.manifest
+        return AcceptedRecord(m.sequence, m.created_at, self.digest, self.clock_floor)
 
 
 def content_digest(manifest: Manifest) -> str:
@@ -69,8 +84,17 @@ def content_digest(manifest: Manifest) -> str:
     return hashlib.sha256(manifest.signed_bytes()).hexdigest()
 
 
-def effective_now(system_now: int, floor: int, latest_accepted_created: int | None) -> int:
-    return max(system_now, floor, latest_accepted_created or 0)
+def effective_now(system_now: int, floor: int, previous: AcceptedRecord | None) -> int:
+    """The latest of the system clock, the tool's build time and the floor the manifest accepted
+    before for the same channel/arch left behind. Other channels do not move it."""
+    return max(system_now, floor, previous.clock_floor if previous else 0)
+
+
+def clock_floor(created_at: int, now: int, previous: AcceptedRecord | None) -> int:
+    """The floor accepting a manifest leaves: its ``created_at``, but never more than
+    MAX_FLOOR_LEAD past the effective ``now``, and never lower than the floor already held."""
+    held = previous.clock_floor if previous else 0
+    return max(held, min(created_at, now + MAX_FLOOR_LEAD))
 
 
 def check_signatures(
@@ -103,6 +127,22 @@ def check_signatures(
     return tuple(valid)
 
 
+def check_rollback(manifest: Manifest, digest: str, previous: AcceptedRecord | None) -> None:
+    """A lower sequence than accepted before, or the same one with other content: refused."""
+    if previous is None:
+        return
+    if manifest.sequence < previous.sequence:
+        raise RollbackError(
+            f"sequence {manifest.sequence} is lower than {previous.sequence}, "
+            f"already accepted for {manifest.combination}"
+        )
+    if manifest.sequence == previous.sequence and digest != previous.digest:
+        raise RollbackError(
+            f"sequence {manifest.sequence} was already accepted for {manifest.combination} "
+            "with different content"
+        )
+
+
 def verify(
     manifest: Manifest,
     policy: TrustPolicy,
@@ -121,15 +161,10 @@ def verify(
             f"manifest expired at {format_utc(manifest.expires_at)} (now is {format_utc(now)})"
         )
     digest = content_digest(manifest)
-    if previous is not None:
-        if manifest.sequence < previous.sequence:
-            raise RollbackError(
-                f"sequence {manifest.sequence} is lower than {previous.sequence}, "
-                f"already accepted for {manifest.combination}"
-            )
-        if manifest.sequence == previous.sequence and digest != previous.digest:
-            raise RollbackError(
-                f"sequence {manifest.sequence} was already accepted for {manifest.combination} "
-                "with different content"
-            )
-    return VerifiedManifest(manifest=manifest, signed_by=signed_by, digest=digest)
+    check_rollback(manifest, digest, previous)
+    return VerifiedManifest(
+        manifest=manifest,
+        signed_by=signed_by,
+        digest=digest,
+        clock_floor=clock_floor(manifest.created_at, now, previous),
+    )

@@ -102,9 +102,8 @@ def verify_bytes(
     manifest = parse_manifest(data)
     records = state.records() if state else {}
     previous = records.get(manifest.combination)
-    latest = max((r.created_at for r in records.values()), default=None)
     clock = int(time.time()) if system_now is None else system_now
-    now = effective_now(clock, parse_utc(BUILD_TIME), latest)
+    now = effective_now(clock, parse_utc(BUILD_TIME), previous)
     return verify(manifest, policy, now=now, previous=previous)
 
 

@@ -191,25 +191,49 @@ def test_corrupt_state_is_a_clear_failure(tmp_path: Path, keys: dict[str, Any]) 
     assert_one_line_no_traceback(result)
 
 
-def test_state_created_at_is_a_clock_floor(tmp_path: Path, keys: dict[str, Any]) -> None:
-    """A manifest accepted before moves "now" forward: one created later than another expires."""
+def test_state_created_at_is_a_clock_floor_of_its_channel(
+    tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    """A manifest accepted before moves "now" forward for its channel/arch: one created later
+    than another expires makes that one expired there, and only there."""
     a = keys["a"]
     now = int(time.time())
-    short = sign_document(fresh_document(sequence=1, created_at=now - 60, expires_at=now + 3600), a)
     later = sign_document(
-        fresh_document(sequence=2, channel="testing", created_at=now + 7200, expires_at=now + 9000),
+        fresh_document(sequence=2, created_at=now + 7200, expires_at=now + 9000), a
+    )
+    short = sign_document(fresh_document(sequence=3, created_at=now - 60, expires_at=now + 3600), a)
+    other = sign_document(
+        fresh_document(sequence=1, channel="testing", created_at=now - 60, expires_at=now + 3600),
         a,
     )
     state = tmp_path / "state"
     base = ["--key", keys["a_pub"], "--state-dir", str(state)]
-    assert run_tool("verify", write(tmp_path, short, "s.json"), *base).returncode == 0
-    assert (
-        run_tool("verify", write(tmp_path, later, "l.json"), *base, "--update-state").returncode
-        == 0
-    )
+    accepted = run_tool("verify", write(tmp_path, later, "l.json"), *base, "--update-state")
+    assert accepted.returncode == 0, accepted.stderr
     result = run_tool("verify", write(tmp_path, short, "s.json"), *base)
     assert result.returncode == 1
     assert "FAILED: expired" in result.stderr.decode()
+    # Another channel keeps its own floor: a manifest dated ahead on stable does not expire it.
+    assert run_tool("verify", write(tmp_path, other, "o.json"), *base).returncode == 0
+
+
+def test_a_manifest_dated_years_ahead_does_not_expire_the_next_ones(
+    tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    a = keys["a"]
+    now = int(time.time())
+    year_2030 = max(now + 10 * 86400, 1_900_000_000)
+    future = sign_document(
+        fresh_document(sequence=5, created_at=year_2030, expires_at=year_2030 + 86400), a
+    )
+    normal = sign_document(
+        fresh_document(sequence=6, created_at=now - 60, expires_at=now + 3 * 86400), a
+    )
+    state = tmp_path / "state"
+    base = ["--key", keys["a_pub"], "--state-dir", str(state), "--update-state"]
+    for document, name in ((future, "f.json"), (normal, "n.json")):
+        result = run_tool("verify", write(tmp_path, document, name), *base)
+        assert result.returncode == 0, result.stderr
 
 
 def test_keygen_generate_sign(tmp_path: Path) -> None:

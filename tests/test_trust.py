@@ -21,6 +21,7 @@ from phase_client.errors import (
 from phase_client.keys import SigningKey
 from phase_client.manifest import manifest_from_document, parse_manifest
 from phase_client.trust import (
+    MAX_FLOOR_LEAD,
     AcceptedRecord,
     TrustPolicy,
     content_digest,
@@ -96,8 +97,31 @@ def test_expired(key: SigningKey) -> None:
 
 def test_effective_now_never_goes_back() -> None:
     assert effective_now(0, T0, None) == T0
-    assert effective_now(0, T0, T0 + 5) == T0 + 5
-    assert effective_now(T0 + 9, T0, T0 + 5) == T0 + 9
+    assert effective_now(0, T0, AcceptedRecord(1, T0 + 5, "x")) == T0 + 5
+    assert effective_now(T0 + 9, T0, AcceptedRecord(1, T0 + 5, "x")) == T0 + 9
+    assert effective_now(0, T0, AcceptedRecord(1, T0 + 5, "x", floor=T0 + 7)) == T0 + 7
+
+
+def test_a_far_future_created_at_moves_the_floor_by_a_day_at_most(key: SigningKey) -> None:
+    year_2030 = 1_900_000_000
+    document = signed_document(key, created_at=year_2030, expires_at=year_2030 + 86400)
+    verified = check(document, policy(key), now=NOW)
+    assert verified.clock_floor == NOW + MAX_FLOOR_LEAD
+    # Accepting it again (say, at every boot) does not ratchet the floor further.
+    again = check(document, policy(key), now=NOW, previous=verified.record)
+    assert again.clock_floor == NOW + MAX_FLOOR_LEAD
+    # A normal manifest created now, valid for 30 days, still verifies after it.
+    later = signed_document(
+        key, sequence=verified.manifest.sequence + 1, expires_at=NOW + 30 * 86400
+    )
+    now = effective_now(NOW, T0, verified.record)
+    assert check(later, policy(key), now=now, previous=verified.record)
+
+
+def test_the_floor_never_goes_back(key: SigningKey) -> None:
+    held = AcceptedRecord(1, T0, "x", floor=NOW + 100)
+    document = signed_document(key, sequence=2)  # created_at T0: below the floor held
+    assert check(document, policy(key), now=NOW + 100, previous=held).clock_floor == NOW + 100
 
 
 def test_wrong_channel_or_arch(key: SigningKey) -> None:
