@@ -16,6 +16,7 @@ from ._common import (
     bootstrap_nodes,
     print_json,
     run,
+    seconds,
     setup_logging,
 )
 
@@ -51,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         "an answer is in (the boot's choice: quick, with fallbacks)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="seconds to search (default 5)"
+        "--timeout",
+        type=seconds(3600),
+        default=5.0,
+        metavar="S",
+        help="seconds to search (default 5)",
     )
     parser.add_argument(
         "--source",
@@ -95,8 +100,6 @@ def discover(args: argparse.Namespace) -> list[Candidate]:
 
 def handle(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, args.quiet)
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
     if args.source == "dht" and not bootstrap_nodes(args):
         raise UsageError(
             "--source dht needs --bootstrap HOST:PORT (or phase.bootstrap= on the "

@@ -6,13 +6,22 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from ..errors import NoSourceError, PhaseError, UsageError
 from ..verification import add_trust_arguments, policy_from_args, state_from_args
-from ._common import Parser, add_bootstrap_argument, bootstrap_nodes, print_json, run, setup_logging
+from ._common import (
+    Parser,
+    add_bootstrap_argument,
+    bootstrap_nodes,
+    count,
+    number,
+    print_json,
+    run,
+    seconds,
+    setup_logging,
+)
 
 PROG = "phase-fetch"
 
@@ -42,30 +51,6 @@ exit codes:
 
 
 log = logging.getLogger("phase-fetch")
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
-
-
-def count(low: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}: {text!r}")
-        return value
-
-    convert.__name__ = "integer"
-    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout",
-        type=positive_float,
+        type=seconds(),
         default=20.0,
         metavar="S",
         help="seconds without a byte before a connection counts as cut (default 20; "
@@ -113,14 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--retries",
-        type=count(0),
+        type=count(0, 100),
         default=3,
         metavar="N",
         help="resume attempts per source after a cut connection (default 3)",
     )
     parser.add_argument(
         "--connections",
-        type=count(1),
+        type=count(1, 64),
         default=4,
         metavar="N",
         help="parallel range requests when 2+ sources serve an artifact of 16 MiB or more "
@@ -128,14 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--min-rate",
-        type=positive_float,
+        type=number(0, 10_000_000, low_open=True),
         default=16.0,
         metavar="KB/S",
         help="drop a source slower than this for --grace seconds (default 16 KiB/s)",
     )
     parser.add_argument(
         "--grace",
-        type=positive_float,
+        type=seconds(),
         default=20.0,
         metavar="S",
         help="how long a source may stay under --min-rate (default 20)",
@@ -157,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bootstrap_argument(found, "with --discover: DHT bootstrap node; repeatable")
     found.add_argument(
         "--discover-timeout",
-        type=positive_float,
+        type=seconds(3600),
         default=5.0,
         metavar="S",
         help="with --discover: seconds to search (default 5)",

@@ -16,7 +16,7 @@ from ..fsutil import atomic_write
 from ..keys import SigningKey, load_signing_key
 from ..manifest import check_arch, check_channel, dump_document, parse_manifest, sign_document
 from ..verification import argtype
-from ._common import EXIT_OK, EXIT_USAGE, Parser, print_json, run, setup_logging
+from ._common import EXIT_OK, EXIT_USAGE, Parser, count, number, print_json, run, setup_logging
 
 PROG = "plasmd"
 
@@ -185,11 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--version", help="image version (default: today, YYYY.MM.DD)")
     g.add_argument(
         "--sequence",
-        type=int,
+        type=count(0, 2**63 - 1),
         help="sequence number (default: max(unix time, previous in --output + 1))",
     )
     g.add_argument(
-        "--expires-in", type=float, default=30, metavar="DAYS", help="validity in days (default 30)"
+        "--expires-in",
+        type=number(0, 3650, low_open=True),
+        default=30,
+        metavar="DAYS",
+        help="validity in days (default 30, at most 3650)",
     )
     g.add_argument("--cmdline", help="kernel command line (default: the cmdline file, if any)")
     g.add_argument("--json", action="store_true")

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
-from ._common import add_bootstrap_argument
+from ._common import add_bootstrap_argument, count, seconds
 
 log = logging.getLogger("plasmd.dht")
 
@@ -37,7 +37,7 @@ exit codes:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
-        type=int,
+        type=count(0, 65535),
         default=DEFAULT_PORT,
         metavar="N",
         help="UDP port (default 4001; 0 = any)",
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rpc-timeout",
-        type=float,
+        type=seconds(3600),
         default=2.0,
         metavar="S",
         help="seconds to wait for a peer's reply (default 2)",
@@ -62,10 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    if not 0 <= args.port < 65536:
-        raise UsageError(f"invalid --port {args.port}")
-    if not args.rpc_timeout > 0:
-        raise UsageError("--rpc-timeout must be positive")
     return asyncio.run(_serve(args))
 
 
