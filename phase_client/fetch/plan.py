@@ -89,7 +89,7 @@ def remaining_range(wanted: ByteRange, done: int) -> ByteRange | None:
 
 def backoff_delay(attempt: int, base: float, cap: float = 5.0) -> float:
     """Exponential backoff for resume attempt 1, 2, 3...: base, 2*base, 4*base ... <= cap."""
-    return min(cap, base * (2 ** max(0, attempt - 1)))
+    return min(cap, base * 2.0 ** max(0, attempt - 1))
 
 
 class RateGuard:
