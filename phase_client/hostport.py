@@ -19,9 +19,10 @@ def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
     else:
         host, sep, port_text = value.rpartition(":")
         ok = bool(sep and host and ":" not in host)
+    # At most 5 digits: a port is below 65536, and int() raises its own ValueError past 4300.
     if (
         not ok
-        or not (port_text.isascii() and port_text.isdigit())
+        or not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5)
         or not 0 < int(port_text) < 65536
     ):
         raise UsageError(f"invalid {what} {text!r} (want HOST:PORT)")

@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from phase_client.keys import SigningKey
 from phase_client.manifest import build_document, sign_document
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE. "ci" (the default) is reproducible: the
+# same examples on every run, no example database. "fuzz" (make fuzz, docs/fuzz.md) is random and
+# gives each tests/test_fuzz_*.py target FUZZ_EXAMPLES examples instead of its small CI budget.
+settings.register_profile("ci", database=None, derandomize=True)
+settings.register_profile(
+    "fuzz",
+    database=None,
+    derandomize=False,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+FUZZ_DEADLINE = timedelta(seconds=2)
+FUZZING = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "fuzz"
+settings.load_profile("fuzz" if FUZZING else "ci")
+
+
+def fuzz_settings(ci_examples: int) -> settings:
+    """A fuzz target's settings: ``ci_examples`` in the default run, the fuzz profile's count
+    under HYPOTHESIS_PROFILE=fuzz. The deadline is generous (a loaded 2-core machine must not
+    make it flaky) but still catches a parser that goes quadratic on a hostile input."""
+    if FUZZING:
+        return settings(deadline=FUZZ_DEADLINE)
+    return settings(max_examples=ci_examples, deadline=FUZZ_DEADLINE)
+
+
 # 2025-11-26T12:00:00Z and thirty days later: a fixed, valid window for pure tests.
 T0 = 1764158400
 T_EXPIRES = T0 + 30 * 86400
