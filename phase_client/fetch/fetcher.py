@@ -9,9 +9,12 @@ every part file of the run is removed, so a final file exists only if it was ver
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
+import re
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,8 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, ManifestError, NoSourceError, PhaseError, UsageError
-from ..fsutil import atomic_write, fsync_dir, read_regular_file
-from ..manifest import MAX_MANIFEST_BYTES, Artifact, dump_document, parse_manifest
+from ..fsutil import create_exclusive, fsync_dir, read_regular_file, write_temp
+from ..manifest import (
+    ARTIFACT_FILES,
+    MAX_MANIFEST_BYTES,
+    Artifact,
+    dump_document,
+    parse_manifest,
+)
 from ..state import StateStore
 from ..trust import TrustPolicy, VerifiedManifest, content_digest
 from ..verification import verify_bytes
@@ -228,7 +237,12 @@ def _located(exc: BaseException, location: str) -> PhaseError:
 
 
 def _open_part(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    """A fresh part file. Whatever has the name now (a part left by a killed run, or a planted
+    symlink to a file elsewhere) is unlinked, which never follows a link; O_EXCL|O_NOFOLLOW then
+    refuse anything that reappears under the name instead of writing unverified bytes into it."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return create_exclusive(path, 0o644, readable=True)
 
 
 class Fetcher:
@@ -330,7 +344,7 @@ class Fetcher:
         finally:
             os.close(fd)
         if cache is not None and not cached:
-            cache.store(artifact.sha256, part)
+            cache.store(artifact.sha256, artifact.size, part)
         seconds = time.monotonic() - started
         delivered = {k: v for k, v in stats.bytes_from.items() if v > 0}
         source = "cache" if cached else max(delivered, key=lambda k: delivered[k], default="")
@@ -462,19 +476,67 @@ class Fetcher:
             raise IntegrityError(f"{artifact.name}: no source delivered verified bytes: {detail}")
         raise NoSourceError(f"{artifact.name}: no source could deliver it: {detail}")
 
+    # Names a run may leave behind: part files, and atomic_write/write_temp's temp files.
+    _LEFTOVER = re.compile(r"\.[a-z0-9_-]+\.part|\.(?:cmdline|manifest\.json)\..+\.tmp")
+
     def _commit(self, choice: ManifestChoice, parts: dict[str, Path]) -> None:
-        """Rename verified parts into place; manifest.json goes last so that an interrupted
-        commit leaves no manifest.json pointing at a mix of old and new files."""
+        """Make DIR hold exactly the new set: the verified parts, cmdline, manifest.json.
+
+        Every new byte is written and fsync'd first (the parts already are; then cmdline and
+        manifest temp files), so a full disk or a write error fails before any name changes
+        and leaves the old complete set as it was. Only then: manifest.json is removed (so no
+        manifest describes a mix while names change), files of the old set this run did not
+        write and leftovers of killed runs are removed, the parts renamed, cmdline renamed,
+        and manifest.json renamed last. Unlink and rename need no new data blocks.
+        """
         output = self.request.output
-        manifest_path = output / "manifest.json"
-        with contextlib.suppress(FileNotFoundError):
-            manifest_path.unlink()
-        for name, part in parts.items():
-            os.replace(part, output / name)
         manifest = choice.verified.manifest
-        atomic_write(output / "cmdline", ((manifest.cmdline or "") + "\n").encode())
-        atomic_write(manifest_path, dump_document(dict(manifest.document)))
-        fsync_dir(output)
+        manifest_path = output / "manifest.json"
+        temps: list[Path] = []
+        try:
+            cmdline_tmp = write_temp(output / "cmdline", ((manifest.cmdline or "") + "\n").encode())
+            temps.append(cmdline_tmp)
+            manifest_tmp = write_temp(manifest_path, dump_document(dict(manifest.document)))
+            temps.append(manifest_tmp)
+            stale = self._stale(set(manifest.artifacts), set(parts), {t.name for t in temps})
+            # A directory under a name about to be replaced or removed would make the rename
+            # or unlink fail halfway: refuse it while the old set is still whole.
+            for path in [*stale, *(output / n for n in parts), output / "cmdline", manifest_path]:
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISDIR(os.lstat(path).st_mode):
+                        raise IsADirectoryError(
+                            errno.EISDIR, "is a directory, not a file", str(path)
+                        )
+            with contextlib.suppress(FileNotFoundError):
+                manifest_path.unlink()
+            fsync_dir(output)  # the old set stops being a set before any of its files change
+            for path in stale:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            for name, part in parts.items():
+                os.replace(part, output / name)
+            os.replace(cmdline_tmp, output / "cmdline")
+            os.replace(manifest_tmp, manifest_path)
+            fsync_dir(output)
+        finally:
+            for tmp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+    def _stale(self, named: set[str], written: set[str], temps: set[str]) -> list[Path]:
+        """Files in DIR that must not survive this commit: artifacts under a known name
+        (kernel, initramfs, rootfs, dtb) or named by the new manifest that this run did not
+        write, whatever wrote them (an earlier fetch, or someone else), and leftovers of
+        killed runs. kexec-boot loads only what the manifest names, but DIR should say the same."""
+        output = self.request.output
+        names = set(ARTIFACT_FILES.values()) | named
+        stale = [output / n for n in sorted(names - written)]
+        ours = temps | {f".{name}.part" for name in written}
+        with os.scandir(output) as entries:
+            for entry in entries:
+                if entry.name not in ours and self._LEFTOVER.fullmatch(entry.name):
+                    stale.append(output / entry.name)
+        return stale
 
 
 def fetch(request: FetchRequest, progress: Progress | None = None) -> dict[str, Any]:
