@@ -15,7 +15,8 @@ from phase_client.provider.config import (
     parse_host_port,
     resolve,
 )
-from tests.conftest import run_tool
+from phase_client.provider.signer import generate
+from tests.conftest import key_from_byte, run_tool
 from tests.provider_helpers import make_tree, serve_args
 
 SEED_CONFIG = """
@@ -165,11 +166,11 @@ def test_resolve_errors(tmp_path: Path) -> None:
         resolve({})
     with pytest.raises(UsageError, match="does not exist"):
         resolve({"artifacts": str(tmp_path / "nope")})
-    with pytest.raises(UsageError, match="invalid port"):
+    with pytest.raises(UsageError, match="--port 70000 is out of range"):
         resolve({"artifacts": str(tmp_path), "port": 70000})
     with pytest.raises(UsageError, match="invalid --bootstrap address"):
         resolve({"artifacts": str(tmp_path), "bootstrap": ["x"]})
-    with pytest.raises(UsageError, match="scan_interval must be positive"):
+    with pytest.raises(UsageError, match="--scan-interval 0 is out of range"):
         resolve({"artifacts": str(tmp_path), "scan_interval": 0})
 
 
@@ -240,3 +241,140 @@ def test_cli_help_documents_the_command() -> None:
         "/status",
     ):
         assert needle in out
+
+
+# -- numbers: finite, in range, the right type, from the file and from flags -----------------
+
+# (table, key, a valid value, the flag or None) for every numeric setting.
+NUMERIC_KEYS = [
+    ("provider", "port", "8080", "--port"),
+    ("provider", "scan_interval", "3.0", "--scan-interval"),
+    ("provider", "idle_timeout", "30.0", "--idle-timeout"),
+    ("provider", "header_timeout", "10.0", "--header-timeout"),
+    ("provider", "manifest_validity_days", "7.0", None),
+    ("dht", "port", "4001", "--dht-port"),
+    ("dht", "ttl", "3600", None),
+    ("dht", "republish_interval", "1800", None),
+]
+# TOML spellings that no numeric setting accepts, with what the message says.
+BAD_TOML_NUMBERS = [
+    ("nan", "out of range"),
+    ("inf", "out of range"),
+    ("-inf", "out of range"),
+    ("-1", "out of range"),
+    ("0", "out of range"),
+    ("1e300", "out of range"),
+    ("100000000000000000000000000000000000000000", "out of range"),
+    ("true", "wrong type"),
+    ("'5'", "wrong type"),
+    ("[1]", "wrong type"),
+]
+
+
+@pytest.mark.parametrize(("table", "key", "good", "flag"), NUMERIC_KEYS)
+@pytest.mark.parametrize(("bad", "message"), BAD_TOML_NUMBERS)
+def test_every_numeric_key_is_checked_in_the_file(
+    tmp_path: Path, table: str, key: str, good: str, flag: str | None, bad: str, message: str
+) -> None:
+    if key == "port" and bad == "0":
+        bad, message = "65536", "out of range"  # 0 is a valid port: the system picks one
+    elif key == "port" and bad in ("nan", "inf", "-inf", "1e300"):
+        message = "wrong type"  # TOML floats, and a port is an integer
+    path = tmp_path / "plasmd.toml"
+    path.write_text(f"[{table}]\n{key} = {bad}\n")
+    with pytest.raises(UsageError) as error:
+        load_config_file(path)
+    text = str(error.value)
+    assert text.startswith(f"config {path}: [{table}] {key}"), text
+    assert message in text and "\n" not in text
+    path.write_text(f"[{table}]\n{key} = {good}\n")
+    load_config_file(path)  # the valid value passes
+
+
+BAD_FLAG_NUMBERS = ["nan", "inf", "-inf", "-1", "0", "1e300", "9" * 400, "abc", "", "1e3x"]
+
+
+@pytest.mark.parametrize(("table", "key", "good", "flag"), [k for k in NUMERIC_KEYS if k[3]])
+@pytest.mark.parametrize("bad", BAD_FLAG_NUMBERS)
+def test_every_numeric_flag_is_checked(
+    tmp_path: Path, table: str, key: str, good: str, flag: str, bad: str
+) -> None:
+    dest = flag.removeprefix("--").replace("-", "_")
+    if key == "port" and bad == "0":
+        bad = "65536"
+    with pytest.raises(UsageError) as error:
+        resolve({"artifacts": str(tmp_path), dest: bad})
+    assert str(error.value).startswith(f"{flag} "), error.value
+    resolve({"artifacts": str(tmp_path), dest: good})
+
+
+@pytest.mark.parametrize("value", [True, False, None.__class__, "x", [1]])
+def test_numbers_given_as_other_types_are_refused(tmp_path: Path, value: object) -> None:
+    with pytest.raises(UsageError, match="--idle-timeout"):
+        resolve({"artifacts": str(tmp_path), "idle_timeout": value})
+
+
+def test_number_ranges_accept_their_limits(tmp_path: Path) -> None:
+    text = """
+[provider]
+port = 0
+scan_interval = 0.1
+idle_timeout = 86400
+header_timeout = 3600
+manifest_validity_days = 3650
+[dht]
+port = 65535
+ttl = 604800
+republish_interval = 1
+"""
+    config = resolve({"artifacts": str(tmp_path)}, parse_config_text(text, tmp_path))
+    assert (config.port, config.scan_interval, config.idle_timeout) == (0, 0.1, 86400)
+    assert config.header_timeout == 3600 and config.manifest_validity_days == 3650
+    assert config.dht_settings.port == 65535 and config.dht_settings.republish_interval == 1
+    assert resolve({"artifacts": str(tmp_path)}).header_timeout == 10
+
+
+def test_republish_interval_must_be_below_ttl(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"\[dht\] republish_interval must be below ttl"):
+        parse_config_text("[dht]\nttl = 600\nrepublish_interval = 600\n", tmp_path)
+
+
+def test_expires_in_is_checked_like_the_validity(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"stable/x86_64": 1000})
+    for bad in (float("nan"), float("inf"), 0.0, -1.0, 1e300):
+        with pytest.raises(UsageError, match="--expires-in"):
+            generate(
+                artifacts_dir=tmp_path,
+                channel="stable",
+                arch="x86_64",
+                key=key_from_byte(1),
+                expires_in_days=bad,
+            )
+
+
+@pytest.mark.parametrize(
+    ("setting", "flag", "needle"),
+    [
+        ("scan_interval = nan", None, "[provider] scan_interval = nan is out of range"),
+        ("idle_timeout = inf", None, "[provider] idle_timeout = inf is out of range"),
+        ("manifest_validity_days = 1e300", None, "[provider] manifest_validity_days = 1e+300"),
+        (None, ("--scan-interval", "nan"), "--scan-interval nan is out of range"),
+        (None, ("--idle-timeout", "inf"), "--idle-timeout inf is out of range"),
+        (None, ("--header-timeout", "-1"), "--header-timeout -1 is out of range"),
+        (None, ("--port", "http"), "--port 'http' is not an integer"),
+        (None, ("--dht-port", "1e9"), "--dht-port '1e9' is not an integer"),
+    ],
+)
+def test_cli_bad_numbers_exit_2_in_one_line(
+    tmp_path: Path, setting: str | None, flag: tuple[str, str] | None, needle: str
+) -> None:
+    make_tree(tmp_path / "art", {"stable/x86_64": 1000})
+    args = serve_args(tmp_path / "art", tmp_path / "s")
+    if setting is not None:
+        config = tmp_path / "plasmd.toml"
+        config.write_text(f"[provider]\n{setting}\n")
+        args += ["--config", str(config)]
+        needle = f"config {config}: {needle}"
+    if flag is not None:
+        args += list(flag)
+    assert_usage_error(run_tool("plasmd", "serve", *args), needle)

@@ -38,11 +38,17 @@ exit codes:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..provider.config import DEFAULT_BIND, DEFAULT_PORT
+    from ..provider.config import DEFAULT_BIND, DEFAULT_HEADER_TIMEOUT, DEFAULT_PORT, NUMBERS
 
+    def limits(key: str) -> str:
+        rule = NUMBERS[key]
+        return f"{rule.low:g}..{rule.high:g}"
+
+    # Numeric flags stay text here: config.resolve checks them with the same rules as the
+    # config file (finite, in range) and says what is wrong in one line (exit 2).
     add = parser.add_argument
     add("--artifacts", metavar="DIR", help="directory holding <channel>/<arch>/ (or in --config)")
-    add("--port", type=int, help=f"HTTP port, 0 picks a free one (default {DEFAULT_PORT})")
+    add("--port", help=f"HTTP port, 0 picks a free one (default {DEFAULT_PORT})")
     add("--bind", metavar="ADDR", help=f"listen address (default {DEFAULT_BIND})")
     add("--config", metavar="FILE", help="TOML configuration (the seed's [provider] format)")
     add(
@@ -69,19 +75,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "IPv4 interface with a non-loopback address)",
     )
     add("--no-dht", action="store_true", default=None, help="do not advertise on the DHT")
-    add("--dht-port", type=int, metavar="N", help="UDP port of the DHT node")
+    add("--dht-port", metavar="N", help="UDP port of the DHT node")
     add(
         "--bootstrap",
         action="append",
         metavar="HOST:PORT",
         help="DHT bootstrap node (repeatable)",
     )
-    add("--scan-interval", type=float, metavar="SECONDS", help="re-scan period (default 3)")
+    add(
+        "--scan-interval",
+        metavar="SECONDS",
+        help=f"re-scan period, {limits('scan_interval')} (default 3)",
+    )
     add(
         "--idle-timeout",
-        type=float,
         metavar="SECONDS",
-        help="cut connections silent this long (default 30)",
+        help=f"cut connections silent this long, {limits('idle_timeout')} (default 30)",
+    )
+    add(
+        "--header-timeout",
+        metavar="SECONDS",
+        help="time a request line and its headers may take in total, "
+        f"{limits('header_timeout')} (default {DEFAULT_HEADER_TIMEOUT:g})",
     )
 
 

@@ -21,6 +21,7 @@ File format (every key optional; relative paths are relative to the file's direc
     dht = true
     scan_interval = 3.0                    # seconds between re-scans of the artifacts
     idle_timeout = 30.0                    # seconds a connection may stay silent
+    header_timeout = 10.0                  # seconds for a request line + headers, in total
     manifest_validity_days = 7.0           # re-signed when half of it has passed
     [provider.channels.stable]
     artifacts_dir = "/var/lib/plasm/stable"   # holds <arch>/ for this channel
@@ -29,10 +30,14 @@ File format (every key optional; relative paths are relative to the file's direc
     bootstrap = ["198.51.100.7:4001"]
     ttl = 3600
     republish_interval = 1800
+
+Every number is checked against ``NUMBERS`` / ``DHT_NUMBERS`` (finite, in range, the right
+type), whether it comes from the file or from a flag.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -42,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..dht.records import MAX_TTL
 from ..errors import UsageError
 from ..hostport import parse_host_port
 from ..manifest import check_arch, check_channel
@@ -50,7 +56,74 @@ DEFAULT_PORT = 8080
 DEFAULT_BIND = "0.0.0.0"
 DEFAULT_SCAN_INTERVAL = 3.0
 DEFAULT_IDLE_TIMEOUT = 30.0
+DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_VALIDITY_DAYS = 7.0
+
+
+@dataclass(frozen=True)
+class NumberRule:
+    """The accepted values of a numeric setting: finite, ``low``..``high`` inclusive (or
+    above ``low`` when ``low_open``), and an integer when ``integer``."""
+
+    low: float
+    high: float
+    integer: bool = False
+    unit: str = "seconds"
+    low_open: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else f"a number of {self.unit}"
+        if self.low_open:
+            return f"{kind} above {self.low:g} and at most {self.high:g}"
+        return f"{kind} from {self.low:g} to {self.high:g}"
+
+    def allows(self, number: float) -> bool:
+        # Comparisons, not math.isfinite, for ints: a huge int would overflow a float.
+        if isinstance(number, float) and not math.isfinite(number):
+            return False
+        above = self.low < number if self.low_open else self.low <= number
+        return above and number <= self.high
+
+
+PORT_RULE = NumberRule(0, 65535, integer=True)  # 0: the system picks a free port
+VALIDITY_RULE = NumberRule(0, 3650, unit="days", low_open=True)
+NUMBERS = {  # [provider] keys
+    "port": PORT_RULE,
+    "scan_interval": NumberRule(0.1, 86400),  # below it, re-scanning would eat the CPU
+    "idle_timeout": NumberRule(0.1, 86400),
+    "header_timeout": NumberRule(0.1, 3600),
+    "manifest_validity_days": VALIDITY_RULE,
+}
+DHT_NUMBERS = {  # [dht] keys
+    "port": PORT_RULE,
+    "ttl": NumberRule(2, MAX_TTL),  # a record's validity, at most what DHT nodes accept
+    "republish_interval": NumberRule(1, MAX_TTL),  # and below ttl
+}
+FLAGS = {  # numeric flag (argparse dest) -> (the flag, its rule)
+    "port": ("--port", NUMBERS["port"]),
+    "scan_interval": ("--scan-interval", NUMBERS["scan_interval"]),
+    "idle_timeout": ("--idle-timeout", NUMBERS["idle_timeout"]),
+    "header_timeout": ("--header-timeout", NUMBERS["header_timeout"]),
+    "dht_port": ("--dht-port", DHT_NUMBERS["port"]),
+}
+
+
+def check_number(value: object, rule: NumberRule, name: str) -> Any:
+    """``value`` (a number, or a flag's text) if ``rule`` allows it, else a UsageError
+    naming the setting: ``name`` is the flag or ``config FILE: [table] key``."""
+    number: Any = value
+    if isinstance(value, str):
+        try:
+            number = int(value, 10) if rule.integer else float(value)
+        except ValueError:
+            raise UsageError(f"{name} {value!r} is not {rule.describe()}") from None
+    elif isinstance(value, bool) or not isinstance(value, int if rule.integer else int | float):
+        raise UsageError(f"{name} has the wrong type: expected {rule.describe()}")
+    if not rule.allows(number):
+        shown = f"{name} {value}" if name.startswith("-") else f"{name} = {value}"
+        raise UsageError(f"{shown} is out of range: expected {rule.describe()}")
+    return number if rule.integer else float(number)
+
 
 PROVIDER_KEYS = {
     "artifacts_dir": str,
@@ -69,6 +142,7 @@ PROVIDER_KEYS = {
     "dht": bool,
     "scan_interval": (int, float),
     "idle_timeout": (int, float),
+    "header_timeout": (int, float),
     "manifest_validity_days": (int, float),
 }
 DHT_KEYS = {
@@ -107,6 +181,7 @@ class ServeConfig:
     dht_settings: DhtSettings = field(default_factory=DhtSettings)
     scan_interval: float = DEFAULT_SCAN_INTERVAL
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     manifest_validity_days: float = DEFAULT_VALIDITY_DAYS
 
 
@@ -122,21 +197,29 @@ def default_state_dir(env: Mapping[str, str] | None = None, uid: int | None = No
     return Path(base) / "plasmd"
 
 
-def _typed(table: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _typed(
+    table: Mapping[str, Any],
+    schema: Mapping[str, Any],
+    where: str,
+    origin: str,
+    numbers: Mapping[str, NumberRule] | None = None,
+) -> dict[str, Any]:
     result = {}
     for key, value in table.items():
         if key not in schema:
-            raise UsageError(f"config: unknown key {key!r} in [{where}]")
+            raise UsageError(f"{origin}: unknown key {key!r} in [{where}]")
         kind = schema[key]
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise UsageError(f"config: [{where}] {key} has the wrong type")
+            raise UsageError(f"{origin}: [{where}] {key} has the wrong type")
+        if numbers and key in numbers:
+            value = check_number(value, numbers[key], f"{origin}: [{where}] {key}")
         result[key] = value
     return result
 
 
-def _string_list(value: list[Any], what: str) -> list[str]:
+def _string_list(value: list[Any], what: str, origin: str) -> list[str]:
     if not all(isinstance(item, str) for item in value):
-        raise UsageError(f"config: {what} must be a list of strings")
+        raise UsageError(f"{origin}: {what} must be a list of strings")
     return list(value)
 
 
@@ -162,47 +245,52 @@ def seed_compatible(text: str) -> str:
     return "".join(lines)
 
 
-def parse_config_text(text: str, base_dir: Path) -> dict[str, Any]:
-    """Validated settings from the TOML text; keys as in ``PROVIDER_KEYS`` plus ``dht``."""
+def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict[str, Any]:
+    """Validated settings from the TOML text; keys as in ``PROVIDER_KEYS`` plus ``dht``.
+
+    ``origin`` starts every error message (``config FILE``)."""
     try:
         raw = tomllib.loads(seed_compatible(text))
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config: {exc}") from exc
+        raise UsageError(f"{origin}: {exc}") from exc
     unknown = set(raw) - {"provider", "dht"}
     if unknown:
-        raise UsageError(f"config: unknown table [{sorted(unknown)[0]}]")
+        raise UsageError(f"{origin}: unknown table [{sorted(unknown)[0]}]")
     provider = dict(raw.get("provider", {}))
     if not isinstance(raw.get("provider", {}), dict) or not isinstance(raw.get("dht", {}), dict):
-        raise UsageError("config: [provider] and [dht] must be tables")
+        raise UsageError(f"{origin}: [provider] and [dht] must be tables")
     # [provider.channels.X] tables; the channels = [...] list was renamed by seed_compatible.
     channel_tables = provider.pop("channels", {})
     if not isinstance(channel_tables, dict):
-        raise UsageError("config: [provider] channels must be a list of channel names")
+        raise UsageError(f"{origin}: [provider] channels must be a list of channel names")
     if CHANNEL_LIST_KEY in provider:
         provider["channels"] = provider.pop(CHANNEL_LIST_KEY)
-    settings = _typed(provider, PROVIDER_KEYS, "provider")
+    settings = _typed(provider, PROVIDER_KEYS, "provider", origin, NUMBERS)
     for key in ("artifacts_dir", "state_dir", "key"):
         if key in settings:
             settings[key] = str(base_dir / Path(settings[key]).expanduser())
     if "channels" in settings:
         settings["channels"] = [
-            check_channel(c) for c in _string_list(settings["channels"], "channels")
+            check_channel(c) for c in _string_list(settings["channels"], "channels", origin)
         ]
     if "architectures" in settings:
-        arches = _string_list(settings["architectures"], "architectures")
+        arches = _string_list(settings["architectures"], "architectures", origin)
         settings["architectures"] = [check_arch(a) for a in arches]
     channel_dirs = {}
     for channel, table in channel_tables.items():
         check_channel(channel)
-        entry = _typed(table, {"artifacts_dir": str}, f"provider.channels.{channel}")
+        entry = _typed(table, {"artifacts_dir": str}, f"provider.channels.{channel}", origin)
         if "artifacts_dir" in entry:
             channel_dirs[channel] = str(base_dir / Path(entry["artifacts_dir"]).expanduser())
     settings["channels_config"] = channel_dirs
-    dht = _typed(raw.get("dht", {}), DHT_KEYS, "dht")
+    dht = _typed(raw.get("dht", {}), DHT_KEYS, "dht", origin, DHT_NUMBERS)
+    republish = dht.get("republish_interval")
+    if republish is not None and republish >= dht.get("ttl", math.inf):
+        raise UsageError(f"{origin}: [dht] republish_interval must be below ttl")
     if "bootstrap" in dht:
         dht["bootstrap"] = [
             parse_host_port(item, "[dht] bootstrap address")
-            for item in _string_list(dht["bootstrap"], "[dht] bootstrap")
+            for item in _string_list(dht["bootstrap"], "[dht] bootstrap", origin)
         ]
     settings["dht"] = dht | {"enabled": settings.pop("dht", None)}
     return settings
@@ -215,7 +303,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UsageError(f"cannot read config {file}: {reason}") from exc
-    return parse_config_text(text, file.resolve().parent)
+    return parse_config_text(text, file.resolve().parent, f"config {file}")
 
 
 def _first(*values: Any) -> Any:
@@ -223,10 +311,14 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def _positive(value: float, what: str) -> float:
-    if value <= 0:
-        raise UsageError(f"{what} must be positive")
-    return float(value)
+def _number(flags: Mapping[str, Any], file: Mapping[str, Any], key: str, default: Any) -> Any:
+    """A numeric setting: the flag (checked here, named by its flag), else the file's value
+    (checked when the file was read), else ``default``."""
+    flag = flags.get(key)
+    if flag is not None:
+        name, rule = FLAGS[key]
+        return check_number(flag, rule, name)
+    return _first(file.get(key), default)
 
 
 def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> ServeConfig:
@@ -243,12 +335,8 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
     for path in [root, *channel_dirs.values()]:
         if path is not None and not path.is_dir():
             raise UsageError(f"artifacts directory {path} does not exist")
-    port = _first(flags.get("port"), file.get("port"), DEFAULT_PORT)
-    if not 0 <= port < 65536:
-        raise UsageError(f"invalid port {port}")
-    dht_port = _first(flags.get("dht_port"), dht_file.get("port"))
-    if dht_port is not None and not 0 <= dht_port < 65536:
-        raise UsageError(f"invalid DHT port {dht_port}")
+    port = _number(flags, file, "port", DEFAULT_PORT)
+    dht_port = _number(flags, {"dht_port": dht_file.get("port")}, "dht_port", None)
     flag_bootstrap = flags.get("bootstrap") or None
     bootstrap = (
         [parse_host_port(b, "--bootstrap address") for b in flag_bootstrap]
@@ -279,16 +367,8 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
             ttl=dht_file.get("ttl"),
             republish_interval=dht_file.get("republish_interval"),
         ),
-        scan_interval=_positive(
-            _first(flags.get("scan_interval"), file.get("scan_interval"), DEFAULT_SCAN_INTERVAL),
-            "scan_interval",
-        ),
-        idle_timeout=_positive(
-            _first(flags.get("idle_timeout"), file.get("idle_timeout"), DEFAULT_IDLE_TIMEOUT),
-            "idle_timeout",
-        ),
-        manifest_validity_days=_positive(
-            _first(file.get("manifest_validity_days"), DEFAULT_VALIDITY_DAYS),
-            "manifest_validity_days",
-        ),
+        scan_interval=_number(flags, file, "scan_interval", DEFAULT_SCAN_INTERVAL),
+        idle_timeout=_number(flags, file, "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        header_timeout=_number(flags, file, "header_timeout", DEFAULT_HEADER_TIMEOUT),
+        manifest_validity_days=_first(file.get("manifest_validity_days"), DEFAULT_VALIDITY_DAYS),
     )

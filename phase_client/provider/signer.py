@@ -11,6 +11,7 @@ from ..errors import ManifestError, UsageError
 from ..fsutil import sha256_file
 from ..keys import SigningKey
 from ..manifest import ARTIFACT_FILES, build_document, parse_manifest, sign_document
+from .config import VALIDITY_RULE, check_number
 
 DAY = 86400
 
@@ -63,8 +64,7 @@ def generate(
     entries, file_cmdline = artifact_entries(combo_dir, hasher)
     if "kernel" not in entries:
         raise UsageError(f"{combo_dir} has no vmlinuz (the kernel is required)")
-    if expires_in_days <= 0:
-        raise UsageError("--expires-in must be a positive number of days")
+    check_number(expires_in_days, VALIDITY_RULE, "--expires-in")  # nan, inf, 1e300: exit 2
     created = int(time.time() if now is None else now)
     if sequence is None:
         sequence = next_sequence(previous_sequence, created)
