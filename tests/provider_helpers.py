@@ -13,6 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from phase_client.provider.catalog import Snapshot
+from phase_client.provider.http import ProviderServer, Source
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0  # generous: a loaded 2-core machine can be slow to import and scan
@@ -157,3 +161,96 @@ def raw_request(port: int, data: bytes, timeout: float = 30.0) -> bytes:
 
 def env_without_proxy() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+class NoCatalog:
+    """The server's view of the provider with nothing offered (only the HTTP layer is real);
+    /health answers ``healthy``."""
+
+    def __init__(self, healthy: bool = False) -> None:
+        self.snapshot = Snapshot()
+        self.is_healthy = healthy
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def healthy(self) -> bool:
+        return self.is_healthy
+
+
+@contextlib.contextmanager
+def in_process_server(source: Source, **options: Any) -> Iterator[ProviderServer]:
+    """The HTTP layer alone, on a free loopback port, serving ``source`` in a thread."""
+    server = ProviderServer(("127.0.0.1", 0), source, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+class Drippers:
+    """``count`` slowloris connections: each sends a request line and then one header byte
+    every ``interval`` seconds, never finishing its headers. A thread does the dripping and
+    notes when the server closed each one (EOF or reset)."""
+
+    PREFIX = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+
+    def __init__(self, port: int, count: int, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.socks: list[socket.socket] = []
+        self.opened: list[float] = []
+        self.closed: list[float | None] = []
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            self.opened.append(time.monotonic())
+            sock.setblocking(False)
+            self.socks.append(sock)
+            self.closed.append(None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drip, daemon=True)
+        self._thread.start()
+
+    def _drip(self) -> None:
+        step = 0
+        while not self._stop.is_set() and self.open_count():
+            for index, sock in enumerate(self.socks):
+                if self.closed[index] is None and not self._alive(sock, step):
+                    self.closed[index] = time.monotonic()
+            step += 1
+            self._stop.wait(self.interval)
+
+    def _alive(self, sock: socket.socket, step: int) -> bool:
+        try:
+            sock.recv(1, socket.MSG_PEEK)
+            return False  # EOF (or an answer, which ends the request just as well)
+        except BlockingIOError:
+            pass  # nothing to read: still open
+        except OSError:
+            return False
+        try:
+            sock.send(self.PREFIX if step == 0 else b"a")
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        return True
+
+    def open_count(self) -> int:
+        return sum(1 for closed in self.closed if closed is None)
+
+    def lifetimes(self) -> list[float]:
+        """Seconds from connect to the server closing it, for the ones that were closed."""
+        return [c - o for o, c in zip(self.opened, self.closed, strict=True) if c is not None]
+
+    def wait_all_closed(self, timeout: float) -> bool:
+        return poll(lambda: self.open_count() == 0, timeout=timeout, interval=0.1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        for sock in self.socks:
+            sock.close()

@@ -5,21 +5,26 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from phase_client.keys import parse_public_key
 from phase_client.manifest import parse_manifest
-from phase_client.provider.catalog import Snapshot
-from phase_client.provider.http import ProviderServer
+from phase_client.provider.catalog import ServedFile, Snapshot, file_identity
+from phase_client.provider.http import Stats
 from phase_client.trust import TrustPolicy, verify
 from tests.provider_helpers import (
+    NoCatalog,
     ServerProcess,
+    in_process_server,
     make_tree,
     poll,
     raw_request,
@@ -372,38 +377,112 @@ def test_bytes_and_requests_are_counted(server: ServerProcess) -> None:
     assert after["requests"] >= before["requests"] + 2
 
 
+class SlowStats(Stats):
+    """Counters that take their time: an update made after a response's last byte would
+    still be missing when the client, having read the whole body, looks at them."""
+
+    def add_bytes(self, count: int) -> None:
+        time.sleep(0.3)
+        super().add_bytes(count)
+
+    def end_transfer(self, count: int) -> None:
+        time.sleep(0.3)
+        super().end_transfer(count)
+
+
+class OneFileCatalog(NoCatalog):
+    """Serves ``/blob`` (a file) and ``/m.json`` (in-memory bytes); only HTTP is real."""
+
+    def __init__(self, path: Path, manifest: bytes) -> None:
+        super().__init__(healthy=True)
+        stat = os.stat(path)
+        served = ServedFile(
+            path=str(path),
+            size=stat.st_size,
+            mtime=stat.st_mtime,
+            identity=file_identity(stat),
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+        # Only the fields the HTTP layer reads from a catalog entry.
+        entry = cast(
+            Any, SimpleNamespace(manifest_bytes=manifest, manifest=SimpleNamespace(created_at=0.0))
+        )
+        self.snapshot = Snapshot(routes={"/blob": (entry, served), "/m.json": (entry, None)})
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "headers", "size"),
+    [
+        ("/blob", "GET", {}, 100_000),
+        ("/blob", "GET", {"Range": "bytes=5-5"}, 1),
+        ("/blob", "GET", {"Range": "bytes=10-"}, 100_000 - 10),
+        ("/blob", "HEAD", {}, 0),
+        ("/m.json", "GET", {}, 9),
+        ("/m.json", "GET", {"Range": "bytes=0-3"}, 4),
+    ],
+)
+def test_counters_are_settled_before_the_client_sees_the_end(
+    tmp_path: Path, path: str, method: str, headers: dict[str, str], size: int
+) -> None:
+    """The race behind a flaky /status check: counters updated after the last byte."""
+    write_random(tmp_path / "blob", 100_000)
+    source = OneFileCatalog(tmp_path / "blob", b'{"m": 1}\n')
+    with in_process_server(source, idle_timeout=30) as server:
+        server.stats = SlowStats()
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+        try:
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            after = server.stats.as_dict()  # the moment the client has the whole response
+        finally:
+            conn.close()
+    assert response.status in (200, 206) and len(body) == (size if method == "GET" else 0)
+    assert after["bytes_served"] == size
+    assert after["active_transfers"] == 0
+    assert after["requests"] == 1
+
+
 def test_unknown_path_returns_json_404(server: ServerProcess, tmp_path: Path) -> None:
     response, body = request(server, "/nothing/here/manifest.json")
     assert response.status == 404
     assert json.loads(body) == {"error": "not found"}
 
 
-class EmptyCatalog:
-    """The server's view of the provider, with nothing offered (only the HTTP layer is real)."""
+class BlockingHealth(NoCatalog):
+    """/health answers only once ``release`` is set: its connections are busy answering."""
 
-    snapshot = Snapshot()
-
-    def status(self) -> dict[str, Any]:
-        return {}
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.entered = 0
 
     def healthy(self) -> bool:
+        with self.lock:
+            self.entered += 1
+        self.release.wait(60)
         return False
 
 
 def test_connections_over_the_cap_get_503_and_slots_come_back() -> None:
-    server = ProviderServer(("127.0.0.1", 0), EmptyCatalog(), idle_timeout=30, max_connections=2)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    port = server.server_port
-    held = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
-    try:
-        assert poll(lambda: server.slots._value == 0)  # type: ignore[attr-defined]
-        answer = raw_request(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 503 ")
-    finally:
-        for sock in held:
-            sock.close()
-    try:
+    source = BlockingHealth()
+    with in_process_server(source, idle_timeout=30, max_connections=2) as server:
+        port = server.server_port
+        busy = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
+        try:
+            for sock in busy:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert poll(lambda: source.entered == 2)
+            # Both slots are answering, none is waiting for a request: nothing to evict.
+            answer = raw_request(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 503 ")
+            assert b"Retry-After: 5" in answer
+        finally:
+            source.release.set()
+            for sock in busy:
+                sock.close()
+
         # Closed connections give their slots back: requests are answered again (503 here
         # because nothing is offered, but by the handler, with a JSON body).
         def answered() -> bool:
@@ -411,7 +490,4 @@ def test_connections_over_the_cap_get_503_and_slots_come_back() -> None:
             return reply.endswith(b'"unavailable"\n}\n')
 
         assert poll(answered)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)
+        assert poll(lambda: server.connections == 0)

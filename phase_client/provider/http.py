@@ -2,22 +2,28 @@
 
 One thread per connection (``ThreadingHTTPServer``), so a slow or stalled client only holds
 its own thread; the socket timeout cuts connections that stay silent (idle keep-alive, stalled
-downloads) after ``idle_timeout`` seconds. File bodies go out with ``socket.sendfile``. Only
-paths present in the current catalog snapshot are served: a URL is looked up, never joined
-to a directory.
+downloads) after ``idle_timeout`` seconds. A request line and its headers must arrive within
+``header_timeout`` seconds in total (from accept, or from the first byte of a keep-alive
+request), however slowly they trickle in. When every connection slot is taken, the connection
+that has waited longest for a request is closed to make room, so slow or idle sockets cannot
+lock real clients out. File bodies go out with ``socket.sendfile``. Only paths present in the
+current catalog snapshot are served: a URL is looked up, never joined to a directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import socket
 import socketserver
 import threading
+import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +77,26 @@ class Stats:
         with self._lock:
             self.bytes_sent += count
 
+    def end_transfer(self, count: int) -> None:
+        """A transfer is over after ``count`` bytes: both counters change in one step."""
+        with self._lock:
+            self.active_transfers -= 1
+            self.bytes_sent += count
+
+    @contextlib.contextmanager
+    def counting(self, count: int) -> Iterator[None]:
+        """Count ``count`` bytes *before* they are written, taken back if the write fails.
+
+        A client that has read a whole response may ask /status at once on another
+        connection; counting after the write would race with that request.
+        """
+        self.add_bytes(count)
+        try:
+            yield
+        except OSError:
+            self.add_bytes(-count)
+            raise
+
     def as_dict(self) -> dict[str, int]:
         with self._lock:
             return {
@@ -93,6 +119,7 @@ class Body:
 
 
 MAX_CONNECTIONS = 1024
+DEFAULT_HEADER_TIMEOUT = 10.0
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
     b"Connection: close\r\n\r\n"
@@ -111,33 +138,90 @@ class ProviderServer(ThreadingHTTPServer):
         source: Source,
         idle_timeout: float,
         max_connections: int = MAX_CONNECTIONS,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.source = source
         self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
         self.stats = Stats()
         # One thread per connection: the cap keeps a flood of connections from exhausting
-        # threads; connections over it get an immediate 503 instead of waiting.
-        self.slots = threading.BoundedSemaphore(max_connections)
+        # threads. At the cap, a connection still waiting for its request (the longest waiting
+        # one) gives its slot to the newcomer; only when every slot is busy answering does
+        # the newcomer get an immediate 503 instead of waiting.
+        self.max_connections = max_connections
+        self._slots_lock = threading.Lock()
+        self._connections = 0
+        # Connections waiting for a request line + headers -> when they started waiting;
+        # insertion order is waiting order (a connection is re-inserted when it waits again).
+        self._waiting: dict[socket.socket, float] = {}
+        self._evicted: set[socket.socket] = set()  # closed for a newcomer, slot handed over
         super().__init__(address, Handler)
 
+    @property
+    def connections(self) -> int:
+        """Connections holding a slot (served, or waiting for a request)."""
+        with self._slots_lock:
+            return self._connections
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
+        victim = None
+        with self._slots_lock:
+            if self._connections < self.max_connections:
+                self._connections += 1
+            elif self._waiting:
+                victim = next(iter(self._waiting))  # waiting longest: a slowloris or idle
+                del self._waiting[victim]
+                self._evicted.add(victim)
+            else:
+                victim = request
+            if victim is not request:
+                self._waiting[request] = time.monotonic()
+        if victim is request:
             with contextlib.suppress(OSError):
                 request.sendall(BUSY)
             self.shutdown_request(request)
             return
+        if victim is not None:
+            # Its blocked read returns at once (EOF) and its thread ends without a response.
+            with contextlib.suppress(OSError):
+                victim.shutdown(socket.SHUT_RDWR)
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self._release(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self._release(request)
+
+    def _release(self, request: socket.socket) -> None:
+        with self._slots_lock:
+            self._waiting.pop(request, None)
+            if request in self._evicted:
+                self._evicted.discard(request)  # its slot already belongs to another
+            else:
+                self._connections -= 1
+
+    def waiting_since(self, request: socket.socket) -> float | None:
+        with self._slots_lock:
+            return self._waiting.get(request)
+
+    def wait_for_request(self, request: socket.socket) -> None:
+        """``request`` waits for its next request (it may be evicted for a newcomer)."""
+        with self._slots_lock:
+            if request not in self._evicted:
+                self._waiting.pop(request, None)
+                self._waiting[request] = time.monotonic()
+
+    def request_received(self, request: socket.socket) -> bool:
+        """Its headers arrived: no longer evictable. False if it was evicted just before."""
+        with self._slots_lock:
+            self._waiting.pop(request, None)
+            return request not in self._evicted
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn): slow without DNS, and unused.
@@ -147,6 +231,22 @@ class ProviderServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s failed", client_address, exc_info=True)
+
+
+class DeadlineReader(io.RawIOBase):
+    """The reading side of a connection: each receive waits at most ``read_timeout()``."""
+
+    def __init__(self, handler: Handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        sock = self.handler.connection
+        sock.settimeout(self.handler.read_timeout())
+        return sock.recv_into(buffer)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -163,13 +263,60 @@ class Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.idle_timeout
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.header_deadline: float | None = None
+        self.accepted = self.server.waiting_since(self.connection) or time.monotonic()
+        self.answered = 0
+        # Reads go through DeadlineReader, which bounds each wait by the header deadline.
+        self.rfile.close()
+        self.rfile = io.BufferedReader(DeadlineReader(self))
+
+    def read_timeout(self) -> float:
+        """How long the next read may wait: the idle timeout, or what is left of the time
+        for the request line and headers, which a trickle of bytes does not extend."""
+        if self.header_deadline is None:
+            return self.server.idle_timeout
+        remaining = self.header_deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request headers not received in time")
+        return min(self.server.idle_timeout, remaining)
+
+    def handle_one_request(self) -> None:
+        if self.answered:
+            # Keep-alive: silence up to the idle timeout, then the next request starts its
+            # header clock with its first byte.
+            self.server.wait_for_request(self.connection)
+            try:
+                first = self.rfile.peek(1)
+            except OSError as exc:
+                log.debug("keep-alive connection from %s closed: %s", self.client_address[0], exc)
+                first = b""
+            if not first:
+                self.close_connection = True
+                return
+            start = time.monotonic()
+        else:
+            start = self.accepted
+        self.header_deadline = start + self.server.header_timeout
+        try:
+            super().handle_one_request()
+        finally:
+            self.header_deadline = None
+            self.answered += 1
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
 
     def parse_request(self) -> bool:
         self.server.stats.add_request()
-        return super().parse_request()
+        try:
+            parsed = super().parse_request()  # reads the headers, under the header deadline
+        finally:
+            self.header_deadline = None
+            self.connection.settimeout(self.server.idle_timeout)
+        if not self.server.request_received(self.connection):
+            self.close_connection = True  # evicted a moment ago: its slot is someone else's
+            return False
+        return parsed
 
     def do_GET(self) -> None:
         self.serve(send_body=True)
@@ -293,8 +440,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", body.content_type)
         self.send_header("Content-Length", str(count))
         if body.data is not None:
-            self.end_headers_with(body.data[offset : offset + count] if send_body else b"")
-            self.server.stats.add_bytes(count if send_body else 0)
+            payload = body.data[offset : offset + count] if send_body else b""
+            with self.server.stats.counting(len(payload)):
+                self.end_headers_with(payload)
             return
         self.end_headers()
         if send_body and count and body.handle is not None:
@@ -306,17 +454,32 @@ class Handler(BaseHTTPRequestHandler):
         self.flush_headers()
 
     def send_file(self, handle: BinaryIO, offset: int, count: int) -> None:
+        """``count`` bytes of ``handle`` from ``offset``; the counters are settled before the
+        last byte goes out, so a client that has the whole body sees them in /status."""
         stats = self.server.stats
         stats.transfer(+1)
         sent = 0
+        settled = False
         try:
-            sent = self.connection.sendfile(handle, offset, count)
+            if count > 1:  # sendfile's count 0 would mean "to the end of the file"
+                sent = self.connection.sendfile(handle, offset, count - 1)
+            if sent == count - 1:
+                # Counted as sent before it is: the client sees the end with this byte.
+                stats.end_transfer(count)
+                settled = True
+                last = 0
+                try:
+                    last = self.connection.sendfile(handle, offset + sent, 1)
+                finally:
+                    sent += last
+                    if not last:
+                        stats.add_bytes(-1)
         except OSError as exc:  # the client went away or stalled past the timeout
             log.debug("transfer to %s cut: %s", self.client_address[0], exc)
             self.close_connection = True
         finally:
-            stats.transfer(-1)
-            stats.add_bytes(sent)
+            if not settled:
+                stats.end_transfer(sent)
         if sent != count:  # truncated underneath us: the length we promised is wrong
             self.close_connection = True
 

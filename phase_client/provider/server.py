@@ -215,7 +215,12 @@ class Provider:
     def bind(self) -> None:
         address = (self.config.bind, self.config.port)
         try:
-            self.server = ProviderServer(address, self, self.config.idle_timeout)
+            self.server = ProviderServer(
+                address,
+                self,
+                self.config.idle_timeout,
+                header_timeout=self.config.header_timeout,
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise UsageError(f"port {self.config.port} on {self.config.bind} is busy") from exc
