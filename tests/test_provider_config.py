@@ -154,6 +154,12 @@ def test_default_state_dir() -> None:
         ("[provider.channels.stable]\npath = 'x'\n", "unknown key 'path'"),
         ("[dht]\nbootstrap = ['nohost']\n", "invalid [dht] bootstrap address"),
         ("[dht]\nbootstrap = ['h:99999']\n", "invalid [dht] bootstrap address"),
+        ("provider = 1\n", "[provider] and [dht] must be tables"),
+        ("[[provider]]\n", "[provider] and [dht] must be tables"),
+        ("[provider]\nchannels.stable = 1\n", "[provider.channels.stable] must be a table"),
+        ("[provider]\nkey = '~nosuchuser-plasmd/k'\n", "[provider] key:"),
+        ("[dht]\nport = " + "9" * 5000 + "\n", "config: Exceeds the limit"),
+        ("x = " + "[" * 2000 + "]" * 2000 + "\n", "config:"),
     ],
 )
 def test_bad_config_text(tmp_path: Path, text: str, message: str) -> None:

@@ -245,20 +245,28 @@ def seed_compatible(text: str) -> str:
     return "".join(lines)
 
 
+def _path(base_dir: Path, text: str, what: str, origin: str) -> str:
+    """A path setting, ``~`` expanded, relative to the file's directory."""
+    try:
+        return str(base_dir / Path(text).expanduser())
+    except RuntimeError as exc:  # ~user of an unknown user
+        raise UsageError(f"{origin}: {what}: {exc}") from exc
+
+
 def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict[str, Any]:
     """Validated settings from the TOML text; keys as in ``PROVIDER_KEYS`` plus ``dht``.
 
     ``origin`` starts every error message (``config FILE``)."""
     try:
         raw = tomllib.loads(seed_compatible(text))
-    except tomllib.TOMLDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # also an int past 4300 digits, deep nesting
         raise UsageError(f"{origin}: {exc}") from exc
     unknown = set(raw) - {"provider", "dht"}
     if unknown:
         raise UsageError(f"{origin}: unknown table [{sorted(unknown)[0]}]")
-    provider = dict(raw.get("provider", {}))
     if not isinstance(raw.get("provider", {}), dict) or not isinstance(raw.get("dht", {}), dict):
         raise UsageError(f"{origin}: [provider] and [dht] must be tables")
+    provider = dict(raw.get("provider", {}))
     # [provider.channels.X] tables; the channels = [...] list was renamed by seed_compatible.
     channel_tables = provider.pop("channels", {})
     if not isinstance(channel_tables, dict):
@@ -268,7 +276,7 @@ def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict
     settings = _typed(provider, PROVIDER_KEYS, "provider", origin, NUMBERS)
     for key in ("artifacts_dir", "state_dir", "key"):
         if key in settings:
-            settings[key] = str(base_dir / Path(settings[key]).expanduser())
+            settings[key] = _path(base_dir, settings[key], f"[provider] {key}", origin)
     if "channels" in settings:
         settings["channels"] = [
             check_channel(c) for c in _string_list(settings["channels"], "channels", origin)
@@ -278,10 +286,13 @@ def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict
         settings["architectures"] = [check_arch(a) for a in arches]
     channel_dirs = {}
     for channel, table in channel_tables.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{origin}: [provider.channels.{channel}] must be a table")
         check_channel(channel)
         entry = _typed(table, {"artifacts_dir": str}, f"provider.channels.{channel}", origin)
         if "artifacts_dir" in entry:
-            channel_dirs[channel] = str(base_dir / Path(entry["artifacts_dir"]).expanduser())
+            where = f"[provider.channels.{channel}] artifacts_dir"
+            channel_dirs[channel] = _path(base_dir, entry["artifacts_dir"], where, origin)
     settings["channels_config"] = channel_dirs
     dht = _typed(raw.get("dht", {}), DHT_KEYS, "dht", origin, DHT_NUMBERS)
     republish = dht.get("republish_interval")
