@@ -100,10 +100,12 @@ def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = False)
     return fd
 
 
-def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+def read_regular_file(
+    path: str | os.PathLike[str], limit: int, *, follow_symlinks: bool = True
+) -> bytes:
     """At most ``limit`` bytes of a regular file. Opened non-blocking and checked with fstat, so
     a FIFO or device planted where a file was expected fails at once instead of hanging."""
-    fd = open_regular(path, follow_symlinks=True)
+    fd = open_regular(path, follow_symlinks=follow_symlinks)
     try:
         chunks: list[bytes] = []
         got = 0

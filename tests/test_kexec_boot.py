@@ -1,6 +1,7 @@
 """scripts/kexec-boot under busybox ash and dash, and the check it relies on (phase-verify
---check-dir). The re-check runs the real zipapp through a phase-verify symlink; loading uses the
-real kexec binary where that is safe (a file that is no kernel: nothing can be loaded). The full
+--check-dir, --stage-into). The re-check runs the real zipapp through a phase-verify symlink;
+loading uses the real kexec binary where that is safe (a file that is no kernel: nothing can be
+loaded), or a stand-in that records what it was given (what a real load would read). The full
 load + execute path runs under QEMU in test_e2e_qemu.py.
 """
 
@@ -9,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -25,6 +29,12 @@ from .conftest import REPO, run_tool
 KEXEC_BOOT = REPO / "scripts" / "kexec-boot"
 KEY = SigningKey.from_seed(b"\x21" * 32)
 CMDLINE = "console=ttyS0 quiet"
+# Every shell trap at once: echo escapes (dash: \c ends the output, \n a newline), a leading
+# -n, printf directives, quotes, command substitution, backquotes, globs, backslashes, UTF-8.
+TRICKY_CMDLINE = (
+    "-n console=ttyS0 a=\\c b=\\n c=%s%d d=\"x y\" e='q' f=$(touch PWNED) g=`id` "
+    "h=* i=\\\\ j=\\t k=\u00e9 l=[a-z]? m=~ n=$HOME"
+)
 SHELLS = [
     pytest.param(["busybox", "sh"], id="busybox-ash"),
     pytest.param(["dash"], id="dash"),
@@ -32,13 +42,21 @@ SHELLS = [
 
 
 def fetch_dir(
-    path: Path, kernel: bytes = b"K" * 4096, initramfs: bytes = b"I" * 2048, key: SigningKey = KEY
+    path: Path,
+    kernel: bytes = b"K" * 4096,
+    initramfs: bytes | None = b"I" * 2048,
+    key: SigningKey = KEY,
+    cmdline: str = CMDLINE,
 ) -> Path:
-    """A directory as phase-fetch writes it: files named after artifacts, manifest, cmdline."""
+    """A directory as phase-fetch writes it: files named after artifacts, manifest, cmdline.
+    ``initramfs=None``: a manifest that names none."""
     path.mkdir(parents=True, exist_ok=True)
     now = int(time.time())
     artifacts = {}
-    for name, data, file in (("kernel", kernel, "vmlinuz"), ("initramfs", initramfs, "i.img")):
+    files = [("kernel", kernel, "vmlinuz"), ("initramfs", initramfs, "i.img")]
+    for name, data, file in files:
+        if data is None:
+            continue
         (path / name).write_bytes(data)
         digest = hashlib.sha256(data).hexdigest()
         artifacts[name] = {"hash": f"sha256:{digest}", "size": len(data), "path": file}
@@ -49,11 +67,11 @@ def fetch_dir(
         arch="x86_64",
         created_at=now - 60,
         expires_at=now + 86400,
-        cmdline=CMDLINE,
+        cmdline=cmdline,
         artifacts=artifacts,
     )
     (path / "manifest.json").write_bytes(dump_document(sign_document(document, key)))
-    (path / "cmdline").write_text(CMDLINE + "\n")
+    (path / "cmdline").write_text(cmdline + "\n")
     return path
 
 
@@ -81,8 +99,14 @@ def tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_kexec_boot(
-    shell: list[str], tools: Path, tmp_path: Path, *argv: str, path: str | None = None
+    shell: list[str],
+    tools: Path,
+    tmp_path: Path,
+    *argv: str,
+    path: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """kexec-boot with a clean environment; TMPDIR (where it stages) is ``tmp_path/run``."""
     if shutil.which(shell[0]) is None:
         pytest.fail(f"{shell[0]} missing (busybox-static and dash are Debian packages)")
     proc_cmdline = tmp_path / "proc-cmdline"
@@ -90,7 +114,10 @@ def run_kexec_boot(
     proc_cmdline.write_text(
         "BOOT_IMAGE=/vmlinuz root=/dev/sda1 console=tty0 phase.channel=stable phase.x=*"
     )
+    (tmp_path / "run").mkdir(exist_ok=True)
     env = {
+        "TMPDIR": str(tmp_path / "run"),
+        **(env or {}),
         "PATH": path or f"{tools / 'bin'}:/usr/bin:/bin",
         "PHASE_KEYS_DIR": str(tools / "keys"),
         "PHASE_PYZ_ROOT": str(tmp_path / "pyz"),
@@ -98,14 +125,22 @@ def run_kexec_boot(
         "KEXEC_BOOT_SYSCTL": str(tmp_path / "kexec_load_disabled"),
     }
     (tmp_path / "phase.x=GLOB-EXPANDED").touch()  # what phase.x=* would expand to in cwd
+    env = {k: v for k, v in env.items() if v}  # TMPDIR="" leaves it unset
     return subprocess.run(
         [*shell, str(KEXEC_BOOT), *argv],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=120,
         env=env,
         cwd=tmp_path,
     )
+
+
+def staged_in(result: subprocess.CompletedProcess[str]) -> Path:
+    """The private directory kexec-boot staged into, from its first line."""
+    found = re.search(r"; files match; staged in (\S+)$", result.stdout.splitlines()[0])
+    assert found, result.stdout
+    return Path(found.group(1))
 
 
 # --- phase-verify --check-dir ---------------------------------------------------------------
@@ -131,10 +166,27 @@ def test_check_dir_accepts_what_phase_fetch_wrote(tmp_path: Path) -> None:
         ("kernel", lambda p: p.write_bytes(b"K" * 4097)),  # one byte more
         ("initramfs", lambda p: p.unlink()),
         ("cmdline", lambda p: p.write_text("console=ttyS0 init=/bin/sh\n")),
+        ("cmdline", lambda p: p.unlink()),
+        ("cmdline", lambda p: p.write_text(CMDLINE + "  \n")),
+        ("kernel", lambda p: (p.rename(p.with_name("k")), p.symlink_to("k"))),
+        ("kernel", lambda p: (p.unlink(), os.mkfifo(p))),
+        ("initramfs", lambda p: p.write_bytes(b"")),
     ],
-    ids=["kernel-bytes", "kernel-size", "initramfs-missing", "cmdline"],
+    ids=[
+        "kernel-bytes",
+        "kernel-size",
+        "initramfs-missing",
+        "cmdline",
+        "cmdline-missing",
+        "cmdline-spaces",
+        "kernel-symlink-to-the-right-bytes",
+        "kernel-fifo",
+        "initramfs-empty",
+    ],
 )
 def test_check_dir_refuses_any_change(tmp_path: Path, name: str, change: object) -> None:
+    """Every artifact must be a regular file (not a link, not a FIFO that would block the
+    reader) with the signed bytes, and DIR/cmdline the manifest's cmdline exactly."""
     directory = fetch_dir(tmp_path / "d")
     change(directory / name)  # type: ignore[operator]
     result = check(directory)
@@ -147,6 +199,63 @@ def test_check_dir_refuses_any_change(tmp_path: Path, name: str, change: object)
     assert json.loads(as_json.stdout)["reason"] == "integrity"
 
 
+def test_check_dir_refuses_an_artifact_the_manifest_does_not_name(tmp_path: Path) -> None:
+    """An earlier fetch's initramfs, or a planted one, beside a manifest that names none."""
+    directory = fetch_dir(tmp_path / "d", initramfs=None)
+    assert check(directory).returncode == 0
+    (directory / "initramfs").write_bytes(b"I" * 2048)
+    result = check(directory)
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == (
+        f"FAILED: integrity: {directory}/initramfs: not named by the manifest"
+    )
+
+
+def stage(directory: Path, private: Path) -> subprocess.CompletedProcess[bytes]:
+    return check(directory, "--stage-into", str(private))
+
+
+def test_stage_into_copies_exactly_what_kexec_loads(tmp_path: Path) -> None:
+    directory = fetch_dir(tmp_path / "d", cmdline=TRICKY_CMDLINE)
+    private = tmp_path / "private"
+    result = stage(directory, private)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert sorted(os.listdir(private)) == ["cmdline", "initrd", "kernel"]
+    assert (private / "kernel").read_bytes() == (directory / "kernel").read_bytes()
+    assert (private / "initrd").read_bytes() == (directory / "initramfs").read_bytes()
+    assert (private / "cmdline").read_bytes() == TRICKY_CMDLINE.encode()
+    # Kernel only: no initrd at all, whatever DIR held before.
+    kernel_only = fetch_dir(tmp_path / "k", initramfs=None, cmdline="")
+    assert stage(kernel_only, tmp_path / "p2").returncode == 0
+    assert sorted(os.listdir(tmp_path / "p2")) == ["cmdline", "kernel"]
+    assert (tmp_path / "p2" / "cmdline").read_bytes() == b""
+
+
+def test_stage_into_refuses_and_leaves_nothing(tmp_path: Path) -> None:
+    directory = fetch_dir(tmp_path / "d")
+    (directory / "initramfs").write_bytes(b"I" * 2047 + b"!")
+    result = stage(directory, tmp_path / "private")
+    assert result.returncode == 1 and b"initramfs: sha256 differs" in result.stderr
+    assert not (tmp_path / "private").exists()  # removed again, half a copy is never left
+    # A directory that exists already may be anyone's: never staged into.
+    directory = fetch_dir(tmp_path / "ok")
+    (tmp_path / "taken").mkdir()
+    result = stage(directory, tmp_path / "taken")
+    assert result.returncode == 2 and os.listdir(tmp_path / "taken") == []
+    assert b"already exists" in result.stderr and len(result.stderr.splitlines()) == 1
+    # A parent others can write to (not sticky) could swap the directory after the copy.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = stage(directory, shared / "private")
+    assert result.returncode == 2 and b"not safe for a private staging directory" in result.stderr
+    assert os.listdir(shared) == []
+    result = run_tool("verify", str(directory / "manifest.json"), "--key", KEY.public.keyid,
+                      "--stage-into", str(tmp_path / "x"))  # fmt: skip
+    assert result.returncode == 2 and b"--stage-into needs --check-dir" in result.stderr
+
+
 # --- kexec-boot -----------------------------------------------------------------------------
 
 
@@ -157,15 +266,19 @@ def test_dry_run_prints_the_exact_commands(shell: list[str], tools: Path, tmp_pa
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("kexec-boot: VERIFIED stable/x86_64 version 2026.11.24 sequence 3")
-    assert lines[0].endswith("; files match")
+    stage = staged_in(result)
+    assert stage.parent == tmp_path / "run" and re.fullmatch(
+        r"kexec-boot\.[0-9a-f]{16}", stage.name
+    )
     cmdline = "console=ttyS0 quiet extra=1 console=tty0 phase.channel=stable phase.x=*"
     assert lines[1:] == [
-        f"kexec -s -l {d}/kernel --initrd={d}/initramfs '--command-line={cmdline}'",
+        f"kexec -s -l {stage}/kernel --initrd={stage}/initrd '--command-line={cmdline}'",
         "# if kexec -s (kexec_file_load) fails:",
-        f"kexec -l {d}/kernel --initrd={d}/initramfs '--command-line={cmdline}'",
+        f"kexec -l {stage}/kernel --initrd={stage}/initrd '--command-line={cmdline}'",
         "sync",
         "kexec -e",
     ]
+    assert os.listdir(tmp_path / "run") == []  # a dry run removes what it staged
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -190,6 +303,136 @@ def test_refuses_an_untrusted_manifest(shell: list[str], tools: Path, tmp_path: 
     result = run_kexec_boot(shell, tools, tmp_path, "--dry-run", str(d))
     assert result.returncode == 1
     assert "refusing to boot" in result.stderr and "signature" in result.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_signed_cmdline_reaches_kexec_byte_for_byte(
+    shell: list[str], tools: Path, tmp_path: Path
+) -> None:
+    d = fetch_dir(tmp_path / "img", cmdline=TRICKY_CMDLINE)
+    result = run_kexec_boot(shell, tools, tmp_path, "--dry-run", "--append", "x=\\c", str(d))
+    assert result.returncode == 0, result.stderr
+    words = shlex.split(result.stdout.splitlines()[1])  # the line pastes into a shell as is
+    assert words[-1] == (
+        f"--command-line={TRICKY_CMDLINE} x=\\c console=tty0 phase.channel=stable phase.x=*"
+    )
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_no_signed_cmdline_file_no_boot(shell: list[str], tools: Path, tmp_path: Path) -> None:
+    """DIR/cmdline deleted: the command line comes from the manifest, and the missing file is a
+    difference from what phase-fetch wrote."""
+    d = fetch_dir(tmp_path / "img")
+    (d / "cmdline").unlink()
+    result = run_kexec_boot(shell, tools, tmp_path, "--dry-run", str(d))
+    assert result.returncode == 1 and result.stdout == ""
+    err = result.stderr.strip()
+    assert err.startswith("kexec-boot: refusing to boot: ") and f"{d}/cmdline" in err, err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_only_what_the_manifest_names_is_loaded(
+    shell: list[str], tools: Path, tmp_path: Path
+) -> None:
+    """Manifest B names a kernel only: no --initrd, and an initramfs lying in DIR (an earlier
+    fetch's, or planted) is a refusal, never an initrd."""
+    d = fetch_dir(tmp_path / "img", initramfs=None)
+    result = run_kexec_boot(shell, tools, tmp_path, "--dry-run", str(d))
+    assert result.returncode == 0, result.stderr
+    assert "--initrd" not in result.stdout
+    (d / "initramfs").write_bytes(b"planted")
+    result = run_kexec_boot(shell, tools, tmp_path, "--dry-run", str(d))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"kexec-boot: refusing to boot: {d} does not match its signed manifest: "
+        f"FAILED: integrity: {d}/initramfs: not named by the manifest"
+    )
+
+
+# A stand-in for kexec: a real load would replace the machine. It first does what an attacker
+# with write access to DIR would do between the check and the load (rewrites DIR/kernel and
+# DIR/initramfs), then records what it was given and the bytes of those files, and fails.
+FAKE_KEXEC = """#!/bin/sh
+printf 'evil' >"$DIR/kernel"
+printf 'evil' >"$DIR/initramfs"
+for arg in "$@"; do printf '%s\\000' "$arg"; done >"$RECORD/args"
+for arg in "$@"; do
+    case "$arg" in
+        --initrd=*) cat "${arg#--initrd=}" >"$RECORD/initrd" ;;
+        -*) ;;
+        *) cat "$arg" >"$RECORD/kernel" ;;
+    esac
+done
+printf 'Cannot determine the file type of %s\\n' "$1" >&2
+exit 1
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_kexec_loads_the_bytes_that_were_hashed(
+    shell: list[str], tools: Path, tmp_path: Path
+) -> None:
+    kernel, initramfs = os.urandom(8192), os.urandom(4096)
+    d = fetch_dir(tmp_path / "img", kernel=kernel, initramfs=initramfs, cmdline=TRICKY_CMDLINE)
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "kexec").write_text(FAKE_KEXEC)
+    (fake / "kexec").chmod(0o755)
+    record = tmp_path / "record"
+    record.mkdir()
+    result = run_kexec_boot(
+        shell,
+        tools,
+        tmp_path,
+        str(d),
+        path=f"{tools / 'bin'}:{fake}:/usr/bin:/bin",
+        env={"DIR": str(d), "RECORD": str(record)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "kexec-boot: cannot load the kernel: the kernel file is not in a format kexec can load"
+    )
+    assert (d / "kernel").read_bytes() == b"evil"  # changed after the check...
+    assert (record / "kernel").read_bytes() == kernel  # ...but kexec read the checked bytes
+    assert (record / "initrd").read_bytes() == initramfs
+    args = (record / "args").read_bytes().decode().split("\0")[:-1]
+    stage = staged_in(result)
+    assert args[:3] == ["-l", f"{stage}/kernel", f"--initrd={stage}/initrd"]  # the fallback
+    assert args[3].startswith(f"--command-line={TRICKY_CMDLINE} console=tty0 ")
+    assert not stage.exists()  # removed after the failed load
+    assert os.listdir(tmp_path / "run") == []
+
+
+def test_stages_under_run_without_tmpdir(tools: Path, tmp_path: Path) -> None:
+    """The initramfs sets no TMPDIR: the private directory goes on /run (a tmpfs there)."""
+    d = fetch_dir(tmp_path / "img")
+    result = run_kexec_boot(
+        ["busybox", "sh"], tools, tmp_path, "--dry-run", str(d), env={"TMPDIR": ""}
+    )
+    assert result.returncode == 0, result.stderr
+    stage = staged_in(result)
+    assert stage.parent == Path("/run" if os.access("/run", os.W_OK) else "/tmp")
+    assert not stage.exists()
+
+
+def test_refuses_to_stage_under_an_unsafe_directory(tools: Path, tmp_path: Path) -> None:
+    d = fetch_dir(tmp_path / "img")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = run_kexec_boot(
+        ["dash"], tools, tmp_path, "--dry-run", str(d), env={"TMPDIR": str(shared)}
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    err = result.stderr.strip()
+    assert (
+        err.startswith("kexec-boot: refusing to boot: phase-verify: ")
+        and len(err.splitlines()) == 1
+    )
+    assert "not safe for a private staging directory" in err
+    assert os.listdir(shared) == []
 
 
 @pytest.mark.parametrize("shell", SHELLS)

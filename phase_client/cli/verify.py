@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from ..errors import IntegrityError, ManifestError, PhaseError, UsageError
-from ..fsutil import sha256_file
-from ..manifest import MAX_MANIFEST_BYTES, Manifest
+from ..boot.stage import check_dir, stage
+from ..errors import ManifestError, PhaseError, UsageError
+from ..fsutil import read_regular_file
+from ..manifest import MAX_MANIFEST_BYTES
 from ..verification import (
     add_trust_arguments,
     describe,
@@ -38,9 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-dir",
         metavar="DIR",
-        help="also check that DIR/<artifact name> (kernel, initramfs, ...) has the size and "
-        "sha256 of the verified manifest, and DIR/cmdline (if present) its cmdline, as written "
-        "by phase-fetch; exit 1 on any difference (kexec-boot's last check before loading)",
+        help="also check that DIR holds what phase-fetch wrote for the verified manifest: "
+        "DIR/<artifact name> (kernel, initramfs, ...) regular files with its sizes and sha256, "
+        "DIR/cmdline its cmdline, no kernel/initramfs/rootfs/dtb it does not name; exit 1 on "
+        "any difference",
+    )
+    parser.add_argument(
+        "--stage-into",
+        metavar="PRIVDIR",
+        help="with --check-dir: create PRIVDIR (mode 0700; it must not exist) and copy into it, "
+        "hashed as they are copied, exactly what kexec loads: PRIVDIR/kernel, PRIVDIR/initrd "
+        "(if the manifest names an initramfs) and PRIVDIR/cmdline (the manifest's cmdline); "
+        "removed again on failure (kexec-boot's last step before loading)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing; exit code only")
@@ -48,42 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_manifest_file(path: str) -> bytes:
+    """The manifest's bytes, read once: everything verified and staged comes from them."""
     try:
         if path == "-":
             data = sys.stdin.buffer.read(MAX_MANIFEST_BYTES + 1)
         else:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_MANIFEST_BYTES + 1)
+            # A regular file only: a FIFO planted as DIR/manifest.json fails at once.
+            data = read_regular_file(path, MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{path} is larger than the 1 MiB manifest limit")
     return data
-
-
-def check_dir(manifest: Manifest, directory: str) -> None:
-    """Raise IntegrityError unless DIR holds exactly the artifacts the manifest describes."""
-    for name, artifact in sorted(manifest.artifacts.items()):
-        path = os.path.join(directory, name)
-        try:
-            # Size first: a file of the wrong size is refused without hashing it.
-            size = os.stat(path).st_size
-            if size != artifact.size:
-                raise IntegrityError(f"{path}: size {size}, the manifest says {artifact.size}")
-            digest, _ = sha256_file(path)
-        except OSError as exc:
-            raise IntegrityError(f"{path}: {exc.strerror or exc}") from exc
-        if digest != artifact.sha256:
-            raise IntegrityError(f"{path}: sha256 differs from the manifest")
-    cmdline_path = os.path.join(directory, "cmdline")
-    if os.path.exists(cmdline_path):
-        try:
-            with open(cmdline_path, encoding="utf-8") as handle:
-                written = handle.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise IntegrityError(f"{cmdline_path}: {exc}") from exc
-        if written != (manifest.cmdline or "").strip():
-            raise IntegrityError(f"{cmdline_path} differs from the manifest's cmdline")
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -94,11 +79,15 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("no manifest given (phase-verify MANIFEST --key KEY)")
     if args.update_state and not args.state_dir:
         raise UsageError("--update-state needs --state-dir")
+    if args.stage_into and not args.check_dir:
+        raise UsageError("--stage-into needs --check-dir DIR (the directory to stage from)")
     policy = policy_from_args(args)
     state = state_from_args(args)
     try:
         verified = verify_bytes(read_manifest_file(path), policy, state)
-        if args.check_dir:
+        if args.stage_into:
+            stage(verified.manifest, args.check_dir, args.stage_into)
+        elif args.check_dir:
             check_dir(verified.manifest, args.check_dir)
         if args.update_state and state is not None:
             state.record(verified)
