@@ -2,8 +2,8 @@
 
 Nothing is requested from an artifact source before the manifest verified. Artifacts are kept as
 ``DIR/.<name>.part`` until every one of them matched its signed size and sha256; only then are they
-renamed to ``DIR/<name>``, followed by ``DIR/manifest.json`` and ``DIR/cmdline``. On any failure
-every part file of the run is removed, so a final file exists only if it was verified.
+renamed to ``DIR/<name>``, followed by ``DIR/cmdline`` and ``DIR/manifest.json`` (``_commit``). On
+any failure every part file of the run is removed, so a final file exists only if it was verified.
 """
 
 from __future__ import annotations
