@@ -165,7 +165,8 @@ class ProviderServer(ThreadingHTTPServer):
             return self._connections
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        victim = None
+        victim: socket.socket | None = None
+        refused = False
         with self._slots_lock:
             if self._connections < self.max_connections:
                 self._connections += 1
@@ -174,10 +175,10 @@ class ProviderServer(ThreadingHTTPServer):
                 del self._waiting[victim]
                 self._evicted.add(victim)
             else:
-                victim = request
-            if victim is not request:
+                refused = True
+            if not refused:
                 self._waiting[request] = time.monotonic()
-        if victim is request:
+        if refused:
             with contextlib.suppress(OSError):
                 request.sendall(BUSY)
             self.shutdown_request(request)
@@ -246,7 +247,7 @@ class DeadlineReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         sock = self.handler.connection
         sock.settimeout(self.handler.read_timeout())
-        return sock.recv_into(buffer)
+        return int(sock.recv_into(buffer))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -268,7 +269,8 @@ class Handler(BaseHTTPRequestHandler):
         self.answered = 0
         # Reads go through DeadlineReader, which bounds each wait by the header deadline.
         self.rfile.close()
-        self.rfile = io.BufferedReader(DeadlineReader(self))
+        self.reader = io.BufferedReader(DeadlineReader(self))
+        self.rfile = self.reader
 
     def read_timeout(self) -> float:
         """How long the next read may wait: the idle timeout, or what is left of the time
@@ -286,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
             # header clock with its first byte.
             self.server.wait_for_request(self.connection)
             try:
-                first = self.rfile.peek(1)
+                first = self.reader.peek(1)
             except OSError as exc:
                 log.debug("keep-alive connection from %s closed: %s", self.client_address[0], exc)
                 first = b""
