@@ -152,9 +152,9 @@ def test_a_provider_that_stops_refreshing_vanishes_after_its_ttl() -> None:
 class RawPeer:
     """A hostile peer: a plain UDP socket speaking (or abusing) the rpcudp wire format."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.node_id = os.urandom(20)
 

@@ -208,34 +208,46 @@ def test_dht_key() -> None:
             records.dht_key(channel, arch)
 
 
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
 # --- merge, union, pages ------------------------------------------------------------------
-def test_merge_newest_per_peer_wins() -> None:
-    held: dict[str, ProviderRecord] = {}
+def test_newest_record_per_peer_wins() -> None:
+    store = RecordStorage(clock=Clock(T0 + 60))
     old, new = record(now=T0), record(now=T0 + 60, version="2")
     other = record(key_from_byte(2))
-    assert records.merge(held, old, T0, cap=8) is MergeOutcome.ADDED
-    assert records.merge(held, other, T0, cap=8) is MergeOutcome.ADDED
-    assert records.merge(held, new, T0 + 60, cap=8) is MergeOutcome.REPLACED
-    assert records.merge(held, old, T0 + 60, cap=8) is MergeOutcome.STALE
-    assert records.merge(held, new, T0 + 60, cap=8) is MergeOutcome.STALE
-    assert {r.version for r in held.values()} == {"2", "2025.11.26"}
-    assert len(held) == 2  # a refresh of one provider never erases another
+    assert store.put(DIGEST, old.raw) is MergeOutcome.ADDED
+    assert store.put(DIGEST, other.raw) is MergeOutcome.ADDED
+    assert store.put(DIGEST, new.raw) is MergeOutcome.REPLACED
+    assert store.put(DIGEST, old.raw) is MergeOutcome.STALE
+    assert store.put(DIGEST, new.raw) is MergeOutcome.STALE
+    assert {r.version for r in store.records(DIGEST)} == {"2", "2025.11.26"}
+    assert store.total() == 2  # a refresh of one provider never erases another
 
 
-def test_merge_cap_keeps_incumbents_and_expiry_frees_room() -> None:
-    held: dict[str, ProviderRecord] = {}
+def test_full_key_keeps_incumbents_of_one_source_and_expiry_frees_room() -> None:
+    clock = Clock(T0)
+    store = RecordStorage(max_per_key=3, clock=clock)
     for i in range(1, 4):
-        assert records.merge(held, record(key_from_byte(i), ttl=100), T0, cap=3) in (
-            MergeOutcome.ADDED,
+        assert store.put(DIGEST, record(key_from_byte(i), ttl=100).raw, "192.0.2.1") is (
+            MergeOutcome.ADDED
         )
-    newcomer = record(key_from_byte(9), now=T0 + 200)
-    assert records.merge(held, newcomer, T0, cap=3) is MergeOutcome.FULL
+    # Same source as every incumbent: first come keeps the slot (``admission`` has the rest).
+    newcomer = record(key_from_byte(9), now=T0 + 140)
+    assert store.put(DIGEST, newcomer.raw, "192.0.2.9") is MergeOutcome.FULL
     # An incumbent may still refresh when full.
-    assert records.merge(held, record(key_from_byte(1), now=T0 + 1), T0, cap=3) is (
+    assert store.put(DIGEST, record(key_from_byte(1), now=T0 + 1).raw, "192.0.2.1") is (
         MergeOutcome.REPLACED
     )
     # Once the others expire, the newcomer fits.
-    assert records.merge(held, newcomer, T0 + 150, cap=3) is MergeOutcome.ADDED
+    clock.now = T0 + 150
+    assert store.put(DIGEST, newcomer.raw, "192.0.2.9") is MergeOutcome.ADDED
+    assert store.total() == 2
 
 
 def test_union_newest_first_no_expired() -> None:
@@ -270,14 +282,6 @@ def test_next_timestamp_strictly_grows() -> None:
 
 
 # --- storage ------------------------------------------------------------------------------
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
 def test_storage_validates_merges_and_expires() -> None:
     clock = Clock(T0)
     store = RecordStorage(clock=clock)

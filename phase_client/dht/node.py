@@ -147,7 +147,7 @@ class DhtNode(Server):
         # The publisher always keeps its own record, closest or not: with few nodes the k
         # closest can be all others, and if they die the record must not die with them (a
         # client bootstrapping through this node still finds it).
-        self.storage.put(dkey, record.raw)
+        self.storage.put(dkey, record.raw, local=True)
         target = Node(dkey)
         nearest = self.protocol.router.find_neighbors(target)
         if not nearest:

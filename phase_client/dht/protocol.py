@@ -1,13 +1,15 @@
 """Kademlia protocol for provider records: validated STOREs, paged record replies, hardening.
 
 Changes from ``kademlia.protocol.KademliaProtocol``:
-- ``rpc_store`` hands the value to ``RecordStorage.put``, which keeps it only if it is a valid,
-  signed provider record for that key; the answer says whether it was kept.
+- ``rpc_store`` hands the value and the sender's address to ``RecordStorage.put``, which keeps it
+  only if it is a valid, signed provider record for that key and its sources' share leaves room
+  (``admission``); the answer says whether it was kept.
 - ``rpc_find_records`` (new) answers with one page of records that fits a single unfragmented UDP
   reply, plus the page count; ``rpc_find_value`` never returns values (a stock crawler would
   crash on a list), only closer nodes.
 - ``welcome_if_new`` computes the distance to the stored key itself (the stock code hashes the
-  already-hashed key, so records rarely reached new nodes near them).
+  already-hashed key, so records rarely reached new nodes near them), and hands over at most
+  HANDOFF_MAX records, the best-established first.
 - ``find_neighbors`` returns the k closest contacts by XOR distance (``XorRoutingTable``).
 - The RPC timeout is configurable (stock: 5 s), because a boot client cannot wait 5 s per dead
   peer.
@@ -45,6 +47,7 @@ MAX_IP = 45  # longest textual IPv6 address
 CLIENT_ID = b""
 DEAD_FOR = 60.0  # seconds a peer that timed out is skipped without asking it again
 MAX_DEAD = 1024  # dead peers remembered at most
+HANDOFF_MAX = 128  # records handed to one new node (two full keys' worth)
 
 
 def _is_id(value: Any) -> bool:
@@ -193,7 +196,8 @@ class RecordProtocol(KademliaProtocol):
         if not _is_id(nodeid) or not _is_id(key):
             self.dropped += 1
             return False
-        outcome = self.storage.put(key, value)
+        # The sender's address decides whose share the record counts against (``admission``).
+        outcome = self.storage.put(key, value, sender=sender[0])
         if outcome is None:
             log.debug("refused an invalid record from %s", sender)
             return False
@@ -314,10 +318,19 @@ class RecordProtocol(KademliaProtocol):
 
     # --- replication hand-off ---------------------------------------------------------------
     def welcome_if_new(self, node: Node) -> None:
-        """Stock logic with the fix: storage keys are already digests, so use ``Node(key)``."""
+        """Stock logic with two fixes: storage keys are already digests, so use ``Node(key)``;
+        and at most HANDOFF_MAX records are handed over, those admission ranks highest first.
+
+        Uncapped, a node that a flood has filled (4096 records) sends a few thousand STOREs to
+        every node it meets; on loopback they overflowed the newcomer's socket buffer, and its
+        own RPC replies were lost. Providers republish their records anyway.
+        """
         if not self.router.is_new_node(node):
             return
-        for key, value in self.storage:
+        handed = 0
+        for key, value in self.storage.best_first():
+            if handed >= HANDOFF_MAX:
+                break
             keynode = Node(key)
             neighbors = self.router.find_neighbors(keynode)
             if neighbors:
@@ -327,6 +340,7 @@ class RecordProtocol(KademliaProtocol):
                 this_closest = self.source_node.distance_to(keynode) < first
             if not neighbors or (new_node_close and this_closest):
                 self.spawn(self.call_store(node, key, value))
+                handed += 1
         self.router.add_contact(node)
 
     def page_limit(self, claimed: int) -> int:

@@ -9,7 +9,8 @@ replayed under another channel/arch.
 
 Wire form: the canonical JSON of the whole record (signature in standard base64). One record per
 STORE; a node keeps at most one record per (key, peer_id) -- the newest -- and answers lookups with
-pages of records that each fit one UDP reply.
+pages of records that each fit one UDP reply. Which peers get a slot when a node is full is
+``admission``'s business.
 """
 
 from __future__ import annotations
@@ -244,36 +245,7 @@ class MergeOutcome(Enum):
     ADDED = "added"
     REPLACED = "replaced"
     STALE = "stale"  # an equal or newer record of that peer is already held
-    FULL = "full"  # a new peer id, but the key already holds the maximum number of records
-
-
-def merge(
-    held: dict[str, ProviderRecord], record: ProviderRecord, now: int, cap: int
-) -> MergeOutcome:
-    """Merge ``record`` into ``held`` (peer_id -> record, one key) in place: newest per peer wins.
-
-    Expired records are dropped first. When the key is full, new peer ids are refused rather than
-    evicting incumbents: a flood of fresh identities cannot push out providers that were there
-    first and keep refreshing.
-    """
-    drop_expired(held, now)
-    current = held.get(record.peer_id)
-    if current is not None:
-        if not record.newer_than(current):
-            return MergeOutcome.STALE
-        held[record.peer_id] = record
-        return MergeOutcome.REPLACED
-    if len(held) >= cap:
-        return MergeOutcome.FULL
-    held[record.peer_id] = record
-    return MergeOutcome.ADDED
-
-
-def drop_expired(held: dict[str, ProviderRecord], now: int) -> int:
-    expired = [peer for peer, rec in held.items() if rec.expires_at <= now]
-    for peer in expired:
-        del held[peer]
-    return len(expired)
+    FULL = "full"  # a new peer id that found no slot (``admission``: its sources hold enough)
 
 
 def union(records: Iterable[ProviderRecord], now: int) -> list[ProviderRecord]:
