@@ -112,9 +112,13 @@ async def _serve(args: argparse.Namespace) -> int:
             except OSError as exc:
                 log.warning("cannot save DHT state to %s: %s", args.state, exc)
         node.stop()
+    storage = node.storage
     log.info(
-        "DHT node stopped (%d record(s) held, %d invalid dropped)",
-        node.storage.total(),
-        node.storage.rejected + node.protocol.dropped,
+        "DHT node stopped (%d record(s) held, %d invalid dropped, %d refused when full, "
+        "%d evicted by admission)",
+        storage.total(),
+        storage.rejected + node.protocol.dropped,
+        storage.refused,
+        storage.evicted,
     )
     return 0
