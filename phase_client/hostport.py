@@ -22,6 +22,8 @@ def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
     # At most 5 digits: a port is below 65536, and int() raises its own ValueError past 4300.
     if (
         not ok
+        or not host.isprintable()
+        or any(c.isspace() for c in host)
         or not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5)
         or not 0 < int(port_text) < 65536
     ):

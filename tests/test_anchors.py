@@ -7,7 +7,7 @@ import pytest
 
 from phase_client.dht.records import KEY_RE
 from phase_client.errors import PhaseError
-from phase_client.fetch.plan import RangeReplyError, check_partial_reply
+from phase_client.fetch.plan import RangeReplyError, check_partial_reply, declared_length_ok
 from phase_client.hostport import parse_host_port
 from phase_client.keys import KEYID_RE, parse_public_key
 from phase_client.manifest import (
@@ -68,3 +68,14 @@ def test_ports_are_ascii_digits_only(port: str) -> None:
 def test_a_range_with_endless_digits_is_ignored_not_a_crash(digits: int) -> None:
     # int() raises ValueError past 4300 digits; such a header is malformed: send the whole file.
     assert parse_range("bytes=" + "9" * digits + "-", 100) is None
+
+
+@pytest.mark.parametrize("host", ["a\nb", "[\r0]", "a b", "\x00"])
+def test_hosts_with_spaces_or_control_characters_are_refused(host: str) -> None:
+    with pytest.raises(PhaseError):
+        parse_host_port(f"{host}:80")
+
+
+@pytest.mark.parametrize("length", ["-1", "+5", "1_0", "\u0665", " 5 x", "9" * 5000])
+def test_content_length_is_ascii_digits_only(length: str) -> None:
+    assert not declared_length_ok(length, 10**6)

@@ -126,10 +126,9 @@ def declared_length_ok(content_length: str | None, expected: int) -> bool:
     """A Content-Length larger than the bytes we expect is refused before reading a byte."""
     if content_length is None:
         return True
-    try:
-        return int(content_length.strip()) <= expected
-    except ValueError:
-        return False
+    text = content_length.strip()
+    # ASCII digits only (int() also takes "+5", "1_0", "-1" and other scripts' digits).
+    return text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= expected
 
 
 class CompletedRanges:
