@@ -84,6 +84,7 @@ def test_stdin_and_quiet(tmp_path: Path, keys: dict[str, Any]) -> None:
         ("garbage", "malformed"),
         ("float", "malformed"),
         ("missing-file", "malformed"),
+        ("fifo", "malformed"),
         ("threshold", "signature"),
     ],
 )
@@ -114,6 +115,9 @@ def test_not_verified_exits_1(tmp_path: Path, keys: dict[str, Any], case: str, r
         Path(path).write_bytes(Path(path).read_bytes().replace(b'"size": 5', b'"size": 5.0'))
     elif case == "missing-file":
         path = str(tmp_path / "nope.json")
+    elif case == "fifo":  # e.g. planted as DIR/manifest.json: refused at once, never waited on
+        path = str(tmp_path / "fifo.json")
+        os.mkfifo(path)
     result = run_tool("verify", path, "--key", keys["a_pub"], *extra)
     assert result.returncode == 1, result.stderr
     assert result.stderr.decode().startswith(f"FAILED: {reason}: ")
