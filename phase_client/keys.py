@@ -19,6 +19,7 @@ import nacl.exceptions
 import nacl.signing
 
 from .errors import KeyFormatError
+from .fsutil import read_regular_file
 
 PUBLIC_PREFIX = "ed25519:"
 SEED_PREFIX = "ed25519-seed:"
@@ -141,9 +142,8 @@ def parse_signing_key(data: bytes, what: str = "signing key") -> SigningKey:
 
 
 def _read_key_file(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_KEY_FILE + 1)
+    try:  # a FIFO where a key should be fails at once instead of waiting for a writer
+        data = read_regular_file(path, MAX_KEY_FILE + 1)
     except OSError as exc:
         raise KeyFormatError(f"cannot read key {path}: {exc.strerror or exc}") from exc
     if len(data) > MAX_KEY_FILE:

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RollbackError, StateError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, read_regular_file
 from .timefmt import format_utc, parse_utc
 from .trust import AcceptedRecord, VerifiedManifest, check_rollback
 
 STATE_FILE = "accepted.json"
 LOCK_FILE = ".lock"
+MAX_STATE_BYTES = 1 << 20  # a few hundred bytes per channel/arch; anything larger is not ours
 
 
 def _record(entry: dict[str, Any]) -> AcceptedRecord:
@@ -44,13 +45,15 @@ class StateStore:
 
     def _read(self) -> tuple[dict[str, dict[str, Any]], dict[str, AcceptedRecord]]:
         """(the raw entries, the same as records); StateError when anything is off."""
-        try:
-            data = self.path.read_bytes()
+        try:  # regular files only: a FIFO planted on a shared state disk must not hang the boot
+            data = read_regular_file(self.path, MAX_STATE_BYTES + 1)
         except FileNotFoundError:
             return {}, {}
         except OSError as exc:
             raise StateError(f"cannot read state {self.path}: {exc.strerror or exc}") from exc
         try:
+            if len(data) > MAX_STATE_BYTES:
+                raise ValueError("too large")
             document = json.loads(data)
             accepted = document["accepted"]
             if document.get("format") != 1 or not isinstance(accepted, dict):
@@ -67,7 +70,9 @@ class StateStore:
     def _locked(self) -> Iterator[None]:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            handle = open(self.directory / LOCK_FILE, "a+b")  # noqa: SIM115
+            # Never through a link planted in a shared state directory.
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            handle = os.fdopen(os.open(self.directory / LOCK_FILE, flags, 0o644), "r+b")
         except OSError as exc:
             raise StateError(
                 f"cannot use state dir {self.directory}: {exc.strerror or exc}"

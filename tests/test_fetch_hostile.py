@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .fetch_servers import FileServer, HeaderDripServer, publish, signed_manifest
-from .test_fetch_download import ARTS, KEY, run_fetch
+from .fetch_servers import Behaviour, FileServer, HeaderDripServer, publish, signed_manifest
+from .test_fetch_download import ARTS, KEY, PREFIX, run_fetch
 
 
 @pytest.fixture
@@ -100,3 +100,36 @@ def test_a_fifo_as_the_manifest_fails_at_once(
     assert code == 3, err
     assert "not a regular file" in err
     assert time.monotonic() - started < 10
+
+
+def test_fifos_in_place_of_a_key_a_state_file_or_a_mirror_file_fail_at_once(
+    server: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = publish(server, signed_manifest(KEY, ARTS), ARTS)
+    fifo_key = tmp_path / "release.pub"
+    os.mkfifo(fifo_key)
+    state = tmp_path / "state"
+    state.mkdir()
+    os.mkfifo(state / "accepted.json")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    os.mkfifo(mirror / "vmlinuz")
+    started = time.monotonic()
+    code, _, err = run_fetch(
+        capsys, "--manifest", url, "--key", str(fifo_key), "--output", str(tmp_path / "a")
+    )
+    assert code == 2 and "not a regular file" in err, err
+    code, _, err = run_fetch(
+        capsys, "--manifest", url, "--state-dir", str(state), "--output", str(tmp_path / "b")
+    )
+    assert code == 1 and "state" in err, err
+    # The provider's copy is cut after the first byte, so the local mirror is tried: it must be
+    # skipped as unreadable, not waited on.
+    server.behave(PREFIX + "vmlinuz", Behaviour(status=503))
+    code, _, err = run_fetch(
+        capsys,
+        *("--manifest", url, "--mirror", str(mirror), "--artifact", "kernel"),
+        *("--output", str(tmp_path / "c")),
+    )
+    assert code == 3 and "not a regular file" in err, err
+    assert time.monotonic() - started < 20  # hang detector

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PhaseError
+from ..fsutil import open_regular
 from ..httpdeadline import HeaderDeadlineError, pool_classes
 from ..manifest import Artifact
 from .pipeline import HashWritePipeline, PrefixHasher, RangeWriter, Sink, WriteError
@@ -284,8 +285,8 @@ class Transfer:
                 response.close()
 
     def _local(self, source: Source, wanted: ByteRange | None, size: int, sink: Sink) -> int:
-        try:
-            handle = open(source.location, "rb")  # noqa: SIM115
+        try:  # a FIFO in a local mirror directory must fail, not hang the fetch
+            handle = os.fdopen(open_regular(source.location, follow_symlinks=True), "rb")
         except OSError as exc:
             raise SourceFailed(source, exc.strerror or str(exc), unreachable=True) from exc
         with handle:
