@@ -30,6 +30,8 @@ MAX_SIZE = 2**63 - 1
 ARTIFACT_NAME_RE = re.compile(r"^[a-z0-9_-]+\Z")
 CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 ARCH_RE = CHANNEL_RE
+# phase-fetch writes each artifact to DIR/<name> beside DIR/cmdline: an artifact may not take it.
+RESERVED_ARTIFACT_NAMES = frozenset({"cmdline"})
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # A relative URL path: safe segments only, so a path never escapes the manifest's base.
 PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+\Z")
@@ -155,6 +157,8 @@ def _parse_artifact(name: str, entry: Any) -> Artifact:
     where = f"artifact {name!r}: "
     if not ARTIFACT_NAME_RE.match(name):
         raise ManifestError(f"artifact name {name!r} must match [a-z0-9_-]+")
+    if name in RESERVED_ARTIFACT_NAMES:
+        raise ManifestError(f"artifact name {name!r} is reserved (phase-fetch writes DIR/{name})")
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}must be an object")
     digest = _need(entry, "hash", str, where)

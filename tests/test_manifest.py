@@ -146,3 +146,11 @@ def test_signed_bytes_exclude_signatures_only() -> None:
 )
 def test_arch_aliases(given: str, expected: str) -> None:
     assert normalize_arch(given) == expected
+
+
+def test_an_artifact_named_cmdline_is_refused() -> None:
+    # It would land on DIR/cmdline, the file phase-fetch writes the signed command line to.
+    document = make_document()
+    document["artifacts"]["cmdline"] = dict(document["artifacts"]["kernel"])
+    with pytest.raises(ManifestError, match="reserved"):
+        manifest_from_document(document)
