@@ -3,9 +3,8 @@ through parse_config_text and resolve, and the file through load_config_file. do
 
 Property: a ServeConfig, or UsageError (one line, exit 2); never another exception.
 
-Known crashes (provider/config.py is owned elsewhere; routed, not fixed here) are the explicit
-examples below; the target is an expected failure until they are fixed, and then fails as an
-unexpected pass (strict) so that the marker gets removed.
+The crashes this target found (each escaped as a traceback, fixed in provider/config.py) are
+kept as explicit examples and as a plain regression test.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from tests.conftest import fuzz_settings
 ARTIFACTS = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
 BASE = ARTIFACTS
 
-KNOWN_CRASHES = [
+FOUND_CRASHES = [
     "provider = 1",  # TypeError: dict(1) before the table check
     "[[provider]]",  # ValueError: dict([{}])
     "[provider]\nchannels.stable = 1",  # AttributeError: 'int' object has no attribute 'items'
@@ -89,21 +88,19 @@ def check(text: str) -> None:
     assert all(0 < port < 65536 for _, port in config.dht_settings.bootstrap)
 
 
-@pytest.mark.xfail(strict=True, reason="known crashes in provider/config.py (routed)")
 @fuzz_settings(300)
 @given(config_texts)
-@example(KNOWN_CRASHES[0])
-@example(KNOWN_CRASHES[1])
-@example(KNOWN_CRASHES[2])
-@example(KNOWN_CRASHES[3])
-@example(KNOWN_CRASHES[4])
-@example(KNOWN_CRASHES[5])
+@example(FOUND_CRASHES[0])
+@example(FOUND_CRASHES[1])
+@example(FOUND_CRASHES[2])
+@example(FOUND_CRASHES[3])
+@example(FOUND_CRASHES[4])
+@example(FOUND_CRASHES[5])
 def test_config_text(text: str) -> None:
     check(text)
 
 
-@pytest.mark.parametrize("text", KNOWN_CRASHES)
-@pytest.mark.xfail(strict=True, reason="known crash in provider/config.py (routed)")
+@pytest.mark.parametrize("text", FOUND_CRASHES)
 def test_known_config_crash_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError):
         parse_config_text(text, BASE)
@@ -119,7 +116,3 @@ def test_config_file_bytes(raw: bytes) -> None:
             load_config_file(path)
         except UsageError:
             return
-        except (TypeError, AttributeError, RuntimeError, ValueError, RecursionError) as exc:
-            # The known crashes of test_config_text (xfail there), reached through a file: this
-            # target is about reading the file (size, encoding), so they are counted, not failed.
-            event(f"known config.py crash: {type(exc).__name__}")
