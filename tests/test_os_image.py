@@ -1,0 +1,183 @@
+"""The real OS image, booted directly under QEMU (TCG): Debian's generic kernel, the image's own
+initramfs.img followed by a newc cpio holding phase/rootfs.sqfs (what stage 1 will hand to
+kexec), and systemd coming up in the squashfs+overlay root until phase-os-up.service prints
+its PHASE-OS-UP line and powers off. The negatives: no rootfs in the initrd, and a rootfs that
+is not the one phase.rootfs_sha256 names: one line, then a shell (never a kernel panic).
+
+The image is built by ``plasmd image build`` into build/os/stable/x86_64 (what ``make os-image``
+writes), as root, and reused across runs while its inputs are unchanged (~2 min to build).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import REPO
+from .test_e2e_qemu import terminate, wait_for
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+IMAGE = REPO / "build" / "os" / "stable" / "x86_64"
+APT_CACHE = REPO / "build" / "os" / ".apt-cache"
+BUILD_TIMEOUT = 1800  # seconds; ~2 min on an idle 2-core machine with the .deb cache warm
+BOOT_DEADLINE = 400  # seconds to PHASE-OS-UP; ~35 s on an idle 2-core machine under TCG
+SHELL_DEADLINE = 180
+NO_ROOTFS_LINE = "phase-os: no root filesystem at /phase/rootfs.sqfs"
+
+
+@pytest.fixture(scope="module")
+def image() -> dict[str, Any]:
+    """Build (or find current) the OS image; return its stamp (files, kernel version...)."""
+    if os.geteuid() != 0:
+        pytest.fail("the OS image build needs root (mmdebstrap): run the tests as root")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 missing: run scripts/install-deps (qemu-system-x86)")
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "phase_client", "plasmd", "image", "build"),
+            *("--out", str(IMAGE), "--apt-cache", str(APT_CACHE), "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    summary: dict[str, Any] = json.loads(result.stdout)
+    for name in ("vmlinuz", "initramfs.img", "rootfs.sqfs", "cmdline", "version"):
+        assert (IMAGE / name).is_file(), name
+    assert (IMAGE / "cmdline").read_text().strip() == f"phase.version={summary['version']}"
+    return summary
+
+
+def rootfs_cpio(directory: Path) -> Path:
+    """A newc cpio holding phase/rootfs.sqfs: what stage 1 appends to initramfs.img."""
+    tree = directory / "carry"
+    (tree / "phase").mkdir(parents=True)
+    (tree / "phase" / "rootfs.sqfs").symlink_to(IMAGE / "rootfs.sqfs")
+    out = directory / "rootfs.cpio"
+    with out.open("wb") as handle:
+        subprocess.run(
+            ["cpio", "--quiet", "-o", "-H", "newc", "-L", "--owner=0:0", "--reproducible"],
+            input=b"phase\nphase/rootfs.sqfs\n",
+            stdout=handle,
+            cwd=tree,
+            check=True,
+            timeout=300,
+        )
+    return out
+
+
+def initrd(directory: Path, with_rootfs: bool) -> Path:
+    out = directory / ("initrd-full" if with_rootfs else "initrd-bare")
+    parts = [IMAGE / "initramfs.img"] + ([rootfs_cpio(directory)] if with_rootfs else [])
+    with out.open("wb") as handle:
+        for part in parts:
+            with part.open("rb") as source:
+                shutil.copyfileobj(source, handle, 1 << 20)
+    return out
+
+
+def qemu(
+    initrd_path: Path, append: str, serial: Path, memory: int = 2048, interactive: bool = False
+) -> subprocess.Popen[bytes]:
+    console = ["-serial", "stdio"] if interactive else ["-serial", f"file:{serial}"]
+    with serial.open("wb") as out:
+        return subprocess.Popen(
+            [
+                *("qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "1"),
+                *("-m", str(memory), "-nographic", "-no-reboot", "-monitor", "none", *console),
+                *("-kernel", str(IMAGE / "vmlinuz"), "-initrd", str(initrd_path)),
+                *("-append", append, "-nic", "user,model=virtio-net-pci"),
+            ],
+            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
+            stdout=out if interactive else subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def test_os_image_boots_to_multi_user_and_reports(image: dict[str, Any], tmp_path: Path) -> None:
+    full = initrd(tmp_path, with_rootfs=True)
+    sha = image["files"]["rootfs.sqfs"]["sha256"]
+    append = f"console=ttyS0 phase.version=test-1 phase.test=poweroff phase.rootfs_sha256={sha}"
+    serial = tmp_path / "serial.log"
+    started = time.monotonic()
+    proc = qemu(full, append, serial)
+    try:
+        log = wait_for(serial, r"PHASE-OS-UP .*\n", proc, started + BOOT_DEADLINE)
+        up = time.monotonic() - started
+        log = wait_for(serial, r"reboot: Power down", proc, time.monotonic() + 120)
+        proc.wait(timeout=60)
+    finally:
+        terminate(proc)
+    assert "phase-os: root filesystem sha256 matches phase.rootfs_sha256" in log, log
+    assert "phase-os: root filesystem mounted (squashfs under a tmpfs overlay)" in log, log
+    assert re.search(r"Reached target .*multi-user\.target", log), log
+    line = re.search(r"^PHASE-OS-UP .*$", log, re.M)
+    assert line is not None, log
+    expected = f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay version=test-1"
+    assert line.group(0).strip() == expected, log
+    # networkd's DHCP on the virtio NIC (an en* name) got QEMU's user-network address.
+    assert re.search(r"^PHASE-OS-NET .*en\w+=10\.0\.2\.15/24", log, re.M), log
+    assert "PHASE-OS-POWEROFF" in log and "reboot: Power down" in log, log
+    assert proc.returncode == 0
+    assert "Kernel panic" not in log
+    timing = re.search(r"^PHASE-OS-TIME (.*)$", log, re.M)
+    sys.stderr.write(
+        f"\nOS image: PHASE-OS-UP {up:.1f} s after QEMU started "
+        f"({timing.group(1).strip() if timing else 'no systemd-analyze line'})\n"
+    )
+
+
+def test_initramfs_without_rootfs_says_so_and_gives_a_shell(
+    image: dict[str, Any], tmp_path: Path
+) -> None:
+    bare = initrd(tmp_path, with_rootfs=False)
+    serial = tmp_path / "serial.log"
+    proc = qemu(bare, "console=ttyS0 panic=-1", serial, interactive=True)
+    assert proc.stdin is not None
+    deadline = time.monotonic() + SHELL_DEADLINE
+    try:
+        log = wait_for(serial, r"leave it \(exit\) to try again", proc, deadline)
+        assert NO_ROOTFS_LINE in log, log
+        proc.stdin.write(b"echo SHELL-$((6*7))\n")
+        proc.stdin.flush()
+        log = wait_for(serial, r"SHELL-42", proc, deadline)
+        assert re.search(r"^SHELL-42", log, re.M), log
+        assert proc.poll() is None, "PID 1 must keep running"
+    finally:
+        terminate(proc)
+    assert "Kernel panic" not in log and "Attempted to kill init" not in log, log
+    # One line says what is wrong, before the shell.
+    assert log.count(NO_ROOTFS_LINE) == 1, log
+
+
+def test_rootfs_not_matching_the_signed_hash_is_not_mounted(
+    image: dict[str, Any], tmp_path: Path
+) -> None:
+    full = initrd(tmp_path, with_rootfs=True)
+    wrong = "0" * 64
+    serial = tmp_path / "serial.log"
+    proc = qemu(full, f"console=ttyS0 panic=-1 phase.rootfs_sha256={wrong}", serial)
+    try:
+        log = wait_for(serial, r"leave it \(exit\) to try again", proc, time.monotonic() + 300)
+        assert proc.poll() is None, "PID 1 must keep running"
+    finally:
+        terminate(proc)
+    sha = image["files"]["rootfs.sqfs"]["sha256"]
+    assert (
+        f"phase-os: the root filesystem at /phase/rootfs.sqfs is not the signed one "
+        f"(sha256 {sha}, expected {wrong})"
+    ) in log, log
+    assert "root filesystem mounted" not in log and "Welcome to" not in log, log
+    assert "Kernel panic" not in log
