@@ -111,17 +111,17 @@ class RecordCrawl(NodeSpiderCrawl):
                 done, _ = await asyncio.wait(
                     pending, timeout=soft_timeout, return_when=asyncio.FIRST_COMPLETED
                 )
-                for query in done:
-                    peer, _ = pending.pop(query)
-                    ok, contacts = query.result()
+                for answered in done:
+                    peer, _ = pending.pop(answered)
+                    ok, contacts = answered.result()
                     if ok:
                         self.nearest.push([Node(*contact) for contact in contacts])
                         self._start_fetch(peer)
                     else:
                         self.nearest.remove([peer.id])
         finally:
-            for query in pending:
-                query.cancel()
+            for unanswered in pending:
+                unanswered.cancel()
         return list(self.nearest)
 
     async def find_records(self) -> list[ProviderRecord]:

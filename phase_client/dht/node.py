@@ -135,14 +135,14 @@ class DhtNode(Server):
         return int(sock.family) if sock is not None else socket.AF_INET
 
     # --- records ----------------------------------------------------------------------------
-    async def set(self, key: str, value: ProviderRecord | bytes) -> int:  # type: ignore[override]
+    async def set(self, key: str, value: ProviderRecord | bytes) -> int:
         """Publish one record under ``key``; returns how many nodes accepted it."""
         record = self._record(value)
         if record.key != key:
             raise RecordError(f"record is for {record.key}, not {key}")
         return await self.set_digest(records.key_digest(key), record.raw)
 
-    async def set_digest(self, dkey: bytes, value: Any) -> int:  # type: ignore[override]
+    async def set_digest(self, dkey: bytes, value: Any) -> int:
         record = self._record(value, dkey)
         # The publisher always keeps its own record, closest or not: with few nodes the k
         # closest can be all others, and if they die the record must not die with them (a
@@ -162,7 +162,7 @@ class DhtNode(Server):
         raw = value.raw if isinstance(value, ProviderRecord) else value
         return records.parse_record(raw, self.clock(), expected_digest=dkey)
 
-    async def get(  # type: ignore[override]
+    async def get(
         self, key: str, timeout: float | None = None, first_only: bool = False
     ) -> list[ProviderRecord]:
         """Verified union of the records under ``key`` (newest first); partial on timeout.
@@ -201,7 +201,7 @@ class DhtNode(Server):
         atomic_write(fname, (json.dumps(state, sort_keys=True) + "\n").encode(), mode=0o644)
 
     @classmethod
-    async def load_state(  # type: ignore[override]
+    async def load_state(
         cls, fname: str | os.PathLike[str], port: int, interface: str = "0.0.0.0", **kwargs: Any
     ) -> DhtNode:
         node_id, neighbors = read_state(fname)

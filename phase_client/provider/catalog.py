@@ -300,8 +300,11 @@ class Catalog:
             artifacts[name]["path"] = filename
         cmdline = self._read_text(item, CMDLINE_FILE)
         version = self._read_text(item, VERSION_FILE)
-        fingerprint = (sorted((k, tuple(sorted(v.items()))) for k, v in artifacts.items()),)
-        fingerprint += (cmdline, version)
+        fingerprint = (
+            sorted((k, tuple(sorted(v.items()))) for k, v in artifacts.items()),
+            cmdline,
+            version,
+        )
         now = int(self.clock())
         if (
             previous is not None
