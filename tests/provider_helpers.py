@@ -192,7 +192,54 @@ def in_process_server(source: Source, **options: Any) -> Iterator[ProviderServer
         thread.join(timeout=30)
 
 
-class Drippers:
+class WatchedSockets:
+    """Client sockets a thread visits every ``interval`` seconds (``alive``), noting when the
+    server ended each one."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.socks: list[socket.socket] = []
+        self.opened: list[float] = []
+        self.closed: list[float | None] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def add(self, sock: socket.socket) -> None:
+        self.opened.append(time.monotonic())
+        self.socks.append(sock)
+        self.closed.append(None)
+
+    def _watch(self) -> None:
+        step = 0
+        while not self._stop.is_set() and self.open_count():
+            for index, sock in enumerate(self.socks):
+                if self.closed[index] is None and not self.alive(index, sock, step):
+                    self.closed[index] = time.monotonic()
+            step += 1
+            self._stop.wait(self.interval)
+
+    def alive(self, index: int, sock: socket.socket, step: int) -> bool:
+        raise NotImplementedError
+
+    def open_count(self) -> int:
+        return sum(1 for closed in self.closed if closed is None)
+
+    def lifetimes(self) -> list[float]:
+        """Seconds from connect to the server ending it, for the ones that were ended."""
+        return [c - o for o, c in zip(self.opened, self.closed, strict=True) if c is not None]
+
+    def wait_all_closed(self, timeout: float) -> bool:
+        return poll(lambda: self.open_count() == 0, timeout=timeout, interval=0.1)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        for sock in self.socks:
+            sock.close()
+
+
+class Drippers(WatchedSockets):
     """``count`` slowloris connections: each sends a request line and then one header byte
     every ``interval`` seconds, never finishing its headers. A thread does the dripping and
     notes when the server closed each one (EOF or reset)."""
@@ -200,30 +247,14 @@ class Drippers:
     PREFIX = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
 
     def __init__(self, port: int, count: int, interval: float = 0.5) -> None:
-        self.interval = interval
-        self.socks: list[socket.socket] = []
-        self.opened: list[float] = []
-        self.closed: list[float | None] = []
+        super().__init__(interval)
         for _ in range(count):
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-            self.opened.append(time.monotonic())
             sock.setblocking(False)
-            self.socks.append(sock)
-            self.closed.append(None)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drip, daemon=True)
+            self.add(sock)
         self._thread.start()
 
-    def _drip(self) -> None:
-        step = 0
-        while not self._stop.is_set() and self.open_count():
-            for index, sock in enumerate(self.socks):
-                if self.closed[index] is None and not self._alive(sock, step):
-                    self.closed[index] = time.monotonic()
-            step += 1
-            self._stop.wait(self.interval)
-
-    def _alive(self, sock: socket.socket, step: int) -> bool:
+    def alive(self, index: int, sock: socket.socket, step: int) -> bool:
         try:
             sock.recv(1, socket.MSG_PEEK)
             return False  # EOF (or an answer, which ends the request just as well)
@@ -239,18 +270,60 @@ class Drippers:
             return False
         return True
 
-    def open_count(self) -> int:
-        return sum(1 for closed in self.closed if closed is None)
 
-    def lifetimes(self) -> list[float]:
-        """Seconds from connect to the server closing it, for the ones that were closed."""
-        return [c - o for o, c in zip(self.opened, self.closed, strict=True) if c is not None]
+TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (Linux)
 
-    def wait_all_closed(self, timeout: float) -> bool:
-        return poll(lambda: self.open_count() == 0, timeout=timeout, interval=0.1)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        for sock in self.socks:
-            sock.close()
+class SlowReaders(WatchedSockets):
+    """``count`` slow-read connections: each sends ``GET path`` with a tiny receive buffer,
+    reads its status line and then one byte every ``interval`` seconds, holding its download
+    (and a server slot) for as long as the server lets it. The end of each one is seen in its
+    TCP state at once (a FIN or a reset), not after the bytes still queued before the FIN."""
+
+    def __init__(
+        self, port: int, path: str, count: int, interval: float = 0.2, rcvbuf: int = 4096
+    ) -> None:
+        super().__init__(interval)
+        self.heads: list[bytes] = []  # the first bytes each one got (its status line)
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # Before connect, so the window it offers stays tiny.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(30)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(request)
+            sock.setblocking(False)
+            self.add(sock)
+            self.heads.append(b"")
+        self._thread.start()
+
+    def alive(self, index: int, sock: socket.socket, step: int) -> bool:
+        try:
+            state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+            if state != TCP_ESTABLISHED:
+                return False  # the server sent a FIN or a reset
+            want = 16 - len(self.heads[index])
+            data = sock.recv(want if want > 0 else 1)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        if len(self.heads[index]) < 16:
+            self.heads[index] += data
+        return True
+
+    def statuses(self) -> list[bytes]:
+        """The status code each one got (``b""`` if it never read one)."""
+        return [head[9:12] for head in self.heads]
+
+
+def run_threads(target: Callable[[], None], count: int, timeout: float = 90) -> None:
+    """``count`` threads running ``target`` at once, each joined within ``timeout``."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)

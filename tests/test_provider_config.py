@@ -257,6 +257,9 @@ NUMERIC_KEYS = [
     ("provider", "scan_interval", "3.0", "--scan-interval"),
     ("provider", "idle_timeout", "30.0", "--idle-timeout"),
     ("provider", "header_timeout", "10.0", "--header-timeout"),
+    ("provider", "min_send_rate", "4096", "--min-send-rate"),
+    ("provider", "send_grace", "30.0", "--send-grace"),
+    ("provider", "evict_below_rate", "16384", "--evict-below-rate"),
     ("provider", "manifest_validity_days", "7.0", None),
     ("dht", "port", "4001", "--dht-port"),
     ("dht", "ttl", "3600", None),
@@ -327,6 +330,9 @@ port = 0
 scan_interval = 0.1
 idle_timeout = 86400
 header_timeout = 3600
+min_send_rate = 1
+send_grace = 3600
+evict_below_rate = 1000000000
 manifest_validity_days = 3650
 [dht]
 port = 65535
@@ -336,8 +342,15 @@ republish_interval = 1
     config = resolve({"artifacts": str(tmp_path)}, parse_config_text(text, tmp_path))
     assert (config.port, config.scan_interval, config.idle_timeout) == (0, 0.1, 86400)
     assert config.header_timeout == 3600 and config.manifest_validity_days == 3650
+    assert (config.min_send_rate, config.send_grace, config.evict_below_rate) == (1, 3600, 1e9)
     assert config.dht_settings.port == 65535 and config.dht_settings.republish_interval == 1
-    assert resolve({"artifacts": str(tmp_path)}).header_timeout == 10
+    defaults = resolve({"artifacts": str(tmp_path)})
+    assert defaults.header_timeout == 10
+    assert (defaults.min_send_rate, defaults.send_grace, defaults.evict_below_rate) == (
+        4096,
+        30,
+        16384,
+    )
 
 
 def test_republish_interval_must_be_below_ttl(tmp_path: Path) -> None:
@@ -367,6 +380,13 @@ def test_expires_in_is_checked_like_the_validity(tmp_path: Path) -> None:
         (None, ("--scan-interval", "nan"), "--scan-interval nan is out of range"),
         (None, ("--idle-timeout", "inf"), "--idle-timeout inf is out of range"),
         (None, ("--header-timeout", "-1"), "--header-timeout -1 is out of range"),
+        (
+            None,
+            ("--min-send-rate", "inf"),
+            "--min-send-rate inf is out of range: expected a number of bytes per second "
+            "from 1 to 1000000000",
+        ),
+        ("send_grace = 0.5", None, "[provider] send_grace = 0.5 is out of range"),
         (None, ("--port", "http"), "--port 'http' is not an integer"),
         (None, ("--dht-port", "1e9"), "--dht-port '1e9' is not an integer"),
     ],

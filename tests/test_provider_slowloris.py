@@ -18,6 +18,7 @@ from tests.provider_helpers import (
     make_tree,
     poll,
     raw_request,
+    run_threads,
     running_server,
     serve_args,
 )
@@ -43,11 +44,7 @@ def real_clients(port: int, count: int) -> list[int | str]:
         with lock:
             results.append(outcome)
 
-    threads = [threading.Thread(target=client) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=90)
+    run_threads(client, count)
     return results
 
 

@@ -38,11 +38,18 @@ exit codes:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..provider.config import DEFAULT_BIND, DEFAULT_HEADER_TIMEOUT, DEFAULT_PORT, NUMBERS
+    from ..provider.config import (
+        DEFAULT_BIND,
+        DEFAULT_EVICT_BELOW_RATE,
+        DEFAULT_HEADER_TIMEOUT,
+        DEFAULT_MIN_SEND_RATE,
+        DEFAULT_PORT,
+        DEFAULT_SEND_GRACE,
+        NUMBERS,
+    )
 
     def limits(key: str) -> str:
-        rule = NUMBERS[key]
-        return f"{rule.low:g}..{rule.high:g}"
+        return NUMBERS[key].limits()
 
     # Numeric flags stay text here: config.resolve checks them with the same rules as the
     # config file (finite, in range) and says what is wrong in one line (exit 2).
@@ -97,6 +104,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="time a request line and its headers may take in total, "
         f"{limits('header_timeout')} (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    add(
+        "--min-send-rate",
+        metavar="BYTES/S",
+        help="cut a client taking responses slower than this on average over --send-grace, "
+        f"{limits('min_send_rate')} (default {DEFAULT_MIN_SEND_RATE:g})",
+    )
+    add(
+        "--send-grace",
+        metavar="SECONDS",
+        help=f"window of that average, {limits('send_grace')} (default {DEFAULT_SEND_GRACE:g})",
+    )
+    add(
+        "--evict-below-rate",
+        metavar="BYTES/S",
+        help="at the connection cap, the slowest transfer below this makes room for a newcomer, "
+        f"{limits('evict_below_rate')} (default {DEFAULT_EVICT_BELOW_RATE:g})",
     )
 
 

@@ -22,6 +22,9 @@ File format (every key optional; relative paths are relative to the file's direc
     scan_interval = 3.0                    # seconds between re-scans of the artifacts
     idle_timeout = 30.0                    # seconds a connection may stay silent
     header_timeout = 10.0                  # seconds for a request line + headers, in total
+    min_send_rate = 4096                   # bytes/s a client must take responses at, on average
+    send_grace = 30.0                      # seconds that average is taken over
+    evict_below_rate = 16384               # bytes/s: at the cap, slower transfers make room
     manifest_validity_days = 7.0           # re-signed when half of it has passed
     [provider.channels.stable]
     artifacts_dir = "/var/lib/plasm/stable"   # holds <arch>/ for this channel
@@ -57,6 +60,9 @@ DEFAULT_BIND = "0.0.0.0"
 DEFAULT_SCAN_INTERVAL = 3.0
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_MIN_SEND_RATE = 4096.0
+DEFAULT_SEND_GRACE = 30.0
+DEFAULT_EVICT_BELOW_RATE = 16384.0
 DEFAULT_VALIDITY_DAYS = 7.0
 
 
@@ -74,8 +80,12 @@ class NumberRule:
     def describe(self) -> str:
         kind = "an integer" if self.integer else f"a number of {self.unit}"
         if self.low_open:
-            return f"{kind} above {self.low:g} and at most {self.high:g}"
-        return f"{kind} from {self.low:g} to {self.high:g}"
+            return f"{kind} above {show(self.low)} and at most {show(self.high)}"
+        return f"{kind} from {show(self.low)} to {show(self.high)}"
+
+    def limits(self) -> str:
+        """``low..high``, for help texts."""
+        return f"{show(self.low)}..{show(self.high)}"
 
     def allows(self, number: float) -> bool:
         # Comparisons, not math.isfinite, for ints: a huge int would overflow a float.
@@ -85,6 +95,12 @@ class NumberRule:
         return above and number <= self.high
 
 
+def show(number: float) -> str:
+    """A limit as people write it: 1000000000, not 1e+09; 0.1 stays 0.1."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+RATE_RULE = NumberRule(1, 1e9, unit="bytes per second")
 PORT_RULE = NumberRule(0, 65535, integer=True)  # 0: the system picks a free port
 VALIDITY_RULE = NumberRule(0, 3650, unit="days", low_open=True)
 NUMBERS = {  # [provider] keys
@@ -92,6 +108,10 @@ NUMBERS = {  # [provider] keys
     "scan_interval": NumberRule(0.1, 86400),  # below it, re-scanning would eat the CPU
     "idle_timeout": NumberRule(0.1, 86400),
     "header_timeout": NumberRule(0.1, 3600),
+    "min_send_rate": RATE_RULE,
+    # Below a second the average would measure TCP's jitter, not the client.
+    "send_grace": NumberRule(1, 3600),
+    "evict_below_rate": RATE_RULE,
     "manifest_validity_days": VALIDITY_RULE,
 }
 DHT_NUMBERS = {  # [dht] keys
@@ -104,6 +124,9 @@ FLAGS = {  # numeric flag (argparse dest) -> (the flag, its rule)
     "scan_interval": ("--scan-interval", NUMBERS["scan_interval"]),
     "idle_timeout": ("--idle-timeout", NUMBERS["idle_timeout"]),
     "header_timeout": ("--header-timeout", NUMBERS["header_timeout"]),
+    "min_send_rate": ("--min-send-rate", NUMBERS["min_send_rate"]),
+    "send_grace": ("--send-grace", NUMBERS["send_grace"]),
+    "evict_below_rate": ("--evict-below-rate", NUMBERS["evict_below_rate"]),
     "dht_port": ("--dht-port", DHT_NUMBERS["port"]),
 }
 
@@ -143,6 +166,9 @@ PROVIDER_KEYS = {
     "scan_interval": (int, float),
     "idle_timeout": (int, float),
     "header_timeout": (int, float),
+    "min_send_rate": (int, float),
+    "send_grace": (int, float),
+    "evict_below_rate": (int, float),
     "manifest_validity_days": (int, float),
 }
 DHT_KEYS = {
@@ -182,6 +208,9 @@ class ServeConfig:
     scan_interval: float = DEFAULT_SCAN_INTERVAL
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    min_send_rate: float = DEFAULT_MIN_SEND_RATE
+    send_grace: float = DEFAULT_SEND_GRACE
+    evict_below_rate: float = DEFAULT_EVICT_BELOW_RATE
     manifest_validity_days: float = DEFAULT_VALIDITY_DAYS
 
 
@@ -381,5 +410,8 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
         scan_interval=_number(flags, file, "scan_interval", DEFAULT_SCAN_INTERVAL),
         idle_timeout=_number(flags, file, "idle_timeout", DEFAULT_IDLE_TIMEOUT),
         header_timeout=_number(flags, file, "header_timeout", DEFAULT_HEADER_TIMEOUT),
+        min_send_rate=_number(flags, file, "min_send_rate", DEFAULT_MIN_SEND_RATE),
+        send_grace=_number(flags, file, "send_grace", DEFAULT_SEND_GRACE),
+        evict_below_rate=_number(flags, file, "evict_below_rate", DEFAULT_EVICT_BELOW_RATE),
         manifest_validity_days=_first(file.get("manifest_validity_days"), DEFAULT_VALIDITY_DAYS),
     )

@@ -4,26 +4,35 @@ One thread per connection (``ThreadingHTTPServer``), so a slow or stalled client
 its own thread; the socket timeout cuts connections that stay silent (idle keep-alive, stalled
 downloads) after ``idle_timeout`` seconds. A request line and its headers must arrive within
 ``header_timeout`` seconds in total (from accept, or from the first byte of a keep-alive
-request), however slowly they trickle in. When every connection slot is taken, the connection
-that has waited longest for a request is closed to make room, so slow or idle sockets cannot
-lock real clients out. File bodies go out with ``socket.sendfile``. Only paths present in the
-current catalog snapshot are served: a URL is looked up, never joined to a directory.
+request), however slowly they trickle in. Responses must be taken at ``min_send_rate`` bytes/s
+on average over ``send_grace`` seconds (slow readers). When every connection slot is taken, the
+connection that has waited longest for a request is closed to make room, else the transfer
+taken slowest if it is below ``evict_below_rate``, so slow, idle or slow-reading sockets cannot
+lock real clients out. File bodies go out with ``os.sendfile`` (zero-copy). Only paths present
+in the current catalog snapshot are served: a URL is looked up, never joined to a directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import logging
+import math
 import os
+import select
 import socket
 import socketserver
+import struct
+import sys
+import termios
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,10 +129,109 @@ class Body:
 
 MAX_CONNECTIONS = 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_MIN_SEND_RATE = 4096.0  # bytes/s: a slow WAN client still gets a 10 MiB kernel in 42 min
+DEFAULT_SEND_GRACE = 30.0  # seconds the rate is averaged over
+DEFAULT_EVICT_BELOW_RATE = 16384.0  # bytes/s: at the cap, slower transfers may make room
+# A transfer is measured this long (at most send_grace) before it can be evicted: its first
+# moments (TCP slow start, a client's first read) say little about its rate.
+EVICT_AFTER = 2.0
+# At the cap, a connection that has waited less than this for its request is probably a real
+# client sending it: an evictable slow transfer makes room first.
+SETTLING = 1.0
+CHUNK = 4 << 20  # bytes per sendfile/send call: each call stays short
+# SIOCOUTQ: bytes written to a TCP socket that its peer has not acknowledged yet (Linux).
+OUTQ = getattr(termios, "TIOCOUTQ", None)
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
     b"Connection: close\r\n\r\n"
 )
+
+
+def unacknowledged(sock: socket.socket) -> int:
+    """Bytes queued on ``sock`` that its peer has not acknowledged (0 where unknown).
+
+    What was written minus this is what the client has really taken: the kernel's send
+    buffer accepts megabytes at once, and a slow reader must not get credit for them."""
+    if OUTQ is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), OUTQ, b"\0\0\0\0")
+    except OSError:  # closed, or not TCP: nothing we can tell
+        return 0
+    return max(0, int.from_bytes(raw, sys.byteorder, signed=True))
+
+
+class SendRate:
+    """How fast a client takes what a connection sends it: marks of (time, bytes taken), one
+    every ``grace / 4`` seconds, the oldest kept being the newest at least ``grace`` old.
+
+    Pure: the caller passes the time and the byte count. A client is too slow when, over a
+    measured span of at least ``grace`` seconds, it took less than ``min_rate`` bytes/s on
+    average; a client taking ``min_rate`` steadily, or in bursts much shorter than the window,
+    never is.
+    """
+
+    def __init__(self, min_rate: float, grace: float) -> None:
+        self.min_rate = min_rate
+        self.grace = grace
+        self.step = grace / 4
+        # The eviction check reads the marks from the accepting thread.
+        self._lock = threading.Lock()
+        self._marks: deque[tuple[float, int]] = deque()  # empty until the first sample
+
+    def restart(self, now: float, taken: int) -> None:
+        """A new span: the client has taken everything sent so far, it is not behind."""
+        with self._lock:
+            self._marks = deque([(now, taken)])
+
+    def sample(self, now: float, taken: int) -> None:
+        with self._lock:
+            marks = self._marks
+            if not marks or now - marks[-1][0] >= self.step:
+                marks.append((now, taken))
+            while len(marks) > 1 and marks[1][0] <= now - self.grace:
+                marks.popleft()
+
+    def window(self, now: float, taken: int) -> tuple[float, float]:
+        """(seconds measured, bytes/s taken over them), from the oldest mark kept."""
+        with self._lock:
+            since, before = self._marks[0] if self._marks else (now, taken)
+        elapsed = now - since
+        return elapsed, (taken - before) / elapsed if elapsed > 0 else math.inf
+
+    def too_slow(self, now: float, taken: int) -> float | None:
+        """Record a sample; the rate if it is below ``min_rate`` over a whole window."""
+        self.sample(now, taken)
+        elapsed, rate = self.window(now, taken)
+        return rate if elapsed >= self.grace and rate < self.min_rate else None
+
+    def next_check(self) -> float:
+        """When the next mark is due (or the first window ends): the sender wakes by then."""
+        with self._lock:
+            if not self._marks:
+                return -math.inf  # nothing measured yet: sample now
+            return min(self._marks[-1][0] + self.step, self._marks[0][0] + self.grace)
+
+
+def abort(sock: socket.socket) -> None:
+    """Make the coming close a reset: the bytes still queued for a client that does not take
+    them are dropped at once, instead of an orphaned socket holding them in kernel memory."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class TooSlow(TimeoutError):
+    """The client took a response more slowly than the minimum rate for a whole window."""
+
+
+class Sender(Protocol):
+    """A connection blocked writing to its client: a candidate for eviction at the cap."""
+
+    peer: str
+
+    def current_rate(self, now: float) -> tuple[float, float]:
+        """(seconds measured, bytes/s the client took over them)."""
+        ...
 
 
 class ProviderServer(ThreadingHTTPServer):
@@ -139,16 +247,24 @@ class ProviderServer(ThreadingHTTPServer):
         idle_timeout: float,
         max_connections: int = MAX_CONNECTIONS,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        min_send_rate: float = DEFAULT_MIN_SEND_RATE,
+        send_grace: float = DEFAULT_SEND_GRACE,
+        evict_below_rate: float = DEFAULT_EVICT_BELOW_RATE,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.source = source
         self.idle_timeout = idle_timeout
         self.header_timeout = header_timeout
+        self.min_send_rate = min_send_rate
+        self.send_grace = send_grace
+        self.evict_below_rate = evict_below_rate
+        self.evict_after = min(EVICT_AFTER, send_grace)
         self.stats = Stats()
         # One thread per connection: the cap keeps a flood of connections from exhausting
         # threads. At the cap, a connection still waiting for its request (the longest waiting
-        # one) gives its slot to the newcomer; only when every slot is busy answering does
-        # the newcomer get an immediate 503 instead of waiting.
+        # one) gives its slot to the newcomer, else the slowest-taken transfer if it is below
+        # evict_below_rate (a healthy transfer is never cut for a newcomer); only when every
+        # slot is busy answering at a healthy rate does the newcomer get an immediate 503.
         self.max_connections = max_connections
         self._slots_lock = threading.Lock()
         self._connections = 0
@@ -156,6 +272,8 @@ class ProviderServer(ThreadingHTTPServer):
         # insertion order is waiting order (a connection is re-inserted when it waits again).
         self._waiting: dict[socket.socket, float] = {}
         self._evicted: set[socket.socket] = set()  # closed for a newcomer, slot handed over
+        # Connections blocked writing to their client (a full send buffer).
+        self._sending: dict[socket.socket, Sender] = {}
         super().__init__(address, Handler)
 
     @property
@@ -166,25 +284,42 @@ class ProviderServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         victim: socket.socket | None = None
+        slow: tuple[str, float] | None = None
         refused = False
         with self._slots_lock:
+            now = time.monotonic()
+            oldest = next(iter(self._waiting), None)  # waiting longest: a slowloris or idle
+            slowest = None
+            if self._connections >= self.max_connections and (
+                oldest is None or now - self._waiting[oldest] < SETTLING
+            ):
+                # Rather a slow reader than a newcomer still sending its request.
+                slowest = self._slowest_sender(now)
             if self._connections < self.max_connections:
                 self._connections += 1
-            elif self._waiting:
-                victim = next(iter(self._waiting))  # waiting longest: a slowloris or idle
+            elif slowest is not None:
+                victim, slow = slowest[0], slowest[1:]
+                del self._sending[victim]
+                self._evicted.add(victim)
+            elif oldest is not None:
+                victim = oldest
                 del self._waiting[victim]
                 self._evicted.add(victim)
             else:
                 refused = True
             if not refused:
                 self._waiting[request] = time.monotonic()
+        if slow is not None and victim is not None:
+            log.info("Evicted a slow transfer to %s (%.0f B/s) for a newcomer", *slow)
+            abort(victim)
         if refused:
             with contextlib.suppress(OSError):
                 request.sendall(BUSY)
             self.shutdown_request(request)
             return
         if victim is not None:
-            # Its blocked read returns at once (EOF) and its thread ends without a response.
+            # Its blocked read returns at once (EOF), or its blocked write fails (EPIPE), and
+            # its thread ends.
             with contextlib.suppress(OSError):
                 victim.shutdown(socket.SHUT_RDWR)
         try:
@@ -206,6 +341,27 @@ class ProviderServer(ThreadingHTTPServer):
                 self._evicted.discard(request)  # its slot already belongs to another
             else:
                 self._connections -= 1
+
+    def _slowest_sender(self, now: float) -> tuple[socket.socket, str, float] | None:
+        """The blocked sender taken slowest, if below ``evict_below_rate`` and measured for
+        ``evict_after`` seconds; the slots lock is held. Transfers at or above the threshold
+        are never candidates, so making room never cuts a healthy download."""
+        found: tuple[socket.socket, str, float] | None = None
+        for sock, sender in self._sending.items():
+            elapsed, rate = sender.current_rate(now)
+            if elapsed < self.evict_after or rate >= self.evict_below_rate:
+                continue
+            if found is None or rate < found[2]:
+                found = (sock, sender.peer, rate)
+        return found
+
+    def sending(self, request: socket.socket, sender: Sender | None) -> None:
+        """``request`` is blocked writing (``sender``), or no longer (None)."""
+        with self._slots_lock:
+            if sender is None:
+                self._sending.pop(request, None)
+            elif request not in self._evicted:
+                self._sending[request] = sender
 
     def waiting_since(self, request: socket.socket) -> float | None:
         with self._slots_lock:
@@ -250,6 +406,26 @@ class DeadlineReader(io.RawIOBase):
         return int(sock.recv_into(buffer))
 
 
+class PacedWriter(io.BufferedIOBase):
+    """The writing side of a connection: every write goes through ``Handler.pump``, so small
+    responses (headers, JSON, pipelined answers) are held to the send rate like file bodies."""
+
+    def __init__(self, handler: Handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        sock = self.handler.connection
+        sent = self.handler.pump(len(view), lambda done: sock.send(view[done : done + CHUNK]))
+        if sent != len(view):
+            raise ConnectionError("connection closed while writing")
+        return sent
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "plasmd"
@@ -271,6 +447,86 @@ class Handler(BaseHTTPRequestHandler):
         self.rfile.close()
         self.reader = io.BufferedReader(DeadlineReader(self))
         self.rfile = self.reader
+        # Writes go through pump, which holds the client to the minimum rate.
+        self.peer = str(self.client_address[0])
+        self.written = 0  # bytes handed to the kernel on this connection
+        self.rate = SendRate(self.server.min_send_rate, self.server.send_grace)
+        self.wfile.close()
+        self.wfile = PacedWriter(self)
+
+    def taken(self) -> int:
+        """Bytes the client has acknowledged on this connection."""
+        return self.written - unacknowledged(self.connection)
+
+    def current_rate(self, now: float) -> tuple[float, float]:
+        return self.rate.window(now, self.taken())
+
+    def pump(self, count: int, send_some: Callable[[int], int]) -> int:
+        """Send ``count`` bytes with ``send_some(done)``, one non-blocking send from ``done``
+        on (0: nothing more to send); the bytes sent.
+
+        Each wait for room in the send buffer lasts at most the idle timeout (a stalled
+        client), and the client must take the bytes at ``min_send_rate`` on average over
+        ``send_grace`` seconds (a slow reader): else TimeoutError / TooSlow. While blocked,
+        the connection can be evicted for a newcomer at the cap (then the send fails).
+        """
+        sock = self.connection
+        server = self.server
+        rate = self.rate
+        now = time.monotonic()
+        if unacknowledged(sock) == 0:
+            rate.restart(now, self.written)  # it has everything so far: a new span
+        else:
+            rate.sample(now, self.taken())  # still behind on earlier answers: the span goes on
+        check_at = rate.next_check()
+        idle_deadline = now + server.idle_timeout
+        done = 0
+        blocked = False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLOUT)
+        sock.setblocking(False)  # our own waits: a socket timeout would wait per call
+        try:
+            while done < count:
+                try:
+                    sent = send_some(done)
+                except BlockingIOError:
+                    sent = -1
+                if sent == 0:
+                    break
+                now = time.monotonic()
+                if sent > 0:
+                    done += sent
+                    self.written += sent
+                    idle_deadline = now + server.idle_timeout
+                elif not blocked:
+                    blocked = True
+                    server.sending(sock, self)
+                if now >= check_at:
+                    slow = rate.too_slow(now, self.taken())
+                    if slow is not None:
+                        log.info(
+                            "Cut a slow transfer to %s: %.0f B/s over %gs (minimum %.0f)",
+                            self.peer,
+                            slow,
+                            server.send_grace,
+                            server.min_send_rate,
+                        )
+                        raise TooSlow(f"client took {slow:.0f} B/s")
+                    check_at = rate.next_check()
+                if sent > 0:
+                    continue
+                if now >= idle_deadline:
+                    raise TimeoutError("timed out")
+                wait = min(idle_deadline, check_at) - now
+                poller.poll(max(1, math.ceil(wait * 1000)))
+        except TimeoutError:  # stalled or too slow (an evicted one fails with EPIPE instead)
+            abort(sock)
+            raise
+        finally:
+            if blocked:
+                server.sending(sock, None)
+            sock.settimeout(server.idle_timeout)
+        return done
 
     def read_timeout(self) -> float:
         """How long the next read may wait: the idle timeout, or what is left of the time
@@ -456,28 +712,34 @@ class Handler(BaseHTTPRequestHandler):
         self.flush_headers()
 
     def send_file(self, handle: BinaryIO, offset: int, count: int) -> None:
-        """``count`` bytes of ``handle`` from ``offset``; the counters are settled before the
+        """``count`` bytes of ``handle`` from ``offset``, zero-copy, in chunks of at most
+        ``CHUNK`` under ``pump``'s idle and rate checks; the counters are settled before the
         last byte goes out, so a client that has the whole body sees them in /status."""
         stats = self.server.stats
         stats.transfer(+1)
         sent = 0
         settled = False
+        out, source = self.connection.fileno(), handle.fileno()
+
+        def from_file(start: int, length: int) -> Callable[[int], int]:
+            return lambda done: os.sendfile(out, source, start + done, min(length - done, CHUNK))
+
         try:
-            if count > 1:  # sendfile's count 0 would mean "to the end of the file"
-                sent = self.connection.sendfile(handle, offset, count - 1)
+            if count > 1:
+                sent = self.pump(count - 1, from_file(offset, count - 1))
             if sent == count - 1:
                 # Counted as sent before it is: the client sees the end with this byte.
                 stats.end_transfer(count)
                 settled = True
                 last = 0
                 try:
-                    last = self.connection.sendfile(handle, offset + sent, 1)
+                    last = self.pump(1, from_file(offset + sent, 1))
                 finally:
                     sent += last
                     if not last:
                         stats.add_bytes(-1)
-        except OSError as exc:  # the client went away or stalled past the timeout
-            log.debug("transfer to %s cut: %s", self.client_address[0], exc)
+        except OSError as exc:  # the client went away, stalled, read too slowly, was evicted
+            log.debug("transfer to %s cut: %s", self.peer, exc)
             self.close_connection = True
         finally:
             if not settled:

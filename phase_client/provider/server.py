@@ -220,6 +220,9 @@ class Provider:
                 self,
                 self.config.idle_timeout,
                 header_timeout=self.config.header_timeout,
+                min_send_rate=self.config.min_send_rate,
+                send_grace=self.config.send_grace,
+                evict_below_rate=self.config.evict_below_rate,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
