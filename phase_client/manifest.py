@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .canonical import canonical_bytes, loads_strict
-from .errors import ManifestError, UsageError
+from .errors import DocumentError, ManifestError, UsageError
 from .keys import KEYID_RE, SigningKey
 from .timefmt import format_utc, parse_utc
 
@@ -114,7 +114,10 @@ class Manifest:
 def signed_bytes_of(document: Mapping[str, Any]) -> bytes:
     """The bytes signatures cover: prefix + canonical JSON without ``signatures``."""
     body = {k: v for k, v in document.items() if k != "signatures"}
-    return SIGNED_PREFIX + canonical_bytes(body)
+    try:
+        return SIGNED_PREFIX + canonical_bytes(body)
+    except DocumentError as exc:  # canonical's neutral error, as this format's
+        raise ManifestError(str(exc)) from exc
 
 
 def _need(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -256,7 +259,11 @@ def parse_manifest(data: bytes) -> Manifest:
     """Untrusted bytes -> validated (not yet verified) Manifest."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"manifest is {len(data)} bytes, more than the 1 MiB limit")
-    return manifest_from_document(loads_strict(data))
+    try:
+        document = loads_strict(data)
+    except DocumentError as exc:  # canonical's neutral error, as this format's
+        raise ManifestError(str(exc)) from exc
+    return manifest_from_document(document)
 
 
 def build_document(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from .discovery.model import Candidate
+from .errors import TxtError as TxtError  # defined with every user-visible error
 from .manifest import CHANNEL_RE, normalize_arch
 
 SERVICE_TYPE = "_phase-image._tcp.local."
@@ -30,10 +31,6 @@ REQUIRED_KEYS = ("txtvers", "channel", "arch", "manifest")
 
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+\Z")  # visible ASCII, no spaces
 _HOST_LABEL_BAD = re.compile(r"[^A-Za-z0-9-]+")
-
-
-class TxtError(ValueError):
-    """A TXT record that a provider must not send or a client must ignore."""
 
 
 @dataclass(frozen=True)

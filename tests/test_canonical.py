@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from phase_client.canonical import canonical_bytes, loads_strict
-from phase_client.errors import ManifestError
+from phase_client.errors import DocumentError
 
 
 def test_sorted_keys_no_whitespace_utf8_kept() -> None:
@@ -24,17 +24,17 @@ def test_nested_keys_sorted_by_code_point() -> None:
 
 @pytest.mark.parametrize("text", ["1.5", "1e3", "-0.0", "NaN", "Infinity", "-Infinity"])
 def test_floats_and_constants_refused(text: str) -> None:
-    with pytest.raises(ManifestError):
+    with pytest.raises(DocumentError):
         loads_strict(f'{{"x": {text}}}'.encode())
 
 
 def test_float_refused_when_canonicalising() -> None:
-    with pytest.raises(ManifestError, match="floating-point"):
+    with pytest.raises(DocumentError, match="floating-point"):
         canonical_bytes({"x": 1.0})
 
 
 def test_duplicate_keys_refused() -> None:
-    with pytest.raises(ManifestError, match="duplicate key 'a'"):
+    with pytest.raises(DocumentError, match="duplicate key 'a'"):
         loads_strict(b'{"a": 1, "a": 2}')
 
 
@@ -43,7 +43,7 @@ def test_duplicate_keys_refused() -> None:
     [b"\xff\xfe{}", b"\xef\xbb\xbf{}", b'{"a": "\\ud800"}', b"[" * 5000 + b"]" * 5000, b"{", b""],
 )
 def test_garbage_is_a_manifest_error(data: bytes) -> None:
-    with pytest.raises(ManifestError):
+    with pytest.raises(DocumentError):
         loads_strict(data)
 
 
@@ -51,7 +51,7 @@ def test_garbage_is_a_manifest_error(data: bytes) -> None:
 def test_huge_integers_are_a_manifest_error_not_a_crash(digits: int) -> None:
     # int() itself raises ValueError past 4300 digits: that must stay the document's failure.
     for text in (b"9" * digits, b"-" + b"9" * digits):
-        with pytest.raises(ManifestError, match="too long"):
+        with pytest.raises(DocumentError, match="too long"):
             loads_strict(b'{"sequence": ' + text + b"}")
 
 

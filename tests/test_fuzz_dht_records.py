@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from phase_client.canonical import canonical_bytes
 from phase_client.dht import records
 from phase_client.dht.records import ProviderRecord, RecordError
-from phase_client.errors import ManifestError
+from phase_client.errors import DocumentError
 from phase_client.keys import parse_public_key, peer_id_for
 from phase_client.manifest import MIRROR_URL_RE
 from tests.conftest import T0, fuzz_settings, key_from_byte
@@ -145,13 +145,13 @@ def test_resigned_hostile_fields(valid: tuple[ProviderRecord, int], data: st.Dat
     try:
         body = json.loads(encode(emit(tree)))
         unsigned = records.signing_bytes(body)
-    except (ValueError, RecursionError, ManifestError):  # no JSON a signer could produce
+    except (ValueError, RecursionError, DocumentError):  # no JSON a signer could produce
         event("not signable")
         return
     body["signature"] = base64.b64encode(IDENTITIES[who].sign(unsigned)).decode()
     try:
         raw = canonical_bytes(body)
-    except ManifestError:
+    except DocumentError:
         event("not signable")
         return
     parse_or_refuse(raw, T0, None)

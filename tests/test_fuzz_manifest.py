@@ -17,7 +17,7 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from phase_client.canonical import canonical_bytes, loads_strict
-from phase_client.errors import ManifestError, PhaseError
+from phase_client.errors import DocumentError, ManifestError, PhaseError
 from phase_client.keys import KEYID_RE
 from phase_client.manifest import (
     ARTIFACT_NAME_RE,
@@ -387,10 +387,10 @@ def check_invariants(manifest: Manifest) -> None:
 
 
 def check_loads_strict(raw: bytes) -> None:
-    """ManifestError, or canonical JSON that survives its own round trip."""
+    """DocumentError, or canonical JSON that survives its own round trip."""
     try:
         value = loads_strict(raw)
-    except ManifestError:
+    except DocumentError:
         event("refused")
         return
     event("parsed")

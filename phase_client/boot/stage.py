@@ -28,7 +28,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import IntegrityError, PhaseError
+from ..errors import IntegrityError, StageError
 from ..fsutil import (
     create_exclusive,
     fsync_dir,
@@ -38,13 +38,6 @@ from ..fsutil import (
     write_all,
 )
 from ..manifest import ARTIFACT_FILES, Artifact, Manifest
-
-
-class StageError(PhaseError):
-    """The private directory cannot be made or written (exists, unsafe parent, no space)."""
-
-    exit_code = 2
-    reason = "stage"
 
 
 @dataclass(frozen=True)

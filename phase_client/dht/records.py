@@ -25,7 +25,8 @@ from enum import Enum
 from typing import Any
 
 from ..canonical import canonical_bytes, loads_strict
-from ..errors import ManifestError, PhaseError
+from ..errors import DocumentError, PhaseError
+from ..errors import RecordError as RecordError  # defined with every user-visible error
 from ..keys import PublicKey, SigningKey, parse_public_key, peer_id_for
 from ..manifest import MIRROR_URL_RE
 from ..timefmt import format_utc, parse_utc
@@ -57,10 +58,6 @@ DEFAULT_REPUBLISH = 1800
 # bytes of header and msgpack a few bytes per item and for the reply map; 1300 leaves room.
 REPLY_BUDGET = 1300
 PER_ITEM_OVERHEAD = 3  # msgpack bin16 header of one record
-
-
-class RecordError(PhaseError):
-    """A provider record that must not be stored or believed."""
 
 
 def dht_key(channel: str, arch: str) -> str:
@@ -178,14 +175,14 @@ def parse_record(raw: bytes, now: int, expected_digest: bytes | None = None) -> 
         raise RecordError(f"record of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
     try:
         body = loads_strict(raw)
-    except ManifestError as exc:
+    except DocumentError as exc:
         raise RecordError(f"record is not strict JSON: {exc}") from exc
     if not isinstance(body, dict) or set(body) != FIELDS:
         raise RecordError("record must be an object with exactly the provider-record fields")
     try:
         if canonical_bytes(body) != raw:
             raise RecordError("record is not in canonical form")
-    except ManifestError as exc:
+    except DocumentError as exc:
         raise RecordError(str(exc)) from exc
     key = _text(body, "key", 200)
     split_key(key)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import PhaseError
+from ..errors import LocalError
 from ..fsutil import open_regular
 from ..httpdeadline import HeaderDeadlineError, pool_classes
 from ..manifest import Artifact
@@ -63,12 +63,6 @@ class Restart(Exception):
     def __init__(self, response: Any) -> None:
         super().__init__("server ignored Range")
         self.response = response  # the 200 response, its body not read yet
-
-
-class LocalError(PhaseError):
-    """Our side failed (disk full, unwritable output): no source is to blame."""
-
-    exit_code = 2
 
 
 class SourceFailed(Exception):
