@@ -58,7 +58,8 @@ JSON_TYPE = "application/json"
 class Source(Protocol):
     """What the server asks the provider: the current catalog and the status document."""
 
-    snapshot: Snapshot
+    @property
+    def snapshot(self) -> Snapshot: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -432,13 +433,17 @@ class Handler(BaseHTTPRequestHandler):
     # Never answer in HTTP/0.9 (a bare body): a request line without a version is garbage.
     default_request_version = "HTTP/1.0"
     server: ProviderServer
+    # http.server's pending header lines (private, Python 3.11-3.13): end_headers_with appends
+    # a small body to them so headers and body leave in one write. Checked by
+    # tests/test_dependency_contracts.py, which fails loudly if the standard library changes.
+    _headers_buffer: list[bytes]
 
     def version_string(self) -> str:
         return self.server_version
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.header_deadline: float | None = None
         self.accepted = self.server.waiting_since(self.connection) or time.monotonic()
