@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ from typing import Any
 
 from .canonical import canonical_bytes, loads_strict
 from .errors import DocumentError, ManifestError, UsageError
+from .fsutil import read_regular_file
 from .keys import KEYID_RE, SigningKey
 from .timefmt import format_utc, parse_utc
 
 MANIFEST_VERSION = 1
 SIGNED_PREFIX = b"phase-manifest-v1\n"
-MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_MANIFEST_BYTES = 1024 * 1024  # the one cap on a manifest, wherever it is read
 MAX_SEQUENCE = 2**63 - 1
 MAX_SIZE = 2**63 - 1
 
@@ -255,10 +257,26 @@ def manifest_from_document(document: Any) -> Manifest:
     )
 
 
+def manifest_too_large(size: int | None = None, where: str = "") -> ManifestError:
+    """The refusal of a manifest over ``MAX_MANIFEST_BYTES`` (``size``: when it is known)."""
+    what = "is larger than" if size is None else f"is {size} bytes, over"
+    return ManifestError(f"{where}{': ' if where else ''}manifest {what} the 1 MiB limit")
+
+
+def read_manifest_file(path: str | os.PathLike[str]) -> bytes:
+    """A manifest file's bytes, read once: a regular file only (a FIFO planted as
+    ``manifest.json`` fails at once), refused past the cap before it is all read. OSError as
+    the file system gives it."""
+    data = read_regular_file(path, MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise manifest_too_large(where=str(path))
+    return data
+
+
 def parse_manifest(data: bytes) -> Manifest:
     """Untrusted bytes -> validated (not yet verified) Manifest."""
     if len(data) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"manifest is {len(data)} bytes, more than the 1 MiB limit")
+        raise manifest_too_large(len(data))
     try:
         document = loads_strict(data)
     except DocumentError as exc:  # canonical's neutral error, as this format's

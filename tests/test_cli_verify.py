@@ -124,10 +124,11 @@ def test_not_verified_exits_1(tmp_path: Path, keys: dict[str, Any], case: str, r
     assert_one_line_no_traceback(result)
     result = run_tool("verify", path, "--key", keys["a_pub"], *extra, "--json")
     assert result.returncode == 1
-    assert json.loads(result.stdout) == {
+    envelope = json.loads(result.stdout)
+    assert envelope == {
+        "ok": False,
         "verified": False,
-        "reason": reason,
-        "error": json.loads(result.stdout)["error"],
+        "error": {"exit_code": 1, "reason": reason, "message": envelope["error"]["message"]},
     }
 
 

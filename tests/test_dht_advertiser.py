@@ -165,7 +165,7 @@ def test_plasmd_serve_and_phase_discover_end_to_end(tmp_path: Path) -> None:
                 *("--channel", "stable", "--arch", "arm64", "--all", "--json", "--timeout", "10"),
             )
             assert result.returncode == 0, result.stderr
-            found = json.loads(result.stdout)
+            found = json.loads(result.stdout)["providers"]
             assert {c["url"] for c in found} == {
                 s.url + "/stable/arm64/manifest.json" for s in servers
             }

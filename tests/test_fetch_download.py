@@ -251,7 +251,14 @@ def test_no_manifest_reachable_exits_3(tmp_path: Path, capsys: pytest.CaptureFix
         capsys, "--manifest", dead_url("/m.json"), "--output", str(tmp_path / "o")
     )
     assert code == 3 and "no manifest reachable" in err
-    assert summary == {"ok": False, "error": err.strip().split(": ", 1)[1], "exit_code": 3}
+    assert summary == {
+        "ok": False,
+        "error": {
+            "exit_code": 3,
+            "reason": "unreachable",
+            "message": err.strip().split(": ", 1)[1],
+        },
+    }
 
 
 def test_slow_source_dropped_for_the_next(

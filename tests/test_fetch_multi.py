@@ -39,7 +39,7 @@ def test_split_across_two_rate_limited_providers(tmp_path: Path) -> None:
     # Each provider's uplink: 8 MiB/s for all its connections together.
     with FileServer(rate=8 * MiB) as one, FileServer(rate=8 * MiB) as two:
         urls = [publish(one, document, arts), publish(two, document, arts)]
-        summary = fetch(request(urls, tmp_path / "out", connections=4))
+        summary = fetch(request(urls, tmp_path / "out", connections=4)).to_json()
         assert (tmp_path / "out" / "kernel").read_bytes() == arts["kernel"]
         kernel = summary["artifacts"]["kernel"]
         assert kernel["split"] is True
@@ -60,7 +60,7 @@ def test_split_with_a_lying_provider_falls_back_and_bans_it(tmp_path: Path) -> N
         urls = [publish(good, document, arts), publish(liar, document, arts)]
         # initramfs is fetched first (name order); the liar tampers with every range of it.
         liar.behave(PREFIX + "initramfs.img", Behaviour(tamper=True))
-        summary = fetch(request(urls, tmp_path / "out"))
+        summary = fetch(request(urls, tmp_path / "out")).to_json()
         initramfs = summary["artifacts"]["initramfs"]
         assert (tmp_path / "out" / "initramfs").read_bytes() == arts["initramfs"]
         assert initramfs["source"] == good.url(PREFIX + "initramfs.img")
@@ -83,7 +83,7 @@ def test_split_survives_a_provider_dying_mid_range(tmp_path: Path) -> None:
         # Every connection to the flaky provider is cut after a little data, forever.
         flaky.behave(PREFIX + "vmlinuz", Behaviour(cut_at=size, cuts=10**6, stall_after=None))
         flaky.behave(PREFIX + "vmlinuz", Behaviour(status=503))
-        summary = fetch(request(urls, tmp_path / "out", retries=1, backoff=0.01))
+        summary = fetch(request(urls, tmp_path / "out", retries=1, backoff=0.01)).to_json()
         assert (tmp_path / "out" / "kernel").read_bytes() == arts["kernel"]
         kernel = summary["artifacts"]["kernel"]
         assert kernel["split"] is True
@@ -168,7 +168,7 @@ def test_split_resumes_a_cut_range_without_refetching(tmp_path: Path) -> None:
         # Each provider cuts, once, whichever range crosses this offset.
         for server in (one, two):
             server.behave(PREFIX + "vmlinuz", Behaviour(cut_at=size // 2 + 12345))
-        summary = fetch(request(urls, tmp_path / "out", backoff=0.01))
+        summary = fetch(request(urls, tmp_path / "out", backoff=0.01)).to_json()
         kernel = summary["artifacts"]["kernel"]
         assert (tmp_path / "out" / "kernel").read_bytes() == arts["kernel"]
         assert kernel["split"] is True and kernel["resumed"] is True and kernel["retries"] >= 1
@@ -185,7 +185,7 @@ def test_local_manifest_and_local_files(tmp_path: Path) -> None:
     (stick / "vmlinuz").write_bytes(arts["kernel"])
     (stick / "initramfs.img").write_bytes(arts["initramfs"])
     (stick / "manifest.json").write_bytes(dump_document(signed_manifest(KEY, arts)))
-    summary = fetch(request([str(stick / "manifest.json")], tmp_path / "out"))
+    summary = fetch(request([str(stick / "manifest.json")], tmp_path / "out")).to_json()
     assert summary["artifacts"]["kernel"]["source"] == str(stick / "vmlinuz")
     assert (tmp_path / "out" / "initramfs").read_bytes() == arts["initramfs"]
 
@@ -238,6 +238,6 @@ def test_one_connection_means_no_split(tmp_path: Path) -> None:
     document = signed_manifest(KEY, arts)
     with FileServer() as one, FileServer() as two:
         urls = [publish(one, document, arts), publish(two, document, arts)]
-        summary = fetch(request(urls, tmp_path / "out", connections=1))
+        summary = fetch(request(urls, tmp_path / "out", connections=1)).to_json()
         assert summary["artifacts"]["kernel"]["split"] is False
         assert two.requests_for(PREFIX + "vmlinuz") == []

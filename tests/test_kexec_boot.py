@@ -196,7 +196,7 @@ def test_check_dir_refuses_any_change(tmp_path: Path, name: str, change: object)
     assert len(err.strip().splitlines()) == 1
     as_json = check(directory, "--json")
     assert as_json.returncode == 1
-    assert json.loads(as_json.stdout)["reason"] == "integrity"
+    assert json.loads(as_json.stdout)["error"]["reason"] == "integrity"
 
 
 def test_check_dir_refuses_an_artifact_the_manifest_does_not_name(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def discover(node: Node, *args: str, timeout: float = 4.0) -> subprocess.Complet
 def discover_json(node: Node, *args: str, timeout: float = 4.0) -> list[dict[str, Any]]:
     result = discover(node, "--json", *args, timeout=timeout)
     assert result.returncode == 0, describe(result)
-    found: list[dict[str, Any]] = json.loads(result.stdout)
+    found: list[dict[str, Any]] = json.loads(result.stdout)["providers"]
     return found
 
 
@@ -189,7 +189,7 @@ def test_a_stopping_provider_leaves_a_running_clients_view(lan: Lan) -> None:
     leaving.command("stop")
     out, err = browse.communicate(timeout=60)
     assert browse.returncode == 0, err
-    assert [c["url"] for c in json.loads(out)] == [
+    assert [c["url"] for c in json.loads(out)["providers"]] == [
         f"http://{prov2.address}:8080/stable/arm64/manifest.json"
     ]
     match = re.search(r"mDNS: \S+ left", err)
@@ -317,7 +317,7 @@ def test_plasmd_serve_is_discovered_and_probed(lan: Lan, tmp_path: Path) -> None
         timeout=60,
     )
     assert result.returncode == 0, describe(result)
-    (candidate,) = json.loads(result.stdout)
+    (candidate,) = json.loads(result.stdout)["providers"]
     assert candidate["name"] == "phase-stable-arm64"
     assert candidate["version"] == "2026.11.24"
     assert candidate["url"].startswith(f"http://{provider_node.address}:")
@@ -371,7 +371,7 @@ def test_malformed_and_oversized_txt_is_ignored(lan: Lan) -> None:
     Provider(good_node).command("start", STABLE_ARM64)
     result = discover(client, "--all", "--json", "--arch", "arm64", "-v", timeout=2)
     assert result.returncode == 0, describe(result)
-    assert [c["name"] for c in json.loads(result.stdout)] == ["phase-stable-arm64"]
+    assert [c["name"] for c in json.loads(result.stdout)["providers"]] == ["phase-stable-arm64"]
     for name in ("phase-no-url", "phase-future", "phase-huge", "phase-binary"):
         assert re.search(rf"DEBUG mDNS: ignoring {name}\._phase-image", result.stderr), (
             result.stderr
@@ -414,7 +414,7 @@ def test_provider_follows_its_addresses(lan: Lan) -> None:
     urls: list[str] = []
     while time.monotonic() < deadline:  # nothing at all is found while it re-registers
         result = discover(client, "--arch", "arm64", "--all", "--json", timeout=1)
-        urls = [c["url"] for c in json.loads(result.stdout or "[]")]
+        urls = [c["url"] for c in json.loads(result.stdout or "{}").get("providers", [])]
         if urls == [f"http://{second}:8080/stable/arm64/manifest.json"]:
             break
     assert urls == [f"http://{second}:8080/stable/arm64/manifest.json"]

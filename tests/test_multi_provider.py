@@ -116,7 +116,7 @@ def discover(
 def discover_json(node: Node, *args: str, timeout: float = 5.0) -> list[dict[str, Any]]:
     result = discover(node, "--json", *args, timeout=timeout)
     assert result.returncode == 0, describe(result)
-    found: list[dict[str, Any]] = json.loads(result.stdout)
+    found: list[dict[str, Any]] = json.loads(result.stdout)["providers"]
     return found
 
 
@@ -235,7 +235,7 @@ def test_5_3_dht_holds_both_records(world: World) -> None:
         timeout=10,
     )
     assert result.returncode == 0, describe(result)
-    found = json.loads(result.stdout)
+    found = json.loads(result.stdout)["providers"]
     assert {c["url"] for c in found} == {world.prov1.manifest_url, world.prov2.manifest_url}
     for candidate in found:
         assert candidate["source"] == "dht"
@@ -349,7 +349,7 @@ def test_5_4_kill_9_provider_1_then_provider_2_answers_and_fetch_falls_back(worl
     kill_provider_1(world)
     out, err = browse.communicate(timeout=COMMAND_TIMEOUT)
     assert browse.returncode == 0, err
-    assert [c["url"] for c in json.loads(out)] == [world.prov2.manifest_url]
+    assert [c["url"] for c in json.loads(out)["providers"]] == [world.prov2.manifest_url]
     assert f"skipping {world.prov1.manifest_url}" in err, err
 
     # The DHT still holds provider 1's record (it was killed, not withdrawn): --no-probe shows it.

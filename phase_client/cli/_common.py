@@ -1,4 +1,19 @@
-"""What every command shares: one-line errors, exit codes, logging, JSON output."""
+"""What every command shares: exit codes, one-line errors, -q/-v and logging, the --json envelope.
+
+The ``--json`` envelope, the same for every tool (README, "JSON output"):
+
+    success   {"ok": true, ...what the tool reports...}
+    failure   {"ok": false, "error": {"exit_code": N, "reason": "WORD", "message": "..."}, ...}
+
+A failure also carries the tool's empty result where it has one (phase-verify ``"verified":
+false``, phase-discover ``"providers": []``). Usage errors found by the argument parser print it
+too when ``--json`` was given. The one-line error still goes to stderr, for people.
+
+``-q`` and ``-v`` mean the same in every tool: ``-q`` drops progress, INFO log lines and success
+chatter (results asked for, JSON and errors are always printed); ``-v`` adds DEBUG lines, each
+ending with the module it came from, and the traceback of an internal error; ``-vv`` also the
+libraries' (urllib3, zeroconf, kademlia, rpcudp) own log lines.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +22,102 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
-from ..errors import PhaseError
+from ..errors import EXIT_CODES, PhaseError
+from ..errors import EXIT_FAILED as EXIT_FAILED  # the codes, for the tools that import them here
+from ..errors import EXIT_INTERNAL as EXIT_INTERNAL
+from ..errors import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from ..errors import EXIT_OK as EXIT_OK
+from ..errors import EXIT_UNREACHABLE as EXIT_UNREACHABLE
+from ..errors import EXIT_USAGE as EXIT_USAGE
 from ..hostport import bootstrap_from_proc, parse_host_port
-from ..verification import argtype
+from ._trust import argtype
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_INTERNAL = 70
+log = logging.getLogger(__name__)
 
-EXIT_CODES_HELP = """exit codes:
-  0  success
-  1  verification or integrity failure
-  2  usage error, unreadable key or configuration
-  3  no source reachable / nothing found
-"""
+LOGGER_TREE = "phase_client"  # every module logs under its own name, below this
+LIBRARIES = ("zeroconf", "kademlia", "rpcudp", "urllib3")
+
+
+def exit_codes_help(meanings: dict[int, str] | None = None) -> str:
+    """The exit-code table for an epilog; ``meanings`` says what a code means for one tool."""
+    lines = ["exit codes:"]
+    for code, text in EXIT_CODES:
+        lines.append(f"  {code:<2} {(meanings or {}).get(code, text)}")
+    return "\n".join(lines) + "\n"
+
+
+EXIT_CODES_HELP = exit_codes_help()
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with the exit-code table appended to --help."""
+    """argparse with the exit-code table appended to --help, and usage errors that print the
+    ``--json`` failure envelope when ``--json`` was given (still exit 2, as argparse does)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, json_failure: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         kwargs.setdefault("epilog", EXIT_CODES_HELP)
         super().__init__(*args, **kwargs)
+        self.json_failure = dict(json_failure or {})
+        self._wants_json = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        self._wants_json = (
+            "--json" in words[: words.index("--")] if "--" in words else ("--json" in words)
+        )
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        if self._wants_json:
+            print_json(failure(EXIT_USAGE, "usage", message, self.json_failure))
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def add_verbosity(parser: argparse.ArgumentParser, *, inherit: bool = False) -> None:
+    """``-q``/``-v``, the same in every tool. ``inherit``: on a subcommand, where the values given
+    before the subcommand must survive when these are not repeated after it."""
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS if inherit else False,
+        help="quiet: no progress, no INFO lines, no success text (results and errors stay)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if inherit else 0,
+        help="more detail: DEBUG lines naming their module; -vv also the libraries'",
+    )
+
+
+def success(fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``--json`` envelope of a success."""
+    return {**(fields or {}), "ok": True}
+
+
+def failure(
+    exit_code: int, reason: str, message: str, fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``--json`` envelope of a failure; ``fields`` is the tool's empty result."""
+    return {
+        **(fields or {}),
+        "ok": False,
+        "error": {"exit_code": exit_code, "reason": reason, "message": message},
+    }
+
+
+def failure_of(exc: PhaseError, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    return failure(exc.exit_code, exc.reason, str(exc), fields)
 
 
 def number(
@@ -86,19 +169,33 @@ def bootstrap_nodes(args: argparse.Namespace) -> list[tuple[str, int]]:
     return list(args.bootstrap) or bootstrap_from_proc()
 
 
+class _Where(logging.Formatter):
+    """``LEVEL message``; with -v, `` [module]`` after it says where the line came from."""
+
+    def __init__(self, verbose: int) -> None:
+        super().__init__("%(levelname)s %(message)s")
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"{text} [{record.name}]" if self.verbose > 0 else text
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
-    """``LEVEL message`` lines on stderr (the seed's log format: ``INFO Found 2 ...``)."""
+    """``LEVEL message`` lines on stderr (``INFO Found 2 ...``) for the ``phase_client`` logger
+    tree (and any other logger of ours); -q: WARN and up; -v: DEBUG, with the module's name."""
     logging.addLevelName(logging.WARNING, "WARN")
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setFormatter(_Where(verbose))
     root.addHandler(handler)
     root.setLevel(level)
-    # Libraries are chatty at INFO; their detail is only wanted with -v.
-    for name in ("zeroconf", "kademlia", "rpcudp", "urllib3"):
+    logging.getLogger(LOGGER_TREE).setLevel(level)
+    # Libraries are chatty at INFO; their detail is only wanted with -vv.
+    for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
@@ -107,25 +204,38 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def report(prog: str, args: argparse.Namespace | None, envelope: dict[str, Any], line: str) -> None:
+    """A failure, once for people (one line on stderr) and, with --json, once for programs."""
+    if args is not None and getattr(args, "json", False):
+        print_json(envelope)
+    sys.stderr.write(line if line.endswith("\n") else line + "\n")
+
+
 def run(
     prog: str,
     parser: argparse.ArgumentParser,
     handler: Callable[[argparse.Namespace], int],
     argv: list[str] | None,
 ) -> int:
-    """Parse, run, and turn every failure into one line on stderr and an exit code."""
+    """Parse, run, and turn every failure into one line on stderr (plus the --json envelope)
+    and an exit code."""
     args = parser.parse_args(argv)
+    fields = getattr(parser, "json_failure", None)
     try:
         return handler(args)
     except PhaseError as exc:
-        sys.stderr.write(f"{prog}: {exc}\n")
+        report(prog, args, failure_of(exc, fields), f"{prog}: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return 130
+        envelope = failure(EXIT_INTERRUPTED, "interrupted", "interrupted", fields)
+        report(prog, args, envelope, f"{prog}: interrupted")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
-    except Exception as exc:  # never a traceback for the user; -v style detail goes to the log
-        logging.getLogger(prog).debug("internal error", exc_info=True)
-        sys.stderr.write(f"{prog}: internal error: {type(exc).__name__}: {exc}\n")
+    except Exception as exc:  # never a traceback for the user; -v shows it
+        log.debug("internal error", exc_info=True)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        report(
+            prog, args, failure(EXIT_INTERNAL, "internal", message, fields), f"{prog}: {message}"
+        )
         return EXIT_INTERNAL

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..discovery.model import Candidate, Query, host_arch
 from ..errors import NoSourceError, UsageError
 from ..manifest import check_arch, check_channel
-from ..verification import argtype
 from ._common import (
     EXIT_OK,
     Parser,
     add_bootstrap_argument,
+    add_verbosity,
     bootstrap_nodes,
+    exit_codes_help,
     print_json,
     run,
     seconds,
     setup_logging,
+    success,
 )
+from ._trust import argtype
 
 PROG = "phase-discover"
+NOTHING_FOUND: dict[str, Any] = {"providers": []}  # the --json failure envelope's empty result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find a boot-image provider for a channel/arch: "
         "mDNS (_phase-image._tcp) on the LAN first, then the Kademlia DHT. Prints "
         "the best manifest URL (or every provider with --all).",
+        epilog=exit_codes_help({0: "found", 3: "nothing found within the timeout"}),
+        json_failure=NOTHING_FOUND,
     )
     parser.add_argument(
         "--channel", default="stable", type=argtype(check_channel), help="channel (default stable)"
@@ -77,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not probe candidates (no liveness check, no RTT ranking)",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON list of providers")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no log lines")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    parser.add_argument(
+        "--json", action="store_true", help='print {"ok": ..., "providers": [...]} (ranked)'
+    )
+    add_verbosity(parser)
     return parser
 
 
@@ -111,7 +119,7 @@ def handle(args: argparse.Namespace) -> int:
             f"no provider of {args.channel}/{args.arch} found within {args.timeout:g} s"
         )
     if args.json:
-        print_json([c.to_json() for c in found])
+        print_json(success({"providers": [c.to_json() for c in found]}))
     elif args.want_all or args.list:
         for c in found:
             rtt = f"{c.rtt_ms:.1f}ms" if c.rtt_ms is not None else "-"

@@ -9,19 +9,22 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from ..errors import NoSourceError, PhaseError, UsageError
-from ..verification import add_trust_arguments, policy_from_args, state_from_args
+from ..errors import NoSourceError, UsageError
 from ._common import (
     Parser,
     add_bootstrap_argument,
+    add_verbosity,
     bootstrap_nodes,
     count,
+    exit_codes_help,
     number,
     print_json,
     run,
     seconds,
     setup_logging,
+    success,
 )
+from ._trust import add_trust_arguments, policy_from_args, state_from_args
 
 PROG = "phase-fetch"
 
@@ -42,15 +45,16 @@ example:
   phase-fetch --manifest http://provider1:8080/stable/x86_64/manifest.json \\
       --key ed25519:<hex> --output /run/boot --json
 
-exit codes:
-  0  success: every artifact verified and in DIR
-  1  verification or integrity failure (bad signature, expired, rollback, wrong bytes)
-  2  usage error, unreadable key or configuration
-  3  no source reachable (manifest or artifact)
-"""
+""" + exit_codes_help(
+    {
+        0: "success: every artifact verified and in DIR",
+        1: "verification or integrity failure (bad signature, expired, rollback, wrong bytes)",
+        2: "usage error, unreadable key or configuration, or DIR cannot be written",
+        3: "no source reachable (manifest or artifact)",
+    }
+)
 
-
-log = logging.getLogger("phase-fetch")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,8 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --discover: seconds to search (default 5)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings only")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
+    add_verbosity(parser)
     return parser
 
 
@@ -224,14 +227,9 @@ def handle(args: argparse.Namespace) -> int:
     )
     signal.signal(signal.SIGTERM, _terminate)
     progress = Progress(sys.stderr, enabled=not args.quiet)
-    try:
-        summary = fetch(request, progress)
-    except PhaseError as exc:
-        if args.json:
-            print_json({"ok": False, "error": str(exc), "exit_code": exc.exit_code})
-        raise
+    result = fetch(request, progress)
     if args.json:
-        print_json(summary)
+        print_json(success(result.to_json()))
     return 0
 
 

@@ -15,12 +15,22 @@ from ..errors import UsageError
 from ..fsutil import atomic_write
 from ..keys import SigningKey, load_signing_key
 from ..manifest import check_arch, check_channel, dump_document, parse_manifest, sign_document
-from ..verification import argtype
-from ._common import EXIT_OK, EXIT_USAGE, Parser, count, number, print_json, run, setup_logging
+from ._common import (
+    EXIT_OK,
+    Parser,
+    add_verbosity,
+    count,
+    number,
+    print_json,
+    run,
+    setup_logging,
+    success,
+)
+from ._trust import argtype
 
 PROG = "plasmd"
 
-# name -> (module, one-line help). A module not present yet makes the subcommand say so.
+# name -> (module, one-line help); each module has add_arguments(parser) and run(args).
 EXTERNAL = {
     "serve": ("phase_client.cli.plasmd_serve", "serve signed boot images over HTTP and advertise"),
     "dht-node": ("phase_client.cli.plasmd_dht", "run a bare DHT node (e.g. a bootstrap node)"),
@@ -50,8 +60,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         "peer_id": public.peer_id,
     }
     if args.json:
-        print_json(info)
-    else:
+        print_json(success(info))
+    elif not args.quiet:
         sys.stdout.write(
             f"keyid   {public.keyid}\npeer id {public.peer_id}\n"
             f"private {out} (mode 0600)\npublic  {out}.pub\n"
@@ -87,8 +97,8 @@ def cmd_manifest_generate(args: argparse.Namespace) -> int:
         "artifacts": sorted(manifest.artifacts),
     }
     if args.json:
-        print_json(summary)
-    else:
+        print_json(success(summary))
+    elif not args.quiet:
         sys.stdout.write(
             f"wrote {output}: {manifest.combination} version {manifest.version} "
             f"sequence {manifest.sequence} ({', '.join(sorted(manifest.artifacts))}) "
@@ -110,13 +120,15 @@ def cmd_manifest_sign(args: argparse.Namespace) -> int:
     write_new_file(output, dump_document(document), 0o644, force=True)
     if args.json:
         print_json(
-            {
-                "output": str(output),
-                "keyid": key.public.keyid,
-                "signatures": len(document["signatures"]),
-            }
+            success(
+                {
+                    "output": str(output),
+                    "keyid": key.public.keyid,
+                    "signatures": len(document["signatures"]),
+                }
+            )
         )
-    else:
+    elif not args.quiet:
         sys.stdout.write(
             f"signed {output} with {key.public.keyid} "
             f"({len(document['signatures'])} signature(s))\n"
@@ -124,30 +136,14 @@ def cmd_manifest_sign(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def not_built(name: str):  # type: ignore[no-untyped-def]
-    def run_missing(_: argparse.Namespace) -> int:
-        sys.stderr.write(f"{PROG}: '{name}' is not built yet\n")
-        return EXIT_USAGE
-
-    return run_missing
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Phase boot-image provider.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     for name, (module_name, help_text) in EXTERNAL.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            sub.add_parser(name, help=f"{help_text} (not built yet)").set_defaults(
-                func=not_built(name)
-            )
-            continue
+        module = importlib.import_module(module_name)
         p = sub.add_parser(
             name,
             help=help_text,
@@ -156,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=getattr(module, "EPILOG", None),
         )
         module.add_arguments(p)
+        if name != "image":  # its own 'build -q' (progress lines) is the image builder's
+            add_verbosity(p, inherit=True)
         p.set_defaults(func=module.run)
 
     p = sub.add_parser(
@@ -166,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="private key file to create")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_verbosity(p, inherit=True)
     p.set_defaults(func=cmd_keygen)
 
     manifest = sub.add_parser("manifest", help="generate or sign manifests")
@@ -197,19 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="validity in days (default 30, at most 3650)",
     )
     g.add_argument("--cmdline", help="kernel command line (default: the cmdline file, if any)")
-    g.add_argument("--json", action="store_true")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_verbosity(g, inherit=True)
     g.set_defaults(func=cmd_manifest_generate)
     s = msub.add_parser("sign", help="add a signature to a manifest (for thresholds)")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--key", required=True, metavar="FILE", help="signing (private) key")
     s.add_argument("--output", metavar="FILE", help="write here instead of in place")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_verbosity(s, inherit=True)
     s.set_defaults(func=cmd_manifest_sign)
     return parser
 
 
 def handle(args: argparse.Namespace) -> int:
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     if getattr(args, "sequence", None) is not None and args.sequence < 0:
         raise UsageError("--sequence must be non-negative")
     return int(args.func(args))

@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
-from ._common import add_bootstrap_argument, count, seconds
+from ._common import add_bootstrap_argument, count, exit_codes_help, seconds, success
 
-log = logging.getLogger("plasmd.dht")
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 4001
 STATE_SAVE_INTERVAL = 60.0
@@ -25,13 +25,12 @@ EPILOG = """examples:
   plasmd dht-node --port 4001
   plasmd dht-node --port 4002 --bootstrap 198.51.100.7:4001 --state /var/lib/plasmd/dht.json
 
-With --json, one line {"listen": ..., "port": ..., "node_id": ...} is printed on stdout once the
-UDP port is bound (useful with --port 0).
+With --json, one line {"ok": true, "listen": ..., "port": ..., "node_id": ...} is printed on
+stdout once the UDP port is bound (useful with --port 0).
 
-exit codes:
-  0  stopped by SIGINT/SIGTERM
-  2  usage error, or the UDP port cannot be bound
-"""
+""" + exit_codes_help(
+    {0: "stopped by SIGINT/SIGTERM", 2: "usage error, or the UDP port cannot be bound"}
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,11 +85,9 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         log.info("DHT node listening on %s:%d (id %s)", args.listen, node.port, node.node.id.hex())
         if args.json:
-            ready: dict[str, Any] = {
-                "listen": args.listen,
-                "port": node.port,
-                "node_id": node.node.id.hex(),
-            }
+            ready: dict[str, Any] = success(
+                {"listen": args.listen, "port": node.port, "node_id": node.node.id.hex()}
+            )
             sys.stdout.write(json.dumps(ready, sort_keys=True) + "\n")
             sys.stdout.flush()
         contacts = list(args.bootstrap) + neighbors

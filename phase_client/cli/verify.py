@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..boot.stage import check_dir, stage
-from ..errors import ManifestError, PhaseError, UsageError
-from ..fsutil import read_regular_file
-from ..manifest import MAX_MANIFEST_BYTES
-from ..verification import (
-    add_trust_arguments,
-    describe,
-    policy_from_args,
-    state_from_args,
-    verify_bytes,
+from ..errors import EXIT_FAILED, EXIT_OK, ManifestError, PhaseError, UsageError
+from ..manifest import MAX_MANIFEST_BYTES, manifest_too_large, read_manifest_file
+from ..trust import VerifiedManifest
+from ..verification import verify_bytes
+from ._common import (
+    Parser,
+    add_verbosity,
+    exit_codes_help,
+    failure_of,
+    print_json,
+    report,
+    run,
+    setup_logging,
+    success,
 )
-from ._common import EXIT_FAILED, EXIT_OK, Parser, print_json, run
+from ._trust import add_trust_arguments, policy_from_args, state_from_args
 
 PROG = "phase-verify"
+NOT_VERIFIED = {"verified": False}  # the --json failure envelope's empty result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Verify a signed boot manifest: Ed25519 signatures by trusted keys "
         "(threshold), expiry, channel/arch, and rollback state. '-' reads standard input.",
+        epilog=exit_codes_help({0: "verified", 1: "not verified (FAILED: <reason>: <detail>)"}),
+        json_failure=NOT_VERIFIED,
     )
     parser.add_argument("manifest_pos", nargs="?", metavar="MANIFEST", help="manifest file")
     parser.add_argument(
@@ -52,26 +61,45 @@ def build_parser() -> argparse.ArgumentParser:
         "removed again on failure (kexec-boot's last step before loading)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing; exit code only")
+    add_verbosity(parser)
     return parser
 
 
-def read_manifest_file(path: str) -> bytes:
+def read_manifest(path: str) -> bytes:
     """The manifest's bytes, read once: everything verified and staged comes from them."""
     try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_MANIFEST_BYTES + 1)
-        else:
-            # A regular file only: a FIFO planted as DIR/manifest.json fails at once.
-            data = read_regular_file(path, MAX_MANIFEST_BYTES + 1)
+        if path != "-":
+            return read_manifest_file(path)
+        data = sys.stdin.buffer.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if len(data) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{path} is larger than the 1 MiB manifest limit")
+        raise manifest_too_large(where=path)
     return data
 
 
+def verified_json(verified: VerifiedManifest) -> dict[str, Any]:
+    """What --json reports of a verified manifest."""
+    m = verified.manifest
+    return {
+        "verified": True,
+        "version": m.version,
+        "channel": m.channel,
+        "arch": m.arch,
+        "sequence": m.sequence,
+        "created_at": m.document["created_at"],
+        "expires_at": m.document["expires_at"],
+        "signed_by": list(verified.signed_by),
+        "digest": verified.digest,
+        "artifacts": {
+            name: {"hash": a.hash, "size": a.size, "path": a.path}
+            for name, a in m.artifacts.items()
+        },
+    }
+
+
 def handle(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose, args.quiet)
     if args.manifest_pos and args.manifest_opt:
         raise UsageError("give the manifest once (positional or --manifest)")
     path = args.manifest_pos or args.manifest_opt
@@ -84,7 +112,7 @@ def handle(args: argparse.Namespace) -> int:
     policy = policy_from_args(args)
     state = state_from_args(args)
     try:
-        verified = verify_bytes(read_manifest_file(path), policy, state)
+        verified = verify_bytes(read_manifest(path), policy, state)
         if args.stage_into:
             stage(verified.manifest, args.check_dir, args.stage_into)
         elif args.check_dir:
@@ -94,14 +122,10 @@ def handle(args: argparse.Namespace) -> int:
     except PhaseError as exc:
         if exc.exit_code != EXIT_FAILED:
             raise
-        reason = getattr(exc, "reason", "failed")
-        if args.json:
-            print_json({"verified": False, "reason": reason, "error": str(exc)})
-        elif not args.quiet:
-            sys.stderr.write(f"FAILED: {reason}: {exc}\n")
+        report(PROG, args, failure_of(exc, NOT_VERIFIED), f"FAILED: {exc.reason}: {exc}")
         return EXIT_FAILED
     if args.json:
-        print_json(describe(verified))
+        print_json(success(verified_json(verified)))
     elif not args.quiet:
         m = verified.manifest
         sys.stdout.write(

@@ -19,16 +19,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..errors import IntegrityError, ManifestError, NoSourceError, PhaseError, UsageError
-from ..fsutil import create_exclusive, fsync_dir, read_regular_file, write_temp
+from ..errors import (
+    IntegrityError,
+    LocalError,
+    ManifestError,
+    NoSourceError,
+    PhaseError,
+    UsageError,
+)
+from ..fsutil import create_exclusive, fsync_dir, write_temp
 from ..manifest import (
     ARTIFACT_FILES,
     MAX_MANIFEST_BYTES,
     Artifact,
     dump_document,
+    manifest_too_large,
     parse_manifest,
+    read_manifest_file,
 )
 from ..state import StateStore
 from ..trust import TrustPolicy, VerifiedManifest, content_digest
@@ -36,7 +44,6 @@ from ..verification import verify_bytes
 from .cache import BlobCache
 from .download import (
     Http,
-    LocalError,
     Settings,
     SourceFailed,
     Stats,
@@ -48,6 +55,7 @@ from .download import (
 )
 from .plan import ByteRange
 from .progress import Progress
+from .result import ArtifactResult, FetchResult
 from .sources import Source, SourceBook, is_url, sources_for
 
 log = logging.getLogger("phase-fetch")
@@ -87,7 +95,7 @@ def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) ->
     """
     if not is_url(location):
         try:
-            data = read_regular_file(location, MAX_MANIFEST_BYTES + 1)
+            return read_manifest_file(location)
         except OSError as exc:
             raise Unreachable(f"cannot read {location}: {exc.strerror or exc}") from exc
     else:
@@ -107,7 +115,7 @@ def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) ->
                 and length.isdigit()
                 and int(length) > MAX_MANIFEST_BYTES
             ):
-                raise ManifestError(f"{location}: manifest is {length} bytes, over the 1 MiB limit")
+                raise manifest_too_large(int(length), location)
             parts: list[bytes] = []
             got = 0
             deadline = time.monotonic() + time_limit
@@ -125,7 +133,7 @@ def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) ->
         finally:
             response.close()
     if len(data) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{location}: manifest is larger than the 1 MiB limit")
+        raise manifest_too_large(where=location)
     return data
 
 
@@ -259,7 +267,7 @@ class Fetcher:
             self._http = Http(self.settings)
         return self._http
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> FetchResult:
         request = self.request
         need_http = any(is_url(m) for m in request.manifests)
         choice = choose_manifest(
@@ -291,7 +299,7 @@ class Fetcher:
         except OSError as exc:
             raise UsageError(f"cannot create {request.output}: {exc.strerror or exc}") from exc
         parts: dict[str, Path] = {}
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, ArtifactResult] = {}
         try:
             for name in names:
                 part = request.output / f".{name}.part"
@@ -307,25 +315,15 @@ class Fetcher:
                     part.unlink()
         if request.state is not None and request.record_state:
             request.state.record(choice.verified)
-        for name, entry in results.items():
-            entry["file"] = str(request.output / name)
-        return {
-            "ok": True,
-            "manifest": {
-                "source": choice.location,
-                "extra_sources": choice.others,
-                "channel": manifest.channel,
-                "arch": manifest.arch,
-                "version": manifest.version,
-                "sequence": manifest.sequence,
-                "signed_by": list(choice.verified.signed_by),
-                "digest": choice.verified.digest,
-            },
-            "output": str(request.output),
-            "artifacts": results,
-        }
+        return FetchResult(
+            verified=choice.verified,
+            source=choice.location,
+            extra_sources=tuple(choice.others),
+            output=request.output,
+            artifacts=results,
+        )
 
-    def _artifact(self, artifact: Artifact, part: Path, choice: ManifestChoice) -> dict[str, Any]:
+    def _artifact(self, artifact: Artifact, part: Path, choice: ManifestChoice) -> ArtifactResult:
         request = self.request
         started = time.monotonic()
         stats = Stats()
@@ -345,32 +343,32 @@ class Fetcher:
             os.close(fd)
         if cache is not None and not cached:
             cache.store(artifact.sha256, artifact.size, part)
-        seconds = time.monotonic() - started
         delivered = {k: v for k, v in stats.bytes_from.items() if v > 0}
-        source = "cache" if cached else max(delivered, key=lambda k: delivered[k], default="")
+        result = ArtifactResult(
+            name=artifact.name,
+            file=request.output / artifact.name,
+            size=artifact.size,
+            sha256=artifact.sha256,
+            source="cache" if cached else max(delivered, key=lambda k: delivered[k], default=""),
+            sources=delivered,
+            received=stats.received,
+            seconds=time.monotonic() - started,
+            retries=stats.retries,
+            resumed=stats.resumed,
+            restarted=stats.restarted,
+            split=stats.split,
+            cached=cached,
+            failures=tuple(stats.failures),
+        )
         log.info(
             "%s: %d bytes verified in %.2fs (%.1f MB/s) from %s",
             artifact.name,
             artifact.size,
-            seconds,
-            artifact.size / max(seconds, 1e-9) / 1e6,
-            source,
+            result.seconds,
+            result.mb_per_s,
+            result.source,
         )
-        return {
-            "source": source,
-            "sources": delivered,
-            "bytes": artifact.size,
-            "received": stats.received,
-            "sha256": artifact.sha256,
-            "seconds": round(seconds, 3),
-            "mb_per_s": round(artifact.size / max(seconds, 1e-9) / 1e6, 1),
-            "retries": stats.retries,
-            "resumed": stats.resumed,
-            "restarted": stats.restarted,
-            "split": stats.split,
-            "cached": cached,
-            "failures": stats.failures,
-        }
+        return result
 
     def _failed(self, stats: Stats, failure: SourceFailed, name: str) -> None:
         stats.fail(failure)
@@ -539,7 +537,7 @@ class Fetcher:
         return stale
 
 
-def fetch(request: FetchRequest, progress: Progress | None = None) -> dict[str, Any]:
+def fetch(request: FetchRequest, progress: Progress | None = None) -> FetchResult:
     if not request.manifests:
         raise UsageError("no manifest given (--manifest URL|PATH)")
     return Fetcher(request, progress).run()
