@@ -1,5 +1,6 @@
-"""``HOST:PORT`` addresses of DHT bootstrap nodes, from flags, config files and the kernel
-command line (``phase.bootstrap=host:port,...``). Pure."""
+"""Hosts and ports as text: ``HOST:PORT`` addresses of DHT bootstrap nodes, from flags, config
+files and the kernel command line (``phase.bootstrap=host:port,...``), and a host as it stands in
+a URL. Pure."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from .errors import UsageError
 
 CMDLINE_PARAM = "phase.bootstrap"
 MAX_BOOTSTRAP = 32
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL's host part: an IPv6 address in brackets (once), others as they are."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import os
+import platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,11 @@ def normalize_arch(arch: str) -> str:
     """``amd64`` -> ``x86_64``, ``aarch64`` -> ``arm64``; other names unchanged (lower-cased)."""
     lowered = arch.strip().lower()
     return ARCH_ALIASES.get(lowered, lowered)
+
+
+def host_arch() -> str:
+    """This machine's architecture, by the manifest's names (x86_64 when it cannot tell)."""
+    return normalize_arch(platform.machine() or "x86_64")
 
 
 def check_channel(channel: str) -> str:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import io
 import os
 import py_compile
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: find pyczip beside us
+from pyczip import compile_source, zip_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 # Top-level importable names of the pure-Python runtime dependencies (zeroconf needs ifaddr,
@@ -114,22 +115,6 @@ def walk(top: Path, git: bool = False) -> list[Path]:
     return found
 
 
-def compile_source(path: Path, arcname: str, source: bytes | None = None) -> bytes:
-    """Bytecode for ``path`` without a timestamp (reproducible), tracebacks naming ``arcname``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "m.py"
-        src.write_bytes(path.read_bytes() if source is None else source)
-        out = Path(tmp) / "m.pyc"
-        py_compile.compile(
-            str(src),
-            cfile=str(out),
-            dfile=arcname,
-            doraise=True,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
-        return out.read_bytes()
-
-
 def pure_entries(
     top: Path, base: Path, compiled: bool, override: dict[str, bytes], git: bool = False
 ) -> dict[str, bytes]:
@@ -197,18 +182,8 @@ def collect(compiled: bool, epoch: int) -> dict[str, bytes]:
 
 def write_zip(entries: dict[str, bytes], output: Path, python: str, epoch: int) -> None:
     stamp = time.gmtime(max(epoch, 315532800))[:6]
-    buffer = io.BytesIO()
     # The interpreter line goes first, so the zip's offsets count it (unzip -t stays quiet).
-    buffer.write(f"#!{python}\n".encode())
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for arcname in sorted(entries):
-            info = zipfile.ZipInfo(arcname, date_time=stamp)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            mode = 0o755 if arcname.endswith(".so") else 0o644
-            info.external_attr = (0o100000 | mode) << 16
-            info.create_system = 3
-            zf.writestr(info, entries[arcname], compresslevel=9)
-    data = buffer.getvalue()
+    data = zip_bytes(entries, date_time=stamp, deflate=True, prefix=f"#!{python}\n".encode())
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     try:

@@ -11,13 +11,13 @@ sorted entries, one fixed date; stored
 
 from __future__ import annotations
 
-import io
 import os
 import py_compile
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: find pyczip beside us
+from pyczip import compile_source, zip_bytes
 
 SKIP_DIRS = {
     "__pycache__",
@@ -50,34 +50,19 @@ def main(argv: list[str]) -> int:
         return 2
     stdlib, output = Path(argv[0]), Path(argv[1])
     entries: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        cfile = os.path.join(tmp, "m.pyc")
-        for dirpath, dirnames, filenames in os.walk(stdlib):
-            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-            for name in sorted(filenames):
-                if not name.endswith(".py") or name in SKIP_FILES:
-                    continue
-                path = Path(dirpath) / name
-                rel = path.relative_to(stdlib).as_posix()
-                try:
-                    py_compile.compile(
-                        str(path),
-                        cfile=cfile,
-                        dfile=rel,
-                        doraise=True,
-                        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-                    )
-                except py_compile.PyCompileError:
-                    continue  # a few files are templates or Python 2 only
-                entries[rel[:-3] + ".pyc"] = Path(cfile).read_bytes()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
-        for arcname in sorted(entries):
-            info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o100644 << 16
-            zf.writestr(info, entries[arcname])
+    for dirpath, dirnames, filenames in os.walk(stdlib):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            if not name.endswith(".py") or name in SKIP_FILES:
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(stdlib).as_posix()
+            try:
+                entries[rel[:-3] + ".pyc"] = compile_source(path, rel)
+            except py_compile.PyCompileError:
+                continue  # a few files are templates or Python 2 only
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(buffer.getvalue())
+    output.write_bytes(zip_bytes(entries))
     print(f"packed {len(entries)} modules into {output}: {output.stat().st_size} bytes")
     return 0
 

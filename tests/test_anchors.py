@@ -47,7 +47,7 @@ def test_timestamps_refuse_newlines_and_foreign_digits() -> None:
 
 
 def test_content_range_refuses_foreign_digits() -> None:
-    from phase_client.fetch.plan import ByteRange
+    from phase_client.byterange import ByteRange
 
     with pytest.raises(RangeReplyError):
         check_partial_reply("bytes 0-٩/10", ByteRange(0, 9), 10)

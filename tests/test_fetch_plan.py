@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from phase_client.byterange import ByteRange
 from phase_client.fetch.plan import (
-    ByteRange,
     CompletedRanges,
     RangeReplyError,
     RateGuard,
@@ -71,9 +71,9 @@ def test_split_ranges_cover_every_byte_once(size: int, parts: int, min_part: int
         assert ranges == []
         return
     assert 1 <= len(ranges) <= parts
-    assert ranges[0].start == 0 and ranges[-1].end == size - 1
+    assert ranges[0].first == 0 and ranges[-1].last == size - 1
     for left, right in itertools.pairwise(ranges):
-        assert right.start == left.end + 1
+        assert right.first == left.last + 1
     lengths = [r.length for r in ranges]
     assert max(lengths) - min(lengths) <= 1
     if len(ranges) > 1:

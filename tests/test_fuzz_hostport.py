@@ -16,6 +16,7 @@ from phase_client.hostport import (
     bootstrap_from_cmdline,
     parse_bootstrap_list,
     parse_host_port,
+    url_host,
 )
 from tests.conftest import fuzz_settings
 
@@ -94,3 +95,10 @@ def test_endless_port_digits_are_a_usage_error(port: str) -> None:
                 bootstrap_from_cmdline(text)
             else:
                 parse_host_port(text)
+
+
+def test_url_host_brackets_ipv6_once() -> None:
+    assert url_host("10.0.0.1") == "10.0.0.1"
+    assert url_host("provider.lan") == "provider.lan"
+    assert url_host("fe80::1") == "[fe80::1]"
+    assert url_host("[fe80::1]") == "[fe80::1]"

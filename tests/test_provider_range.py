@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from phase_client.byterange import ByteRange
 from phase_client.provider.httprange import (
-    ByteRange,
     Unsatisfiable,
     etag_for,
     format_http_date,

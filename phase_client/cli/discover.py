@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from ..discovery.model import Candidate, Query, host_arch
+from ..discovery.model import Candidate, Query
 from ..errors import NoSourceError, UsageError
-from ..manifest import check_arch, check_channel
+from ..manifest import check_arch, check_channel, host_arch
 from ._common import (
     EXIT_OK,
     Parser,

@@ -158,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def discovered_manifests(args: argparse.Namespace) -> list[str]:
     """Manifest URLs of the reachable providers, best first; pins --channel/--arch."""
-    from ..discovery.model import Query, host_arch
+    from ..discovery.model import Query
     from ..discovery.orchestrate import find_providers
+    from ..manifest import host_arch
 
     bootstrap = bootstrap_nodes(args)
     if args.source == "dht" and not bootstrap:

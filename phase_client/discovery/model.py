@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..manifest import normalize_arch
-
-
-def host_arch() -> str:
-    return normalize_arch(platform.machine() or "x86_64")
+from ..manifest import host_arch
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..fsutil import create_exclusive, fsync_dir, hash_copy, open_regular
 
-log = logging.getLogger("phase-fetch")
+log = logging.getLogger(__name__)
 
 
 class BlobCache:

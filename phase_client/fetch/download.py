@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..byterange import ByteRange
 from ..errors import LocalError
 from ..fsutil import open_regular
 from ..httpdeadline import HeaderDeadlineError, pool_classes
 from ..manifest import Artifact
 from .pipeline import HashWritePipeline, PrefixHasher, RangeWriter, Sink, WriteError
 from .plan import (
-    ByteRange,
     RangeReplyError,
     RateGuard,
     backoff_delay,
@@ -35,7 +35,7 @@ from .plan import (
 from .progress import Progress
 from .sources import Source
 
-log = logging.getLogger("phase-fetch")
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 
@@ -286,7 +286,7 @@ class Transfer:
         with handle:
             expected = wanted.length if wanted else size
             try:
-                handle.seek(wanted.start if wanted else 0)
+                handle.seek(wanted.first if wanted else 0)
                 self.receive(source, handle.readinto1, expected, sink)
             except OSError as exc:  # reading the source file; WriteError is not an OSError
                 raise SourceFailed(source, exc.strerror or str(exc)) from exc
@@ -422,7 +422,7 @@ def fetch_piece(
 
 
 def delivered_range(piece: ByteRange, done: int) -> ByteRange | None:
-    return ByteRange(piece.start, piece.start + done - 1) if done else None
+    return ByteRange(piece.first, piece.first + done - 1) if done else None
 
 
 def find_liars(
@@ -433,9 +433,9 @@ def find_liars(
     for source, got in delivered:
         if source in liars:
             continue
-        offset = got.start
-        while offset <= got.end:
-            length = min(MiB, got.end - offset + 1)
+        offset = got.first
+        while offset <= got.last:
+            length = min(MiB, got.last - offset + 1)
             if os.pread(verified_fd, length, offset) != os.pread(suspect_fd, length, offset):
                 liars[source] = got
                 break
@@ -485,7 +485,7 @@ def fetch_split(
                 if source not in alive or not queue or errors:
                     return
                 piece = queue.popleft()
-            writer = RangeWriter(fd, piece.start, settings.chunk, prefix.written)
+            writer = RangeWriter(fd, piece.first, settings.chunk, prefix.written)
             try:
                 fetch_piece(transfer, source, piece, writer, size, stats)
             except SourceFailed as failure:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..byterange import ByteRange
 from ..errors import (
     IntegrityError,
     LocalError,
@@ -53,12 +54,11 @@ from .download import (
     fetch_whole,
     find_liars,
 )
-from .plan import ByteRange
 from .progress import Progress
 from .result import ArtifactResult, FetchResult
 from .sources import Source, SourceBook, is_url, sources_for
 
-log = logging.getLogger("phase-fetch")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -454,7 +454,7 @@ class Fetcher:
                 stats,
                 SourceFailed(
                     source,
-                    f"served wrong bytes in range {got.start}-{got.end} (multi-source copy "
+                    f"served wrong bytes in range {got.first}-{got.last} (multi-source copy "
                     "compared with the verified file)",
                     bad=True,
                 ),

@@ -6,7 +6,8 @@ No sockets, no files, no clock (callers pass ``now``), so every rule is unit-tes
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from ..byterange import ByteRange
 
 # "bytes 0-99/1000" or "bytes 0-99/*" (RFC 9110 section 14.4).
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)\Z", re.ASCII)
@@ -14,25 +15,6 @@ _CONTENT_RANGE_RE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)\Z", 
 
 class RangeReplyError(ValueError):
     """A 206 reply that does not answer the range we asked for."""
-
-
-@dataclass(frozen=True)
-class ByteRange:
-    """Bytes ``start`` .. ``end`` inclusive, as in HTTP."""
-
-    start: int
-    end: int
-
-    def __post_init__(self) -> None:
-        if self.start < 0 or self.end < self.start:
-            raise ValueError(f"bad byte range {self.start}-{self.end}")
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start + 1
-
-    def header(self) -> str:
-        return f"bytes={self.start}-{self.end}"
 
 
 def parse_content_range(value: str) -> tuple[int, int, int | None]:
@@ -58,8 +40,8 @@ def check_partial_reply(content_range: str | None, wanted: ByteRange, size: int)
     start, end, total = parse_content_range(content_range)
     if total is not None and total != size:
         raise RangeReplyError(f"server's file is {total} bytes, the manifest says {size}")
-    if start != wanted.start or end != wanted.end:
-        raise RangeReplyError(f"asked for bytes {wanted.start}-{wanted.end}, got {start}-{end}")
+    if start != wanted.first or end != wanted.last:
+        raise RangeReplyError(f"asked for bytes {wanted.first}-{wanted.last}, got {start}-{end}")
 
 
 def split_ranges(size: int, parts: int, min_part: int) -> list[ByteRange]:
@@ -84,7 +66,7 @@ def remaining_range(wanted: ByteRange, done: int) -> ByteRange | None:
     """What is left of ``wanted`` after its first ``done`` bytes arrived; None when complete."""
     if done >= wanted.length:
         return None
-    return ByteRange(wanted.start + done, wanted.end)
+    return ByteRange(wanted.first + done, wanted.last)
 
 
 def backoff_delay(attempt: int, base: float, cap: float = 5.0) -> float:

@@ -8,24 +8,10 @@ from __future__ import annotations
 
 import email.utils
 import re
-from dataclasses import dataclass
+
+from ..byterange import ByteRange as ByteRange  # the one definition, shared with fetch/
 
 _SPEC_RE = re.compile(r"^\s*(\d{0,19})\s*-\s*(\d{0,19})\s*\Z", re.ASCII)
-
-
-@dataclass(frozen=True)
-class ByteRange:
-    """Inclusive ``first``..``last``, both inside the file."""
-
-    first: int
-    last: int
-
-    @property
-    def length(self) -> int:
-        return self.last - self.first + 1
-
-    def content_range(self, size: int) -> str:
-        return f"bytes {self.first}-{self.last}/{size}"
 
 
 class Unsatisfiable(Exception):

@@ -1,0 +1,30 @@
+"""One HTTP byte range, as both sides use it: the client asks for one (``Range``), the provider
+answers one (``Content-Range``). Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes ``first`` .. ``last`` inclusive (RFC 9110's first-pos and last-pos)."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or self.last < self.first:
+            raise ValueError(f"bad byte range {self.first}-{self.last}")
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+    def header(self) -> str:
+        """The ``Range`` request header's value asking for exactly these bytes."""
+        return f"bytes={self.first}-{self.last}"
+
+    def content_range(self, size: int) -> str:
+        """The ``Content-Range`` of a 206 answer with these bytes of a ``size``-byte file."""
+        return f"bytes {self.first}-{self.last}/{size}"

@@ -1,0 +1,56 @@
+"""Reproducible bytecode and zip files, shared by build-zipapp.py and pack-stdlib.py.
+
+Bytecode is unchecked-hash .pyc (no timestamp: the same source gives the same bytes) and names
+``arcname`` in tracebacks; zip entries are sorted, carry one fixed date and Unix modes (0755 for
+shared libraries, 0644 for the rest).
+"""
+
+from __future__ import annotations
+
+import io
+import py_compile
+import tempfile
+import zipfile
+from pathlib import Path
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+
+
+def compile_source(path: Path, arcname: str, source: bytes | None = None) -> bytes:
+    """Bytecode of ``path`` (or of ``source`` in its place); raises py_compile.PyCompileError."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "m.py"
+        src.write_bytes(path.read_bytes() if source is None else source)
+        out = Path(tmp) / "m.pyc"
+        py_compile.compile(
+            str(src),
+            cfile=str(out),
+            dfile=arcname,
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+        return out.read_bytes()
+
+
+def zip_bytes(
+    entries: dict[str, bytes],
+    *,
+    date_time: tuple[int, int, int, int, int, int] = ZIP_EPOCH,
+    deflate: bool = False,
+    prefix: bytes = b"",
+) -> bytes:
+    """A zip of ``entries`` (sorted), after ``prefix`` (e.g. a ``#!`` line, which the zip's
+    offsets then count). Stored unless ``deflate`` (level 9)."""
+    method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+    level = 9 if deflate else None
+    buffer = io.BytesIO()
+    buffer.write(prefix)
+    with zipfile.ZipFile(buffer, "w", method, compresslevel=level) as zf:
+        for arcname in sorted(entries):
+            info = zipfile.ZipInfo(arcname, date_time=date_time)
+            info.compress_type = method
+            mode = 0o755 if arcname.endswith(".so") else 0o644
+            info.external_attr = (0o100000 | mode) << 16
+            info.create_system = 3
+            zf.writestr(info, entries[arcname], compresslevel=level)
+    return buffer.getvalue()
