@@ -34,6 +34,7 @@ from .plan import (
 )
 from .progress import Progress
 from .sources import Source
+from .u3compat import raw_body
 
 log = logging.getLogger(__name__)
 
@@ -303,22 +304,15 @@ def body_reader(response: Any) -> tuple[Callable[[memoryview], int], Callable[[]
     accounting is bypassed and the connection is not reused. Otherwise (chunked, no length):
     urllib3's read1, copied into the buffer.
     """
-    fp = getattr(response, "_fp", None)  # the http.client.HTTPResponse urllib3 wraps
-    raw = getattr(fp, "fp", None)
-    length = getattr(fp, "length", None)
-    if (
-        raw is not None
-        and hasattr(raw, "readinto1")
-        and getattr(fp, "chunked", True) is False
-        and isinstance(length, int)
-    ):
-        remaining = length
+    body = raw_body(response)  # the private urllib3 access, in one adapter (u3compat)
+    if body is not None:
+        reader, remaining = body.reader, body.length
 
         def fast(view: memoryview) -> int:
             nonlocal remaining
             if remaining <= 0:
                 return 0
-            count = int(raw.readinto1(view[:remaining]))
+            count = reader.readinto1(view[:remaining])
             remaining -= count
             return count
 
