@@ -131,7 +131,7 @@ for name in zf.namelist():
         done
     done
     rm -rf "$natives"
-    install -m 0755 "$here/kexec-boot" "$root/usr/bin/kexec-boot"
+    install -m 0755 "$repo/initramfs/kexec-boot" "$root/usr/bin/kexec-boot"
     install -m 0755 "$repo/initramfs/udhcpc.script" "$root/usr/share/phase/udhcpc.script"
     for key in "$KEYS"/*.pub; do
         install -m 0644 "$key" "$root/etc/phase/keys/"

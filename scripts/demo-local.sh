@@ -84,7 +84,7 @@ step "phase-verify $work/boot/manifest.json"
 phase verify "$work/boot/manifest.json" --keys-dir "$work/keys" --check-dir "$work/boot"
 
 step "kexec-boot --dry-run"
-"$here/scripts/kexec-boot" --dry-run --keys-dir "$work/keys" "$work/boot"
+"$here/initramfs/kexec-boot" --dry-run --keys-dir "$work/keys" "$work/boot"
 
 step "A tampered manifest is refused"
 sed 's/"version": "/"version": "evil-/' "$work/boot/manifest.json" >"$work/tampered.json"

@@ -1,4 +1,4 @@
-"""scripts/kexec-boot under busybox ash and dash, and the check it relies on (phase-verify
+"""initramfs/kexec-boot under busybox ash and dash, and the check it relies on (phase-verify
 --check-dir, --stage-into). The re-check runs the real zipapp through a phase-verify symlink;
 loading uses the real kexec binary where that is safe (a file that is no kernel: nothing can be
 loaded), or a stand-in that records what it was given (what a real load would read). The full
@@ -26,7 +26,7 @@ from phase_client.manifest import build_document, dump_document, sign_document
 
 from .conftest import REPO, run_tool
 
-KEXEC_BOOT = REPO / "scripts" / "kexec-boot"
+KEXEC_BOOT = REPO / "initramfs" / "kexec-boot"
 KEY = SigningKey.from_seed(b"\x21" * 32)
 CMDLINE = "console=ttyS0 quiet"
 # Every shell trap at once: echo escapes (dash: \c ends the output, \n a newline), a leading
@@ -524,9 +524,9 @@ def test_shell_scripts_pass_shellcheck() -> None:
     """The boot scripts are POSIX sh (busybox ash in the initramfs): shellcheck -s sh clean."""
     if shutil.which("shellcheck") is None:
         pytest.fail("shellcheck missing: run scripts/install-deps")
-    scripts = [
-        REPO / "scripts" / name for name in ("kexec-boot", "build-initramfs.sh", "fetch-kernel.sh")
-    ] + [REPO / "initramfs" / name for name in ("init", "udhcpc.script", "stage2-init")]
+    scripts = [REPO / "scripts" / name for name in ("build-initramfs.sh", "fetch-kernel.sh")] + [
+        REPO / "initramfs" / name for name in ("kexec-boot", "init", "udhcpc.script", "stage2-init")
+    ]
     result = subprocess.run(
         ["shellcheck", "-s", "sh", "-S", "warning", *map(str, scripts)],
         capture_output=True,
