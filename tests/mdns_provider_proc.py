@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from phase_client.provider.advertise import Offer
-from phase_client.provider.mdns import MdnsAdvertiser
+from phase_client.provider.advertise_mdns import MdnsAdvertiser
 
 IDLE_TIMEOUT = 60.0
 

@@ -17,7 +17,7 @@ from phase_client.manifest import (
     MIRROR_URL_RE,
     PATH_SEGMENT_RE,
 )
-from phase_client.mdns_records import _PRINTABLE
+from phase_client.mdns.records import _PRINTABLE
 from phase_client.provider.httprange import parse_range
 from phase_client.timefmt import parse_utc
 

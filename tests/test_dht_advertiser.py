@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from phase_client.dht.advertiser import DhtAdvertiser
 from phase_client.discovery.dht import (
     bootstrap_from_cmdline,
     discover_dht,
@@ -24,6 +23,7 @@ from phase_client.discovery.model import Query
 from phase_client.errors import UsageError
 from phase_client.keys import SigningKey
 from phase_client.provider.advertise import Offer
+from phase_client.provider.advertise_dht import DhtAdvertiser
 from tests.conftest import REPO, run_tool
 from tests.provider_helpers import ServerProcess, make_tree, poll, serve_args
 

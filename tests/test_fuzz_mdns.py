@@ -1,4 +1,4 @@
-"""Fuzz target for the mDNS TXT parsers (phase_client/mdns_records.py): decode_txt_wire,
+"""Fuzz target for the mDNS TXT parsers (phase_client/mdns/records.py): decode_txt_wire,
 parse_txt, candidate_from_service and reachable_url on whatever a LAN peer can announce, and on
 mutated valid announcements. docs/fuzz.md: make fuzz.
 
@@ -16,14 +16,14 @@ from urllib.parse import urlsplit
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
+from phase_client.discovery.mdns import candidate_from_service
 from phase_client.discovery.model import Candidate
 from phase_client.manifest import CHANNEL_RE
-from phase_client.mdns_records import (
+from phase_client.mdns.records import (
     MAX_TXT_BYTES,
     TxtError,
     TxtInfo,
     build_txt,
-    candidate_from_service,
     decode_txt_wire,
     parse_txt,
     reachable_url,

@@ -6,13 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phase_client.mdns_records import (
+from phase_client.discovery.mdns import candidate_from_service
+from phase_client.mdns.interfaces import select_ipv4
+from phase_client.mdns.records import (
     MAX_TXT_BYTES,
     SERVICE_TYPE,
     TxtError,
     base_instance_name,
     build_txt,
-    candidate_from_service,
     decode_txt_wire,
     full_service_name,
     instance_label,
@@ -20,7 +21,6 @@ from phase_client.mdns_records import (
     mdns_hostname,
     parse_txt,
     reachable_url,
-    select_ipv4,
     tie_keeper,
     txt_size,
 )

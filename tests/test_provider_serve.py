@@ -324,10 +324,10 @@ def test_missing_advertiser_modules_are_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A module that is not there (yet): importing it raises ImportError.
-    monkeypatch.setitem(sys.modules, "phase_client.provider.mdns", None)
-    monkeypatch.setitem(sys.modules, "phase_client.dht.advertiser", None)
+    monkeypatch.setitem(sys.modules, "phase_client.provider.advertise_mdns", None)
+    monkeypatch.setitem(sys.modules, "phase_client.provider.advertise_dht", None)
     config = resolve({"artifacts": str(tmp_path), "state_dir": str(tmp_path / "s")})
-    with caplog.at_level(logging.WARNING, logger="plasmd"):
+    with caplog.at_level(logging.WARNING, logger="phase_client.provider.server"):
         assert build_advertisers(config, key_from_byte(3)) == []
     assert "mdns advertising not available" in caplog.messages
     assert "dht advertising not available" in caplog.messages

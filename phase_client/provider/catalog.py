@@ -36,7 +36,7 @@ from ..manifest import (
 )
 from .signer import DAY, default_version, next_sequence
 
-log = logging.getLogger("plasmd")
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 VERSION_FILE = "version"

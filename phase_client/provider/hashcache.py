@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..fsutil import atomic_write, sha256_file
 
-log = logging.getLogger("plasmd")
+log = logging.getLogger(__name__)
 
 
 def file_key(stat: os.stat_result) -> list[int]:

@@ -49,7 +49,7 @@ from .httprange import (
     parse_range,
 )
 
-log = logging.getLogger("plasmd.http")
+log = logging.getLogger(__name__)
 
 ALLOWED = "GET, HEAD"
 JSON_TYPE = "application/json"

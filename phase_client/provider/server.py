@@ -9,18 +9,16 @@ offers change and ``stop`` at shutdown; a failing advertiser is logged and never
 from __future__ import annotations
 
 import errno
-import fcntl
-import ipaddress
 import logging
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import UsageError
+from ..hostport import url_host
 from ..keys import SigningKey
+from ..mdns.interfaces import primary_ipv4
 from .advertise import Advertiser, Offer
 from .catalog import Catalog, Snapshot, describe_changes
 from .config import ServeConfig
@@ -28,34 +26,9 @@ from .hashcache import HashCache
 from .http import ProviderServer
 from .statedir import StateDir
 
-log = logging.getLogger("plasmd")
+log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds running transfers get to finish before they are cut
-SIOCGIFADDR = 0x8915
-
-
-def interface_ipv4(name: str) -> str | None:
-    """The IPv4 address of interface ``name`` (Linux ioctl), or None."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            request = struct.pack("256s", name[:15].encode())
-            packed = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
-        except OSError:
-            return None
-    return socket.inet_ntoa(packed[20:24])
-
-
-def primary_ipv4() -> str:
-    """The first non-loopback IPv4 address of this host, else 127.0.0.1 (no packets sent)."""
-    try:
-        names = [name for _, name in socket.if_nameindex()]
-    except OSError:
-        names = []
-    for name in names:
-        address = interface_ipv4(name)
-        if address and not ipaddress.ip_address(address).is_loopback:
-            return address
-    return "127.0.0.1"
 
 
 def advertised_host(config: ServeConfig) -> str:
@@ -66,13 +39,9 @@ def advertised_host(config: ServeConfig) -> str:
     return primary_ipv4()
 
 
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def make_mdns_advertiser(config: ServeConfig) -> Advertiser | None:
     try:
-        from .mdns import MdnsAdvertiser  # type: ignore[import-not-found,unused-ignore]
+        from .advertise_mdns import MdnsAdvertiser
     except ImportError:
         log.warning("mdns advertising not available")
         return None
@@ -84,7 +53,7 @@ def make_mdns_advertiser(config: ServeConfig) -> Advertiser | None:
 
 def make_dht_advertiser(config: ServeConfig, identity: SigningKey) -> Advertiser | None:
     try:
-        from ..dht.advertiser import DhtAdvertiser  # type: ignore[import-not-found,unused-ignore]
+        from .advertise_dht import DhtAdvertiser
     except ImportError:
         log.warning("dht advertising not available")
         return None

@@ -1,6 +1,7 @@
 """``DhtAdvertiser``: publish a signed provider record for every offer, and keep it alive.
 
-It implements the ``Advertiser`` protocol of ``phase_client.provider.advertise``. A DHT node runs
+The DHT half of ``plasmd serve``'s advertisers (the ``Advertiser`` protocol of
+``provider/advertise.py``); the DHT itself is ``phase_client/dht/``. A DHT node runs
 on its own asyncio loop in its own thread; ``start`` returns once the UDP port is bound (so a busy
 port is reported at once), then the thread bootstraps and publishes. Records are republished on
 start, every ``republish`` seconds (well inside their ``ttl``) and whenever ``update`` changes the
@@ -17,12 +18,12 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..dht import records
+from ..dht.node import DEFAULT_RPC_TIMEOUT, DhtNode, read_state
+from ..dht.storage import wall_clock
 from ..errors import UsageError
 from ..keys import SigningKey
-from ..provider.advertise import Offer
-from . import records
-from .node import DEFAULT_RPC_TIMEOUT, DhtNode, read_state
-from .storage import wall_clock
+from .advertise import Offer
 
 log = logging.getLogger(__name__)
 

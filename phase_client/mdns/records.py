@@ -1,8 +1,9 @@
 """What goes into and comes out of the ``_phase-image._tcp`` mDNS records. Pure: no sockets.
 
-Shared by the provider (``provider/mdns.py``, which advertises) and the client
-(``discovery/mdns.py``, which browses), so both sides agree on one definition of the TXT keys,
-their limits and the instance names. See docs/mdns.md for the wire format.
+Shared by the side that announces (``mdns/register.py``, driven by ``provider/advertise_mdns.py``)
+and the side that browses (``mdns/browse.py``, driven by ``discovery/mdns.py``), so both agree on
+one definition of the TXT keys, their limits, the instance names and the tie rule. See
+docs/mdns.md for the wire format.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from .discovery.model import Candidate
-from .errors import TxtError as TxtError  # defined with every user-visible error
-from .manifest import CHANNEL_RE, normalize_arch
+from ..errors import TxtError as TxtError  # defined with every user-visible error
+from ..hostport import url_host
+from ..manifest import CHANNEL_RE, normalize_arch
 
 SERVICE_TYPE = "_phase-image._tcp.local."
 TXT_VERSION = "1"
@@ -122,7 +123,16 @@ def _decode(value: bytes | str | None) -> str | None:
         return None
 
 
-def parse_txt(properties: Mapping[bytes | str, bytes | str | None]) -> TxtInfo:
+# What zeroconf hands over (bytes keys and values, a value None for a key without "="), or
+# what a test writes by hand (str).
+TxtProperties = (
+    Mapping[bytes, bytes | None]
+    | Mapping[str, str | None]
+    | Mapping[bytes | str, bytes | str | None]
+)
+
+
+def parse_txt(properties: TxtProperties) -> TxtInfo:
     """Validate a TXT record received from the network; raises TxtError for anything off."""
     text: dict[str, str] = {}
     size = 0
@@ -180,48 +190,23 @@ def manifest_url_for(
     client on that link can reach it.
     """
     if advertise_host:
-        return f"http://{_url_host(advertise_host)}:{port}{manifest_path}"
+        return f"http://{url_host(advertise_host)}:{port}{manifest_path}"
     host = urlsplit(offer_url).hostname or ""
-    if host in addresses or (host and not _is_ip(host)):
+    if host in addresses or (host and not is_ip(host)):
         return offer_url
     if not addresses:
         return offer_url
     parts = urlsplit(offer_url)
-    netloc = f"{_url_host(addresses[0])}:{port}"
+    netloc = f"{url_host(addresses[0])}:{port}"
     return urlunsplit((parts.scheme or "http", netloc, manifest_path, "", ""))
 
 
-def _is_ip(host: str, version: int | None = None) -> bool:
+def is_ip(host: str, version: int | None = None) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
     return version is None or address.version == version
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def select_ipv4(
-    interfaces: Iterable[tuple[str, Sequence[str]]], wanted: Sequence[str] | None
-) -> list[tuple[str, str]]:
-    """Choose (interface, IPv4 address) pairs to use for mDNS.
-
-    ``interfaces`` is every (name, addresses) pair of the machine. ``wanted`` lists interface
-    names or IPv4 addresses; None means every IPv4 address that is not loopback. Raises
-    TxtError naming anything wanted that does not exist.
-    """
-    pairs = [(name, addr) for name, addrs in interfaces for addr in addrs if _is_ip(addr, 4)]
-    if wanted is None:
-        return [(n, a) for n, a in pairs if not ipaddress.IPv4Address(a).is_loopback]
-    chosen: list[tuple[str, str]] = []
-    for item in wanted:
-        matches = [(n, a) for n, a in pairs if item in (n, a)]
-        if not matches:
-            raise TxtError(f"no interface or IPv4 address {item!r} on this machine")
-        chosen += [m for m in matches if m not in chosen]
-    return chosen
 
 
 def reachable_url(url: str, service_addresses: Sequence[str], local_networks: Sequence[str]) -> str:
@@ -234,12 +219,12 @@ def reachable_url(url: str, service_addresses: Sequence[str], local_networks: Se
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if not _is_ip(host, 4) or host not in service_addresses:
+    if not is_ip(host, 4) or host not in service_addresses:
         return url
     networks = [ipaddress.IPv4Network(n, strict=False) for n in local_networks]
 
     def on_link(address: str) -> bool:
-        return _is_ip(address, 4) and any(ipaddress.IPv4Address(address) in n for n in networks)
+        return is_ip(address, 4) and any(ipaddress.IPv4Address(address) in n for n in networks)
 
     if on_link(host):
         return url
@@ -248,29 +233,6 @@ def reachable_url(url: str, service_addresses: Sequence[str], local_networks: Se
             netloc = address if parts.port is None else f"{address}:{parts.port}"
             return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
     return url
-
-
-def candidate_from_service(
-    name: str,
-    server: str | None,
-    port: int | None,
-    addresses: Sequence[str],
-    properties: Mapping[bytes | str, bytes | str | None],
-) -> tuple[Candidate, TxtInfo]:
-    """A discovery ``Candidate`` from one resolved service; raises TxtError if the TXT is bad."""
-    info = parse_txt(properties)
-    candidate = Candidate(
-        source="mdns",
-        url=info.manifest_url,
-        channel=info.channel,
-        arch=info.arch,
-        version=info.version,
-        name=instance_label(name),
-        host=server.rstrip(".") if server else None,
-        addresses=tuple(addresses),
-        port=port,
-    )
-    return candidate, info
 
 
 def tie_keeper(own_manifest_url: str, other_manifest_urls: Iterable[str]) -> bool:

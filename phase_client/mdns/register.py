@@ -1,17 +1,22 @@
-"""Advertise each offered channel/arch as ``phase-<channel>-<arch>._phase-image._tcp.local.``.
+"""Announce ``_phase-image._tcp`` service instances and keep them announced.
 
 python-zeroconf does the protocol: probing, conflict renaming (``-2``, ``-3`` ...), announcing,
-answering queries (multicast and legacy unicast) and goodbye packets. This module decides what
-to announce and when, in zeroconf's own event-loop thread, so ``start``/``update``/``stop`` return
-quickly to ``plasmd serve``:
+answering queries (multicast and legacy unicast) and goodbye packets. ``MdnsRegistrar`` decides
+what to register and when, in zeroconf's own event-loop thread, so ``start``/``update``/``stop``
+return quickly to the caller (``provider/advertise_mdns.py`` turns plasmd's offers into
+``Announcement``s):
 
+- the zeroconf session follows this machine's addresses (rescanned every few seconds: DHCP may
+  come late or change the lease), and the caller composes the announcements for the addresses
+  in use (a URL names one of them);
 - registrations run concurrently (each one probes for ~1.2 s);
-- a changed manifest updates the TXT record in place (same instance name);
-- a withdrawn combination, and everything at ``stop``, is unregistered with goodbye packets;
+- a changed TXT record is updated in place (same instance name);
+- a withdrawn instance, and everything at ``stop``, is unregistered with goodbye packets;
 - two providers that probe one name at the same instant can both win the probe. After each
   registration we look for another provider's TXT under our name; both sides apply the same
-  rule (``tie_keeper``), the loser re-registers and takes the next free ``-N`` name, the
-  keeper re-announces (the loser's goodbye for the shared PTR record also dropped ours).
+  rule (``tie_keeper`` on the ``manifest`` URLs), the loser re-registers and takes the next free
+  ``-N`` name, the keeper re-announces (the loser's goodbye for the shared PTR record also
+  dropped ours).
 """
 
 from __future__ import annotations
@@ -22,26 +27,24 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
-from ..mdns_records import (
+from zeroconf import IPVersion, ServiceInfo, Zeroconf
+
+from . import _zeroconf
+from .interfaces import choose_ipv4
+from .records import (
     SERVICE_TYPE,
-    TxtError,
-    base_instance_name,
-    build_txt,
     decode_txt_wire,
     full_service_name,
     instance_label,
-    manifest_url_for,
     mdns_hostname,
     tie_keeper,
 )
-from ..netif import choose_ipv4
-from .advertise import Offer
 
-log = logging.getLogger("phase.mdns")
+log = logging.getLogger(__name__)
 
 # Records live 2 minutes in caches (zeroconf's default for non-host records is 75 minutes): a
 # provider that died without goodbye packets leaves long-running browsers' caches soon, and
@@ -57,36 +60,60 @@ RESCAN_INTERVAL = 5.0
 STOP_TIMEOUT = 10.0
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """One service instance to announce."""
+
+    key: str  # the caller's name for it, in log lines and instance_names(): "stable/arm64"
+    label: str  # the instance label before any conflict suffix: "phase-stable-arm64"
+    port: int
+    properties: dict[str, str]  # the TXT record (``records.build_txt``), with "manifest" and
+    # "version" read by the tie rule and the log lines
+
+
+# The announcements for the local IPv4 addresses in use (called in zeroconf's loop thread).
+Compose = Callable[[list[str]], list[Announcement]]
+
+
+class RegistrarOptions(TypedDict, total=False):
+    """``MdnsRegistrar``'s settings, for callers that pass them through."""
+
+    interfaces: list[str] | None  # interface names or IPv4 addresses; None: every non-loopback
+    hostname: str | None  # the machine's host name (default: socket.gethostname())
+    ttl: int
+    rescan_interval: float
+    tie_watch_interval: float
+
+
 @dataclass
 class _Registered:
-    offer: Offer
-    properties: dict[str, str]
-    info: Any  # zeroconf.ServiceInfo, whose .name zeroconf may change (conflict renaming)
+    announcement: Announcement
+    info: ServiceInfo  # whose .name zeroconf may change (conflict renaming)
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return self.announcement.properties
 
 
-class MdnsAdvertiser:
-    """The mDNS half of ``plasmd serve``'s advertisers (see ``provider/advertise.py``)."""
-
-    name = "mdns"
+class MdnsRegistrar:
+    """A zeroconf session on this machine's addresses that keeps a set of instances announced."""
 
     def __init__(
         self,
-        advertise_host: str | None = None,
         interfaces: list[str] | None = None,
         hostname: str | None = None,
         ttl: int = RECORD_TTL,
         rescan_interval: float = RESCAN_INTERVAL,
         tie_watch_interval: float = TIE_WATCH_INTERVAL,
     ) -> None:
-        self.advertise_host = advertise_host
         self.interfaces = interfaces
         self.hostname = mdns_hostname(hostname or socket.gethostname())
         self.ttl = ttl
         self.rescan_interval = rescan_interval
         self.tie_watch_interval = tie_watch_interval
         self._addresses: list[str] = []
-        self._offers: list[Offer] = []
-        self._zc: Any = None
+        self._compose: Compose = lambda addresses: []
+        self._zc: Zeroconf | None = None
         # Serialises reconcile/withdraw/tie work inside one zeroconf session (a new one for every
         # session: an asyncio.Lock binds to the loop that first uses it).
         self._lock = asyncio.Lock()
@@ -99,21 +126,21 @@ class MdnsAdvertiser:
         self._rescanner: threading.Thread | None = None
         self._warned_no_interface = False
 
-    # -- the Advertiser protocol -------------------------------------------------------------
+    # -- start / update / stop ---------------------------------------------------------------
 
-    def start(self, offers: Sequence[Offer]) -> None:
-        self._offers = list(offers)
+    def start(self, compose: Compose) -> None:
+        self._compose = compose
         self._rescan()
         self._rescanner = threading.Thread(
             target=self._rescan_loop, name="mdns-rescan", daemon=True
         )
         self._rescanner.start()
 
-    def update(self, offers: Sequence[Offer]) -> None:
+    def update(self, compose: Compose) -> None:
         with self._session_lock:
-            self._offers = list(offers)
+            self._compose = compose
             if self._zc is not None:
-                self._submit(self._reconcile(self._offers))
+                self._submit(self._zc, self._reconcile(self._zc, compose))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -153,14 +180,14 @@ class MdnsAdvertiser:
                 self._open_session(pairs)
 
     def _open_session(self, pairs: list[tuple[str, str]]) -> None:
-        self._zc = self._open_zeroconf(self._addresses)
-        if self._zc is None:
+        zc = self._zc = self._open_zeroconf(self._addresses)
+        if zc is None:
             return
         self._lock = asyncio.Lock()
         where = ", ".join(f"{name} {addr}" for name, addr in pairs)
         log.info("mDNS: announcing %s as %s on %s", SERVICE_TYPE, self.hostname, where)
-        self._submit(self._reconcile(self._offers))
-        self._watch = asyncio.run_coroutine_threadsafe(self._watch_ties(), self._zc.loop)
+        self._submit(zc, self._reconcile(zc, self._compose))
+        self._watch = _run(zc, self._watch_ties(zc))
 
     def _close_session(self, goodbye: bool = True) -> None:
         """Goodbye packets for everything (unless ``goodbye`` is False), then close the sockets."""
@@ -171,7 +198,7 @@ class MdnsAdvertiser:
             self._watch.cancel()
         self.wait_idle(STOP_TIMEOUT)
         try:
-            future = asyncio.run_coroutine_threadsafe(self._withdraw_all(goodbye), zc.loop)
+            future = _run(zc, self._withdraw_all(zc, goodbye))
             future.result(STOP_TIMEOUT)
         except (concurrent.futures.TimeoutError, RuntimeError) as exc:
             log.warning("mDNS: goodbye packets not all sent: %s", exc)
@@ -181,7 +208,7 @@ class MdnsAdvertiser:
             with self._names_lock:
                 self._registered.clear()
 
-    # -- extras for plasmd serve's status and the tests --------------------------------------
+    # -- for status lines and the tests ------------------------------------------------------
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until every pending start/update has finished (True) or ``timeout`` passes."""
@@ -193,7 +220,7 @@ class MdnsAdvertiser:
     def instance_names(self) -> dict[str, str]:
         """``{"stable/arm64": "phase-stable-arm64-2", ...}`` for what is registered now."""
         with self._names_lock:
-            return {c: instance_label(r.info.name) for c, r in self._registered.items()}
+            return {k: instance_label(r.info.name) for k, r in self._registered.items()}
 
     @property
     def addresses(self) -> list[str]:
@@ -201,10 +228,8 @@ class MdnsAdvertiser:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _open_zeroconf(self, addresses: list[str]) -> Any:
+    def _open_zeroconf(self, addresses: list[str]) -> Zeroconf | None:
         """Zeroconf with its own loop thread, even if the caller's thread runs an event loop."""
-        from zeroconf import IPVersion, Zeroconf
-
         box: dict[str, Any] = {}
 
         def create() -> None:  # a fresh thread has no running loop: zeroconf starts its own
@@ -219,172 +244,137 @@ class MdnsAdvertiser:
         if "error" in box:
             log.warning("mDNS: cannot open multicast sockets on %s: %s", addresses, box["error"])
             return None
-        return box["zc"]
+        zc: Zeroconf = box["zc"]
+        return zc
 
-    def _submit(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _submit(self, zc: Zeroconf, coro: Coroutine[Any, Any, None]) -> None:
         self._pending = [f for f in self._pending if not f.done()]
-        future = asyncio.run_coroutine_threadsafe(coro, self._zc.loop)
+        future = _run(zc, coro)
         future.add_done_callback(_log_failure)
         self._pending.append(future)
 
-    def _service_info(self, name: str, offer: Offer, properties: dict[str, str]) -> Any:
-        from zeroconf import ServiceInfo
-
+    def _service_info(self, name: str, announcement: Announcement) -> ServiceInfo:
         return ServiceInfo(
             SERVICE_TYPE,
             name,
-            port=offer.port,
-            properties=properties,
+            port=announcement.port,
+            properties=announcement.properties,
             server=self.hostname,
             parsed_addresses=self._addresses,
             host_ttl=self.ttl,
             other_ttl=self.ttl,
         )
 
-    def _wanted(self, offers: list[Offer]) -> dict[str, tuple[Offer, dict[str, str]]]:
-        wanted: dict[str, tuple[Offer, dict[str, str]]] = {}
-        for offer in offers:
-            url = manifest_url_for(
-                offer.manifest_url,
-                offer.manifest_path,
-                offer.port,
-                self._addresses,
-                self.advertise_host,
-            )
-            try:
-                base_instance_name(offer.channel, offer.arch)
-                wanted[offer.combination] = (
-                    offer,
-                    build_txt(offer.channel, offer.arch, url, offer.version),
-                )
-            except TxtError as exc:
-                log.warning("mDNS: not advertising %s: %s", offer.combination, exc)
-        return wanted
-
-    async def _reconcile(self, offers: list[Offer]) -> None:
+    async def _reconcile(self, zc: Zeroconf, compose: Compose) -> None:
         async with self._lock:
-            wanted = self._wanted(offers)
-            gone = [c for c in self._registered if c not in wanted]
+            wanted = {a.key: a for a in compose(self._addresses)}
+            gone = [k for k in self._registered if k not in wanted]
             changed = [
-                c
-                for c in wanted
-                if c in self._registered and self._registered[c].properties != wanted[c][1]
+                k
+                for k in wanted
+                if k in self._registered and self._registered[k].properties != wanted[k].properties
             ]
-            new = [c for c in wanted if c not in self._registered]
-            await asyncio.gather(*(self._unregister(c) for c in gone))
-            await asyncio.gather(*(self._update(c, *wanted[c]) for c in changed))
+            new = [k for k in wanted if k not in self._registered]
+            await asyncio.gather(*(self._unregister(zc, k) for k in gone))
+            await asyncio.gather(*(self._update(zc, wanted[k]) for k in changed))
             results = await asyncio.gather(
-                *(self._register(c, *wanted[c]) for c in new), return_exceptions=True
+                *(self._register(zc, wanted[k]) for k in new), return_exceptions=True
             )
-            for combination, result in zip(new, results, strict=True):
+            for key, result in zip(new, results, strict=True):
                 if isinstance(result, BaseException):
-                    log.warning("mDNS: cannot register %s: %s", combination, result)
-            registered = [c for c in new if c in self._registered]
+                    log.warning("mDNS: cannot register %s: %s", key, result)
+            registered = [k for k in new if k in self._registered]
             if registered:
-                await self._resolve_ties(registered)
+                await self._resolve_ties(zc, registered)
 
-    async def _register(self, combination: str, offer: Offer, properties: dict[str, str]) -> None:
-        name = full_service_name(base_instance_name(offer.channel, offer.arch))
-        info = self._service_info(name, offer, properties)
-        broadcast = await self._zc.async_register_service(info, allow_name_change=True)
-        await self._remember(
-            combination, _Registered(offer, properties, info), "advertising", broadcast
-        )
+    async def _register(self, zc: Zeroconf, announcement: Announcement) -> None:
+        info = self._service_info(full_service_name(announcement.label), announcement)
+        broadcast = await zc.async_register_service(info, allow_name_change=True)
+        await self._remember(_Registered(announcement, info), "advertising", broadcast)
 
-    async def _update(self, combination: str, offer: Offer, properties: dict[str, str]) -> None:
+    async def _update(self, zc: Zeroconf, announcement: Announcement) -> None:
         """New TXT under the same instance name (``update_service`` re-announces it)."""
-        info = self._service_info(self._registered[combination].info.name, offer, properties)
-        broadcast = await self._zc.async_update_service(info)
-        await self._remember(
-            combination, _Registered(offer, properties, info), "updated", broadcast
-        )
+        info = self._service_info(self._registered[announcement.key].info.name, announcement)
+        broadcast = await zc.async_update_service(info)
+        await self._remember(_Registered(announcement, info), "updated", broadcast)
 
-    async def _remember(
-        self, combination: str, entry: _Registered, verb: str, broadcast: Awaitable[Any]
-    ) -> None:
+    async def _remember(self, entry: _Registered, verb: str, broadcast: Awaitable[Any]) -> None:
         with self._names_lock:
-            self._registered[combination] = entry
+            self._registered[entry.announcement.key] = entry
         log.info(
             "mDNS: %s %s as %s (version %s)",
             verb,
-            combination,
+            entry.announcement.key,
             instance_label(entry.info.name),
             entry.properties.get("version", "-"),
         )
         await broadcast
 
-    async def _unregister(self, combination: str) -> None:
+    async def _unregister(self, zc: Zeroconf, key: str) -> None:
         with self._names_lock:
-            old = self._registered.pop(combination)
-        await (await self._zc.async_unregister_service(old.info))
-        log.info("mDNS: withdrew %s (%s)", combination, instance_label(old.info.name))
+            old = self._registered.pop(key)
+        await (await zc.async_unregister_service(old.info))
+        log.info("mDNS: withdrew %s (%s)", key, instance_label(old.info.name))
 
-    async def _withdraw_all(self, goodbye: bool = True) -> None:
+    async def _withdraw_all(self, zc: Zeroconf, goodbye: bool = True) -> None:
         async with self._lock:
             if goodbye:
-                await asyncio.gather(*(self._unregister(c) for c in list(self._registered)))
+                await asyncio.gather(*(self._unregister(zc, k) for k in list(self._registered)))
                 return
             with self._names_lock:
                 for entry in self._registered.values():
-                    self._zc.registry.async_remove(entry.info)
+                    _zeroconf.forget_registration(zc, entry.info)
                 self._registered.clear()
 
-    def _rivals(self, registered: _Registered) -> list[str]:
+    def _rivals(self, zc: Zeroconf, registered: _Registered) -> list[str]:
         """Manifest URLs of other providers whose TXT sits under our instance name."""
-        from zeroconf import DNSText
-        from zeroconf.const import _CLASS_IN, _TYPE_TXT
-
         own = registered.properties["manifest"]
         urls = []
-        for record in self._zc.cache.async_all_by_details(
-            registered.info.name, _TYPE_TXT, _CLASS_IN
-        ):
-            if not isinstance(record, DNSText) or record.is_expired(_now_millis()):
-                continue
-            url = (decode_txt_wire(record.text).get(b"manifest") or b"").decode("ascii", "replace")
+        for text in _zeroconf.cached_txt(zc, registered.info.name):
+            url = (decode_txt_wire(text).get(b"manifest") or b"").decode("ascii", "replace")
             if url and url != own and url not in urls:
                 urls.append(url)
         return urls
 
-    async def _settle_ties(self, combinations: list[str]) -> list[str]:
-        """One round of tie detection; returns the combinations this provider renamed."""
+    async def _settle_ties(self, zc: Zeroconf, keys: Sequence[str]) -> list[str]:
+        """One round of tie detection; returns the keys of the instances this provider renamed."""
         losers: list[str] = []
         keepers: list[str] = []
-        for combination in combinations:
-            entry = self._registered.get(combination)
-            rivals = self._rivals(entry) if entry is not None else []
+        for key in keys:
+            entry = self._registered.get(key)
+            rivals = self._rivals(zc, entry) if entry is not None else []
             if entry is None or not rivals:
                 continue
             keep = tie_keeper(entry.properties["manifest"], rivals)
-            (keepers if keep else losers).append(combination)
+            (keepers if keep else losers).append(key)
             log.info(
                 "mDNS: %s is also claimed by %s; %s",
                 instance_label(entry.info.name),
                 ", ".join(rivals),
                 "keeping it" if keep else "renaming",
             )
-        for combination in losers:
-            entry = self._registered[combination]
-            await self._unregister(combination)
-            await self._register(combination, entry.offer, entry.properties)
+        for key in losers:
+            entry = self._registered[key]
+            await self._unregister(zc, key)
+            await self._register(zc, entry.announcement)
         if keepers:
             # The loser's goodbye also withdrew the PTR record we share with it: say it again.
             await asyncio.sleep(KEEPER_REANNOUNCE_DELAY)
-            for combination in keepers:
-                entry = self._registered.get(combination)
-                if entry is not None:
-                    await (await self._zc.async_update_service(entry.info))
+            for key in keepers:
+                kept = self._registered.get(key)
+                if kept is not None:
+                    await (await zc.async_update_service(kept.info))
         return losers
 
-    async def _resolve_ties(self, combinations: list[str]) -> None:
+    async def _resolve_ties(self, zc: Zeroconf, keys: list[str]) -> None:
         """Right after registering: look for a provider that won the same probe as we did."""
         for _ in range(MAX_TIE_ROUNDS):
             await asyncio.sleep(TIE_CHECK_DELAY + random.uniform(0, 0.25))
-            combinations = await self._settle_ties(combinations)
-            if not combinations:
+            keys = await self._settle_ties(zc, keys)
+            if not keys:
                 return
 
-    async def _watch_ties(self) -> None:
+    async def _watch_ties(self, zc: Zeroconf) -> None:
         """Later ties: two network segments joined, or a provider whose link came up late.
 
         Our caches fill with other providers' answers whenever any client browses, so a cheap
@@ -393,13 +383,16 @@ class MdnsAdvertiser:
         while True:
             await asyncio.sleep(self.tie_watch_interval * random.uniform(1.0, 1.2))
             async with self._lock:
-                await self._settle_ties(list(self._registered))
+                await self._settle_ties(zc, list(self._registered))
 
 
-def _now_millis() -> float:
-    from zeroconf import current_time_millis
-
-    return current_time_millis()
+def _run(zc: Zeroconf, coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+    """Run ``coro`` in ``zc``'s event-loop thread."""
+    loop = zc.loop
+    if loop is None:
+        coro.close()
+        raise RuntimeError("zeroconf has no event loop")
+    return asyncio.run_coroutine_threadsafe(coro, loop)
 
 
 def _log_failure(future: concurrent.futures.Future[None]) -> None:
