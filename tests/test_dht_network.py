@@ -16,8 +16,8 @@ from phase_client.dht import records
 from phase_client.dht.node import DhtNode
 from phase_client.dht.protocol import RecordProtocol
 from phase_client.dht.records import ProviderRecord
-from phase_client.dht.simnet import SimNetwork
 from phase_client.keys import SigningKey
+from tests.dht_simnet import SimNetwork
 
 KEY = "/phase/stable/arm64/manifest"
 DIGEST = records.key_digest(KEY)

@@ -32,8 +32,8 @@ from kademlia.network import Server
 from kademlia.protocol import KademliaProtocol
 
 from phase_client.dht import records
-from phase_client.dht.simnet import JOIN_BATCH, SimNetwork
 from phase_client.keys import SigningKey
+from tests.dht_simnet import JOIN_BATCH, SimNetwork
 
 KEY = "/phase/stable/x86_64/manifest"
 

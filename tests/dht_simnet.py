@@ -1,4 +1,4 @@
-"""A network of real DHT nodes on loopback in one process (tests, benchmarks, demos).
+"""A network of real DHT nodes on loopback in one process (tests/test_dht_network.py, bench/dht).
 
 Every node is a full ``DhtNode`` with its own UDP socket on 127.0.0.1 (port chosen by the
 kernel); nodes join through the first node in small concurrent batches, like a network that grew
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from .node import DhtNode
+from phase_client.dht.node import DhtNode
 
 JOIN_BATCH = 10
 
