@@ -38,7 +38,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_USAGE, "usage error, unreadable key or configuration"),
     (EXIT_UNREACHABLE, "no source reachable / nothing found"),
     (EXIT_INTERNAL, "internal error (a bug: one line, -v for the traceback)"),
-    (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 
 

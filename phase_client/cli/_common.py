@@ -41,11 +41,15 @@ LOGGER_TREE = "phase_client"  # every module logs under its own name, below this
 LIBRARIES = ("zeroconf", "kademlia", "rpcudp", "urllib3")
 
 
-def exit_codes_help(meanings: dict[int, str] | None = None) -> str:
-    """The exit-code table for an epilog; ``meanings`` says what a code means for one tool."""
+def exit_codes_help(
+    meanings: dict[int, str] | None = None, codes: tuple[int, ...] | None = None
+) -> str:
+    """The exit-code table for an epilog: ``codes`` are the ones a tool can return (default
+    all), ``meanings`` what a code means for that tool, in the table's words made precise."""
     lines = ["exit codes:"]
     for code, text in EXIT_CODES:
-        lines.append(f"  {code:<2} {(meanings or {}).get(code, text)}")
+        if codes is None or code in codes:
+            lines.append(f"  {code:<2} {(meanings or {}).get(code, text)}")
     return "\n".join(lines) + "\n"
 
 

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find a boot-image provider for a channel/arch: "
         "mDNS (_phase-image._tcp) on the LAN first, then the Kademlia DHT. Prints "
         "the best manifest URL (or every provider with --all).",
-        epilog=exit_codes_help({0: "found", 3: "nothing found within the timeout"}),
+        epilog=exit_codes_help(
+            {0: "found", 3: "nothing found within the timeout"}, codes=(0, 2, 3, 70, 130)
+        ),
         json_failure=NOTHING_FOUND,
     )
     parser.add_argument(

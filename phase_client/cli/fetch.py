@@ -51,6 +51,7 @@ example:
         1: "verification or integrity failure (bad signature, expired, rollback, wrong bytes)",
         2: "usage error, unreadable key or configuration, or DIR cannot be written",
         3: "no source reachable (manifest or artifact)",
+        130: "interrupted (Ctrl-C, SIGTERM): the part files of the run are removed",
     }
 )
 

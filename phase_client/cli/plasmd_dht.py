@@ -29,7 +29,8 @@ With --json, one line {"ok": true, "listen": ..., "port": ..., "node_id": ...} i
 stdout once the UDP port is bound (useful with --port 0).
 
 """ + exit_codes_help(
-    {0: "stopped by SIGINT/SIGTERM", 2: "usage error, or the UDP port cannot be bound"}
+    {0: "stopped by SIGINT/SIGTERM", 2: "usage error, or the UDP port cannot be bound"},
+    codes=(0, 2, 70),
 )
 
 

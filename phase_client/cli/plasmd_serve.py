@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import exit_codes_help
+
 EPILOG = """layout:
   DIR/<channel>/<arch>/vmlinuz        required (the kernel)
   DIR/<channel>/<arch>/initramfs.img  optional; also rootfs.sqfs, dtb
@@ -31,10 +33,10 @@ default combination), /health (200 or 503), /status (JSON: keys, offers, counter
 The state dir holds the identity key (its peer id names this provider), the hash cache and
 the sequence counters. SIGTERM/SIGINT: stop advertising, finish transfers, exit 0.
 
-exit codes:
-  0  stopped by SIGTERM/SIGINT
-  2  bad config, missing directory, unreadable key, busy port
-"""
+""" + exit_codes_help(
+    {0: "stopped by SIGTERM/SIGINT", 2: "bad config, missing directory, unreadable key, busy port"},
+    codes=(0, 2, 70),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--artifacts", metavar="DIR", help="directory holding <channel>/<arch>/ (or in --config)")
     add("--port", help=f"HTTP port, 0 picks a free one (default {DEFAULT_PORT})")
     add("--bind", metavar="ADDR", help=f"listen address (default {DEFAULT_BIND})")
-    add("--config", metavar="FILE", help="TOML configuration (the seed's [provider] format)")
+    add("--config", metavar="FILE", help="TOML configuration ([provider], [dht]; see below)")
     add(
         "--state-dir",
         metavar="DIR",

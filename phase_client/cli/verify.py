@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Verify a signed boot manifest: Ed25519 signatures by trusted keys "
         "(threshold), expiry, channel/arch, and rollback state. '-' reads standard input.",
-        epilog=exit_codes_help({0: "verified", 1: "not verified (FAILED: <reason>: <detail>)"}),
+        epilog=exit_codes_help(
+            {0: "verified", 1: "not verified (FAILED: <reason>: <detail>)"},
+            codes=(0, 1, 2, 70, 130),
+        ),
         json_failure=NOT_VERIFIED,
     )
     parser.add_argument("manifest_pos", nargs="?", metavar="MANIFEST", help="manifest file")

@@ -1,4 +1,4 @@
-"""Discovery flow of the boot (seed M3): mDNS on the LAN first, then the DHT; probe; rank.
+"""Discovery flow of the boot: mDNS on the LAN first, then the DHT; probe; rank.
 
 In ``auto`` mode both sources start at once (the DHT lookup costs round trips, so it should not
 wait for the mDNS timeout). A reachable LAN provider wins: a DHT answer is used only once mDNS

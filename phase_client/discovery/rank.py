@@ -1,8 +1,8 @@
 """Ranking of provider candidates. Pure: the random source is passed in.
 
-Order (seed 5.4): LAN (mDNS) before WAN (DHT), then lower round-trip time, then newer image
+Order: LAN (mDNS) before WAN (DHT), then lower round-trip time, then newer image
 version; candidates equal on all three are shuffled, so that many clients booting at once spread
-over many providers (seed 5.5).
+over many providers.
 """
 
 from __future__ import annotations

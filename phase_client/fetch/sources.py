@@ -58,7 +58,7 @@ def sources_for(
     mirrors: Sequence[str] = (),
     other_manifests: Sequence[str] = (),
 ) -> list[Source]:
-    """Sources in the order the issue fixes: the manifest's own provider, the manifest's ``urls``,
+    """Sources, in this order: the manifest's own provider, the manifest's ``urls``,
     ``--mirror`` bases, then the other providers that serve the same signed manifest."""
     ordered: list[Source] = [
         Source(artifact_location(manifest_location, artifact.path), "provider")
