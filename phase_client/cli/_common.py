@@ -168,6 +168,16 @@ def add_bootstrap_argument(parser: argparse.ArgumentParser | Any, help_text: str
     )
 
 
+def add_source_arguments(
+    parser: argparse.ArgumentParser | Any, source_help: str, bootstrap_help: str
+) -> None:
+    """Where discovery looks: ``--source auto|mdns|dht`` and ``--bootstrap HOST:PORT``."""
+    parser.add_argument(
+        "--source", choices=("auto", "mdns", "dht"), default="auto", help=source_help
+    )
+    add_bootstrap_argument(parser, bootstrap_help)
+
+
 def bootstrap_nodes(args: argparse.Namespace) -> list[tuple[str, int]]:
     """``--bootstrap`` values, else ``phase.bootstrap=`` of the kernel command line."""
     return list(args.bootstrap) or bootstrap_from_proc()
@@ -206,6 +216,14 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def emit(args: argparse.Namespace, fields: dict[str, Any], text: str) -> None:
+    """A success: the --json envelope with ``fields``, else ``text`` unless -q."""
+    if getattr(args, "json", False):
+        print_json(success(fields))
+    elif not getattr(args, "quiet", False):
+        sys.stdout.write(text)
 
 
 def report(prog: str, args: argparse.Namespace | None, envelope: dict[str, Any], line: str) -> None:

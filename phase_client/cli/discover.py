@@ -12,7 +12,7 @@ from ..manifest import check_arch, check_channel, host_arch
 from ._common import (
     EXIT_OK,
     Parser,
-    add_bootstrap_argument,
+    add_source_arguments,
     add_verbosity,
     bootstrap_nodes,
     exit_codes_help,
@@ -67,13 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to search (default 5)",
     )
-    parser.add_argument(
-        "--source",
-        choices=("auto", "mdns", "dht"),
-        default="auto",
-        help="auto (default): mDNS, then the DHT if the LAN has no provider",
+    add_source_arguments(
+        parser,
+        "auto (default): mDNS, then the DHT if the LAN has no provider",
+        "DHT bootstrap node; repeatable",
     )
-    add_bootstrap_argument(parser, "DHT bootstrap node; repeatable")
     parser.add_argument(
         "--interface",
         action="append",

@@ -12,7 +12,7 @@ from types import FrameType
 from ..errors import NoSourceError, UsageError
 from ._common import (
     Parser,
-    add_bootstrap_argument,
+    add_source_arguments,
     add_verbosity,
     bootstrap_nodes,
     count,
@@ -138,13 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel/--arch (default stable/this machine's arch, then required of the manifest); "
         "their manifests are tried best first, after any --manifest",
     )
-    found.add_argument(
-        "--source",
-        choices=("auto", "mdns", "dht"),
-        default="auto",
-        help="with --discover: where to look (default auto)",
+    add_source_arguments(
+        found,
+        "with --discover: where to look (default auto)",
+        "with --discover: DHT bootstrap node; repeatable",
     )
-    add_bootstrap_argument(found, "with --discover: DHT bootstrap node; repeatable")
     found.add_argument(
         "--discover-timeout",
         type=seconds(3600),

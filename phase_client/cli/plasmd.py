@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from pathlib import Path
 
 from ..errors import UsageError
@@ -20,11 +19,10 @@ from ._common import (
     Parser,
     add_verbosity,
     count,
+    emit,
     number,
-    print_json,
     run,
     setup_logging,
-    success,
 )
 from ._trust import argtype
 
@@ -59,13 +57,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         "keyid": public.keyid,
         "peer_id": public.peer_id,
     }
-    if args.json:
-        print_json(success(info))
-    elif not args.quiet:
-        sys.stdout.write(
-            f"keyid   {public.keyid}\npeer id {public.peer_id}\n"
-            f"private {out} (mode 0600)\npublic  {out}.pub\n"
-        )
+    emit(
+        args,
+        info,
+        f"keyid   {public.keyid}\npeer id {public.peer_id}\n"
+        f"private {out} (mode 0600)\npublic  {out}.pub\n",
+    )
     return EXIT_OK
 
 
@@ -96,14 +93,13 @@ def cmd_manifest_generate(args: argparse.Namespace) -> int:
         "keyid": key.public.keyid,
         "artifacts": sorted(manifest.artifacts),
     }
-    if args.json:
-        print_json(success(summary))
-    elif not args.quiet:
-        sys.stdout.write(
-            f"wrote {output}: {manifest.combination} version {manifest.version} "
-            f"sequence {manifest.sequence} ({', '.join(sorted(manifest.artifacts))}) "
-            f"signed by {key.public.keyid}\n"
-        )
+    emit(
+        args,
+        summary,
+        f"wrote {output}: {manifest.combination} version {manifest.version} "
+        f"sequence {manifest.sequence} ({', '.join(sorted(manifest.artifacts))}) "
+        f"signed by {key.public.keyid}\n",
+    )
     return EXIT_OK
 
 
@@ -118,21 +114,15 @@ def cmd_manifest_sign(args: argparse.Namespace) -> int:
     document = sign_document(dict(manifest.document), key)
     output = Path(args.output or args.file)
     write_new_file(output, dump_document(document), 0o644, force=True)
-    if args.json:
-        print_json(
-            success(
-                {
-                    "output": str(output),
-                    "keyid": key.public.keyid,
-                    "signatures": len(document["signatures"]),
-                }
-            )
-        )
-    elif not args.quiet:
-        sys.stdout.write(
-            f"signed {output} with {key.public.keyid} "
-            f"({len(document['signatures'])} signature(s))\n"
-        )
+    emit(
+        args,
+        {
+            "output": str(output),
+            "keyid": key.public.keyid,
+            "signatures": len(document["signatures"]),
+        },
+        f"signed {output} with {key.public.keyid} ({len(document['signatures'])} signature(s))\n",
+    )
     return EXIT_OK
 
 
