@@ -2,12 +2,14 @@
 
 Each private thing the product relies on is used in one adapter, and checked here on the real
 library: an upgrade that changes it fails these tests loudly, with the adapter to fix named in
-the message, instead of slowing or breaking a boot quietly. (rpcudp and zeroconf get theirs here
-as their adapters settle.)
+the message, instead of slowing or breaking a boot quietly: urllib3 (fetch/u3compat.py),
+http.server (provider/http.py), zeroconf (mdns/_zeroconf.py), rpcudp and kademlia
+(dht/_rpcudp.py, dht/node.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import io
 import re
@@ -190,3 +192,192 @@ def test_http_server_end_headers_uses_the_same_buffer() -> None:
     handler.send_header("X-One", "1")
     handler.end_headers()
     assert handler.wfile.getvalue() == b"X-One: 1\r\n\r\n"
+
+
+# --- zeroconf: private constants and classes (phase_client/mdns/_zeroconf.py) -----------------
+
+
+@pytest.mark.parametrize(
+    ("package", "adapter"),
+    [("zeroconf", "mdns/_zeroconf.py"), ("rpcudp", "dht/_rpcudp.py"), ("kademlia", "dht/")],
+)
+def test_mdns_and_dht_dependencies_are_inside_the_tested_range(package: str, adapter: str) -> None:
+    low, high = pinned_range(package)
+    assert low <= parse(version(package)) < high, (
+        f"{package} {version(package)} is outside the tested range in pyproject.toml: run this "
+        f"file against it, fix phase_client/{adapter} if needed, then move the pin"
+    )
+
+
+def test_zeroconf_private_constants_keep_their_dns_values() -> None:
+    """RFC 1035: class IN = 1, PTR = 12, TXT = 16; a query's flags have the QR bit clear."""
+    from zeroconf import const
+
+    from phase_client.mdns import _zeroconf
+
+    assert (const._CLASS_IN, const._TYPE_PTR, const._TYPE_TXT, const._FLAGS_QR_QUERY) == (
+        1,
+        12,
+        16,
+        0,
+    ), "zeroconf.const changed: fix phase_client/mdns/_zeroconf.py"
+    assert (_zeroconf.CLASS_IN, _zeroconf.TYPE_PTR, _zeroconf.TYPE_TXT) == (1, 12, 16)
+
+
+def test_zeroconf_private_classes_are_the_public_ones() -> None:
+    """_zeroconf.py imports DNSOutgoing, DNSQuestion and DNSText from zeroconf's private modules
+    (mypy sees them there); they must still be what ``zeroconf`` itself hands out."""
+    import zeroconf
+    from zeroconf._dns import DNSQuestion, DNSText
+    from zeroconf._protocol.outgoing import DNSOutgoing
+
+    assert zeroconf.DNSOutgoing is DNSOutgoing
+    assert zeroconf.DNSQuestion is DNSQuestion
+    assert zeroconf.DNSText is DNSText
+
+
+def test_zeroconf_one_shot_query_is_a_qu_ptr_question_on_the_wire() -> None:
+    """browse's first query: one PTR question for the service type with the unicast-response
+    bit (RFC 6762 5.4: the top bit of the class field) - decoded from the packet zeroconf builds."""
+    from zeroconf import DNSIncoming
+
+    from phase_client.mdns import _zeroconf
+    from phase_client.mdns.records import SERVICE_TYPE
+
+    (packet,) = _zeroconf.ptr_query(SERVICE_TYPE).packets()
+    incoming = DNSIncoming(packet)
+    assert incoming.is_query(), "DNSOutgoing(_FLAGS_QR_QUERY) no longer builds a query"
+    (question,) = incoming.questions
+    assert question.name == SERVICE_TYPE
+    assert question.type == 12 and question.class_ == 1
+    assert question.unicast is True, "DNSQuestion.unicast no longer sets the QU bit"
+    # The bit itself, at the end of the packet: QTYPE (2 bytes), QCLASS (2 bytes).
+    assert packet[-4:] == b"\x00\x0c\x80\x01"
+
+
+def test_zeroconf_cache_lookup_and_registry_removal() -> None:
+    """register's tie check reads TXT records from the cache by name, type and class and skips
+    expired ones; a withdrawal without goodbyes removes a ServiceInfo from the registry."""
+    from zeroconf import DNSText, ServiceInfo, Zeroconf, current_time_millis
+
+    from phase_client.mdns import _zeroconf
+
+    name = "phase-stable-arm64._phase-image._tcp.local."
+    zc = Zeroconf(interfaces=["127.0.0.1"])
+    assert zc.loop is not None
+
+    async def in_loop() -> None:  # the cache and the registry belong to zeroconf's loop thread
+        now = current_time_millis()
+        fresh = DNSText(name, 16, 1 | 0x8000, 120, b"\x0bmanifest=x1")
+        stale = DNSText(name, 16, 1 | 0x8000, 1, b"\x0bmanifest=x2", created=now - 10_000)
+        other = DNSText("other." + name, 16, 1, 120, b"\x0bmanifest=x3")
+        zc.cache.async_add_records([fresh, stale, other])
+        assert stale.is_expired(now)
+        assert _zeroconf.cached_txt(zc, name) == [b"\x0bmanifest=x1"], (
+            "zeroconf's cache lookup changed: fix phase_client/mdns/_zeroconf.py cached_txt"
+        )
+        info = ServiceInfo("_phase-image._tcp.local.", name, port=1, server="h.local.")
+        zc.registry.async_add(info)
+        assert zc.registry.async_get_info_name(name) is info
+        _zeroconf.forget_registration(zc, info)
+        assert zc.registry.async_get_info_name(name) is None
+
+    try:
+        asyncio.run_coroutine_threadsafe(in_loop(), zc.loop).result(10)
+    finally:
+        zc.close()
+
+
+# --- rpcudp: RPCProtocol's private hooks (phase_client/dht/_rpcudp.py) -------------------------
+
+
+def test_rpcudp_private_hooks_exist_with_their_signatures() -> None:
+    """The names RpcudpAdapter overrides or calls, as rpcudp 5 defines them."""
+    import inspect
+
+    from rpcudp.protocol import RPCProtocol
+
+    expected = {
+        "_solve_datagram": ["self", "datagram", "address"],
+        "_accept_request": ["self", "msg_id", "data", "address"],
+        "_accept_response": ["self", "msg_id", "data", "address"],
+        "_timeout": ["self", "msg_id"],
+    }
+    for name, parameters in expected.items():
+        method = getattr(RPCProtocol, name, None)
+        assert method is not None, f"rpcudp lost {name}: fix phase_client/dht/_rpcudp.py"
+        assert list(inspect.signature(method).parameters) == parameters, (
+            f"rpcudp's {name} changed its signature: fix phase_client/dht/_rpcudp.py"
+        )
+    protocol = RPCProtocol(wait_timeout=3)
+    assert protocol._outstanding == {} and protocol._wait_timeout == 3
+
+
+def test_kademlia_server_hooks_used_by_dht_node_exist() -> None:
+    """DhtNode overrides kademlia's Server._create_protocol and _refresh_table (dht/node.py)."""
+    from kademlia.network import Server
+    from kademlia.protocol import KademliaProtocol
+    from rpcudp.protocol import RPCProtocol
+
+    assert callable(getattr(Server, "_create_protocol", None))
+    assert callable(getattr(Server, "_refresh_table", None))
+    assert issubclass(KademliaProtocol, RPCProtocol)
+
+
+def test_rpcudp_adapter_round_trip_late_reply_and_timeout() -> None:
+    """On real sockets: a request reaches rpc_<name> through receive_datagram/answer_request,
+    the reply comes back through accept_reply, a late reply to a cancelled call is dropped
+    (pending_reply/drop_pending_reply), and an unanswered call ends (False, None) through
+    reply_timed_out after wait_timeout."""
+    from kademlia.node import Node
+    from kademlia.storage import ForgetfulStorage
+
+    from phase_client.dht._rpcudp import HEADER, REPLY, REQUEST, RpcudpAdapter
+
+    seen: list[tuple[str, bytes]] = []
+
+    class Probe(RpcudpAdapter):
+        async def receive_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
+            seen.append(("datagram", datagram[:1]))
+            await super().receive_datagram(datagram, address)
+
+        def reply_timed_out(self, msg_id: bytes) -> None:
+            seen.append(("timeout", msg_id))
+            super().reply_timed_out(msg_id)
+
+        def rpc_echo(self, sender: tuple[str, int], value: Any) -> Any:
+            return value
+
+        def rpc_slow(self, sender: tuple[str, int]) -> None:
+            return None
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        protocols = []
+        for _ in range(2):
+            protocol = Probe(Node(b"\x01" * 20), ForgetfulStorage(), 20)
+            protocol.wait_timeout = 0.3
+            await loop.create_datagram_endpoint(lambda p=protocol: p, local_addr=("127.0.0.1", 0))
+            protocols.append(protocol)
+        a, b = protocols
+        b_address = b.transport.get_extra_info("sockname")
+        try:
+            assert await a.echo(b_address, "hi") == (True, "hi")
+            assert ("datagram", REQUEST) in seen and ("datagram", REPLY) in seen
+            # A call whose future is already done: its pending entry is there until handled.
+            future = a.echo(b_address, "late")
+            (msg_id,) = [m for m in a._outstanding if len(m) == HEADER - 1]
+            pending = a.pending_reply(msg_id)
+            assert pending is not None and pending[0] is future
+            future.cancel()
+            assert a.drop_pending_reply(msg_id) is pending and a.pending_reply(msg_id) is None
+            pending[1].cancel()
+            # No answer at all: the timer fires reply_timed_out, which settles the call.
+            b.transport.close()
+            assert await a.echo(b_address, "nobody") == (False, None)
+            assert [kind for kind, _ in seen].count("timeout") == 1
+        finally:
+            a.transport.close()
+            b.transport.close()
+
+    asyncio.run(main())

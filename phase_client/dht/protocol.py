@@ -28,9 +28,9 @@ from typing import Any
 
 import umsgpack
 from kademlia.node import Node
-from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 
+from ._rpcudp import HEADER, MAX_BODY, REPLY, REQUEST, Address, RpcudpAdapter
 from .records import REPLY_BUDGET, MergeOutcome
 from .records import paginate as paginate_records
 from .storage import RecordStorage
@@ -38,7 +38,7 @@ from .storage import RecordStorage
 log = logging.getLogger(__name__)
 
 ID_BYTES = 20
-MAX_DATAGRAM = 8192 + 21  # rpcudp's own request limit plus its header
+MAX_DATAGRAM = MAX_BODY + HEADER  # rpcudp's own request limit plus its header
 MAX_PAGES = 64  # a reply claiming more pages than this is cut (64 records of <= 1 KiB at worst)
 MAX_IP = 45  # longest textual IPv6 address
 # Sent instead of a node id by a lookup-only client (a booting machine): it is answered but never
@@ -95,7 +95,7 @@ class XorRoutingTable(RoutingTable):
         return heapq.nsmallest(k or self.ksize, candidates, key=node.distance_to)
 
 
-class RecordProtocol(KademliaProtocol):
+class RecordProtocol(RpcudpAdapter):
     storage: RecordStorage
 
     def __init__(
@@ -108,7 +108,7 @@ class RecordProtocol(KademliaProtocol):
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = XorRoutingTable(self, ksize, source_node)
-        self._wait_timeout = wait_timeout
+        self.wait_timeout = wait_timeout
         self.client = client
         self.sent: Counter[str] = Counter()  # RPCs sent, by name (benchmarks count messages)
         self.dropped = 0  # junk datagrams, malformed requests and replies
@@ -123,22 +123,23 @@ class RecordProtocol(KademliaProtocol):
         task.add_done_callback(self._tasks.discard)
 
     # --- incoming datagrams -----------------------------------------------------------------
-    async def _solve_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
-        if len(datagram) > MAX_DATAGRAM or len(datagram) < 22 or datagram[:1] not in b"\x00\x01":
+    async def receive_datagram(self, datagram: bytes, address: Address) -> None:
+        kind = datagram[:1]
+        if len(datagram) > MAX_DATAGRAM or len(datagram) <= HEADER or kind not in (REQUEST, REPLY):
             self.dropped += 1
             return
         try:
-            data = umsgpack.unpackb(datagram[21:])
+            data = umsgpack.unpackb(datagram[HEADER:])
         except Exception:  # umsgpack raises many types on junk; all mean "drop"
             self.dropped += 1
             return
-        msg_id = datagram[1:21]
-        if datagram[:1] == b"\x00":
-            self.spawn(self._accept_request(msg_id, data, address))
+        msg_id = datagram[1:HEADER]
+        if kind == REQUEST:
+            self.spawn(self._checked_request(msg_id, data, address))
         else:
-            self._accept_response(msg_id, data, address)
+            self._checked_reply(msg_id, data, address)
 
-    async def _accept_request(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
+    async def _checked_request(self, msg_id: bytes, data: Any, address: Address) -> None:
         if (
             not isinstance(data, list)
             or len(data) != 2
@@ -148,31 +149,27 @@ class RecordProtocol(KademliaProtocol):
             self.dropped += 1
             return
         try:
-            await super()._accept_request(msg_id, data, address)
+            await self.answer_request(msg_id, data, address)
         except Exception as exc:  # wrong argument count or types from a hostile peer
             self.dropped += 1
             log.debug("dropped malformed %s request from %s: %s", data[0], address, exc)
 
-    def _accept_response(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
+    def _checked_reply(self, msg_id: bytes, data: Any, address: Address) -> None:
         # A lookup cut short (timeout, first record found) cancels its pending RPC futures;
         # rpcudp would then raise InvalidStateError on the late reply.
-        pending = self._outstanding.get(msg_id)
+        pending = self.pending_reply(msg_id)
         if pending is not None and pending[0].done():
             pending[1].cancel()
-            del self._outstanding[msg_id]
+            self.drop_pending_reply(msg_id)
             return
-        super()._accept_response(msg_id, data, address)
+        self.accept_reply(msg_id, data, address)
 
-    def _timeout(self, msg_id: bytes) -> None:
-        pending = self._outstanding.pop(msg_id, None)
+    def reply_timed_out(self, msg_id: bytes) -> None:
+        pending = self.drop_pending_reply(msg_id)
         if pending is not None and not pending[0].done():
             pending[0].set_result((False, None))
 
     # --- RPC handlers -----------------------------------------------------------------------
-    @property
-    def wait_timeout(self) -> float:
-        return float(self._wait_timeout)
-
     @property
     def sender_id(self) -> bytes:
         """What this node sends as its id: CLIENT_ID in client mode."""
