@@ -54,7 +54,7 @@ chmod 0755 "$work/bin/busybox"
 # runs here (same arch); a foreign-arch busybox-static has them all too (Debian's full build).
 applets="sh ash mount umount switch_root modprobe insmod lsmod mkdir cat cut grep \
     sha256sum setsid cttyhack ls ps dmesg echo printf sleep poweroff reboot mdev tr ln cp mv rm \
-    vi less losetup uname df free find head tail wc sync"
+    vi less losetup uname df free find head tail wc sync awk"
 list=$("$BUSYBOX" --list 2>/dev/null || true)
 for applet in $applets; do
     if [ -n "$list" ] && ! printf '%s\n' "$list" | grep -qx "$applet"; then

@@ -181,3 +181,59 @@ def test_rootfs_not_matching_the_signed_hash_is_not_mounted(
     ) in log, log
     assert "root filesystem mounted" not in log and "Welcome to" not in log, log
     assert "Kernel panic" not in log
+
+
+def test_too_little_memory_for_the_rootfs_is_one_line(
+    image: dict[str, Any], tmp_path: Path
+) -> None:
+    """384 MiB cannot hold the initrd and its unpacked copy (the image needs ~448): the kernel
+    stops unpacking, and the init says so instead of failing to mount a cut-off squashfs."""
+    full = initrd(tmp_path, with_rootfs=True)
+    serial = tmp_path / "serial.log"
+    proc = qemu(full, "console=ttyS0 panic=-1", serial, memory=384)
+    try:
+        log = wait_for(serial, r"leave it \(exit\) to try again", proc, time.monotonic() + 300)
+        assert proc.poll() is None, "PID 1 must keep running"
+    finally:
+        terminate(proc)
+    assert re.search(
+        r"^phase-os: the kernel could not unpack the whole initrd \(Initramfs unpacking "
+        r"failed: [^)]*\): too little memory \(\d+ MiB\)",
+        log,
+        re.M,
+    ), log
+    assert "Welcome to" not in log and "Kernel panic" not in log, log
+
+
+def test_same_inputs_give_the_same_image(image: dict[str, Any], tmp_path: Path) -> None:
+    """Rebuilt from the same inputs and SOURCE_DATE_EPOCH, every file has the same bytes (the
+    manifest's hashes can be re-signed). Debian's archive moves (security updates): if the
+    package versions differ from the cached image's, a second fresh build is the reference."""
+
+    def fresh(name: str) -> dict[str, Any]:
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "phase_client", "plasmd", "image", "build", "--force"),
+                *("--out", str(tmp_path / name / "stable" / "x86_64")),
+                *("--apt-cache", str(APT_CACHE), "--json", "--quiet"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+            cwd=REPO,
+            env={**os.environ, "SOURCE_DATE_EPOCH": str(image["epoch"])},
+        )
+        assert result.returncode == 0, result.stderr
+        summary: dict[str, Any] = json.loads(result.stdout)
+        return summary
+
+    first = fresh("a")
+    reference = image
+    if (first["cache_key"], first["debian_packages_sha256"]) != (
+        image["cache_key"],
+        image["debian_packages_sha256"],
+    ):
+        reference = fresh("b")  # the archive or the tree changed since the cached build
+    assert first["cache_key"] == reference["cache_key"]
+    for name, info in reference["files"].items():
+        assert first["files"][name] == info, name

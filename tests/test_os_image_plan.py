@@ -5,6 +5,7 @@ None of these needs root except where said (mknod in the initramfs builder)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import pytest
 
 from phase_client.errors import UsageError
 from phase_client.image import build, inputs, plan
+from phase_client.image.progress import Progress
 
 from .conftest import REPO, run_tool
 
@@ -312,6 +314,42 @@ def test_remove_tree_removes_plain_trees(tmp_path: Path) -> None:
     build.remove_tree(tree)
     assert not tree.exists() and Path("/etc/passwd").exists()
     build.remove_tree(tmp_path / "absent")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_apt_partial_directories_are_normalized(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n"
+    )
+    lists = tmp_path / "var/lib/apt/lists/partial"
+    archives = tmp_path / "var/cache/apt/archives/partial"
+    lists.mkdir(parents=True)
+    archives.mkdir(parents=True)
+    os.chmod(lists, 0o755)
+    build.normalize_apt_dirs(tmp_path)
+    for path in (lists, archives):
+        info = path.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (42, 0, 0o700)
+
+
+def test_progress_lines_plain_tty_and_quiet() -> None:
+    def run(tty: bool, quiet: bool = False) -> str:
+        stream = io.StringIO()
+        progress = Progress(stream, 2, tty=tty, quiet=quiet)
+        with progress.step("first"):
+            pass
+        with pytest.raises(RuntimeError), progress.step("second"):
+            raise RuntimeError
+        return stream.getvalue()
+
+    plain = run(tty=False).splitlines()
+    assert plain[0] == "[1/2] first ..." and plain[1].startswith("[1/2] first ... done in ")
+    assert plain[2] == "[2/2] second ..." and "FAILED after" in plain[3]
+    assert "\r" not in run(tty=False)
+    tty = run(tty=True)
+    assert tty.startswith("[1/2] first ...") and "\r\x1b[K[1/2] first ... done in" in tty
+    assert run(tty=False, quiet=True) == ""
 
 
 # --- the CLI -----------------------------------------------------------------------------------

@@ -193,10 +193,12 @@ class Runner:
         what: str,
         env: Mapping[str, str] | None = None,
         capture: bool = False,
+        unset: Sequence[str] = (),
     ) -> str:
-        """Run ``argv``; its output goes to the log (or is returned, with ``capture``).
-        A failure is a BuildFailed naming ``what``, the exit code and the last output line."""
-        full_env = dict(os.environ)
+        """Run ``argv`` with ``env`` added to ours and ``unset`` removed from it; its output
+        goes to the log (or is returned, with ``capture``). A failure is a BuildFailed naming
+        ``what``, the exit code and the last output line."""
+        full_env = {k: v for k, v in os.environ.items() if k not in unset}
         full_env.update(env or {})
         full_env.setdefault("LC_ALL", "C.UTF-8")
         with self.log.open("ab") as log:
@@ -317,6 +319,25 @@ def slim_tree(runner: Runner, root: Path, version: str, all_modules: bool) -> No
         path = root / name
         if path.exists():
             path.unlink()
+    normalize_apt_dirs(root)
+
+
+def normalize_apt_dirs(root: Path) -> None:
+    """apt's partial directories came out owned by _apt in one build and by root in another
+    from the same inputs: make them _apt's (Debian's usual state) so builds agree."""
+    uid = 0
+    try:
+        for line in (root / "etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[0] == "_apt" and fields[2].isdigit():
+                uid = int(fields[2])
+    except OSError:
+        pass
+    for name in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            os.chown(path, uid, 0)
+            os.chmod(path, 0o700)
 
 
 def installed_packages(runner: Runner, root: Path) -> dict[str, str]:
@@ -443,7 +464,12 @@ def _build_in(
 
     with progress.step(f"rootfs.sqfs (mksquashfs, {spec.compression})"):
         slim_tree(runner, root, kernel, spec.all_modules)
-        runner.run(plan.mksquashfs_argv(spec, str(root), str(result / "rootfs.sqfs")), "mksquashfs")
+        # mksquashfs refuses -mkfs-time/-all-time when SOURCE_DATE_EPOCH is also set.
+        runner.run(
+            plan.mksquashfs_argv(spec, str(root), str(result / "rootfs.sqfs")),
+            "mksquashfs",
+            unset=("SOURCE_DATE_EPOCH",),
+        )
         os.chmod(result / "rootfs.sqfs", 0o644)
 
     with progress.step(f"finish {out}"):
@@ -463,6 +489,10 @@ def _build_in(
             "files": file_info(result),
             "build_seconds": round(time.monotonic() - started, 1),
             "debian_packages": debian_packages,
+            # Two builds from the same archive state have the same value (docs/os-image.md).
+            "debian_packages_sha256": hashlib.sha256(
+                json.dumps(debian_packages, sort_keys=True).encode()
+            ).hexdigest(),
         }
         write_text(result / plan.STAMP, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         for name in (*plan.OUTPUT_FILES, plan.STAMP):
