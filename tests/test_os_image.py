@@ -14,16 +14,20 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from phase_client.manifest import parse_manifest
+
 from .conftest import REPO
-from .test_e2e_qemu import terminate, wait_for
+from .test_e2e_qemu import start_logged, terminate, wait_for
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
@@ -237,3 +241,70 @@ def test_same_inputs_give_the_same_image(image: dict[str, Any], tmp_path: Path) 
     assert first["cache_key"] == reference["cache_key"]
     for name, info in reference["files"].items():
         assert first["files"][name] == info, name
+
+
+def test_interrupted_build_leaves_nothing(image: dict[str, Any], tmp_path: Path) -> None:
+    """SIGTERM while mmdebstrap has its chroot mounted: exit 130, 'interrupted', the temporary
+    tree unmounted and removed, no output directory, no process of the build left."""
+    out = tmp_path / "stable" / "x86_64"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "phase_client", "plasmd", "image", "build", "--force"),
+            *("--out", str(out), "--apt-cache", str(APT_CACHE)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        mounted = False
+        while time.monotonic() < deadline and proc.poll() is None and not mounted:
+            mounted = str(out.parent) in Path("/proc/self/mountinfo").read_text()
+            time.sleep(0.2)
+        assert mounted, "mmdebstrap never mounted its chroot"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.decode().splitlines()[-1] == "plasmd: interrupted", err
+    assert str(out.parent) not in Path("/proc/self/mountinfo").read_text()
+    left = sorted(p.name for p in out.parent.iterdir())
+    assert left == [".x86_64.build.log", ".x86_64.lock"], left
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=30)
+    assert str(out.parent) not in ps.stdout, ps.stdout
+
+
+def test_plasmd_serve_offers_the_image_as_is(image: dict[str, Any], tmp_path: Path) -> None:
+    """build/os is an artifacts directory: plasmd serve signs a manifest naming the kernel,
+    initramfs and rootfs with the image's hashes, its version and its cmdline."""
+    log = tmp_path / "plasmd.log"
+    proc = start_logged(
+        [
+            *(sys.executable, "-m", "phase_client", "plasmd", "serve"),
+            *("--artifacts", str(IMAGE.parent.parent), "--bind", "127.0.0.1", "--port", "0"),
+            *("--state-dir", str(tmp_path / "state"), "--no-mdns", "--no-dht"),
+        ],
+        log,
+    )
+    try:
+        text = wait_for(log, r"Advertising stable/x86_64", proc, time.monotonic() + 120)
+        match = re.search(r"Listening on http://127\.0\.0\.1:(\d+)/", text)
+        assert match and proc.poll() is None, text
+        url = f"http://127.0.0.1:{match.group(1)}/stable/x86_64/manifest.json"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            manifest = parse_manifest(response.read())
+    finally:
+        terminate(proc)
+    assert manifest.version == image["version"]
+    assert manifest.cmdline == f"phase.version={image['version']}"
+    files = {"kernel": "vmlinuz", "initramfs": "initramfs.img", "rootfs": "rootfs.sqfs"}
+    assert set(manifest.artifacts) == set(files)
+    for name, filename in files.items():
+        artifact = manifest.artifacts[name]
+        assert artifact.path == filename
+        assert artifact.size == image["files"][filename]["size"]
+        assert artifact.hash == "sha256:" + image["files"][filename]["sha256"]

@@ -15,12 +15,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .progress import Progress
 
 STEP_TIMEOUT = 2 * 3600  # seconds; a slow mirror can make mmdebstrap take long, never forever
 STEPS = 6
+STOP_GRACE = 30  # seconds an interrupted tool gets to clean up before SIGKILL
 
 
 class BuildFailed(PhaseError):
@@ -90,10 +92,16 @@ def remove_tree(path: Path) -> None:
     left = mounts_under(path)
     if left:
         raise BuildFailed(f"{path} still has a mount at {left[0]}: not removing it")
-    try:
-        shutil.rmtree(path)
-    except OSError as exc:
-        raise BuildFailed(f"cannot remove {path}: {exc.strerror or exc}") from exc
+    for attempt in range(3):  # a killed tool's last writes can race the first pass
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if attempt == 2:
+                raise BuildFailed(f"cannot remove {path}: {exc.strerror or exc}") from exc
+            time.sleep(1)
 
 
 def write_text(path: Path, text: str, mode: int = 0o644) -> None:
@@ -171,6 +179,22 @@ def build_lock(parent: Path, name: str) -> Iterator[None]:
 # Running tools
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the child's process group (mmdebstrap then unmounts and cleans up), SIGKILL
+    to what is left after STOP_GRACE seconds; returns once the child is gone."""
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, STOP_GRACE)):
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; its group (dpkg in the chroot...) may not be yet.
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+
+
 class Runner:
     """Runs build commands with their output appended to one log file."""
 
@@ -205,27 +229,34 @@ class Runner:
             log.write(f"$ {' '.join(argv)}\n".encode())
             log.flush()
             try:
-                result = subprocess.run(
+                # Its own session: a Ctrl-C on the terminal reaches only us, and we stop the
+                # whole group (mmdebstrap, apt, dpkg in the chroot) the way it can clean up.
+                proc = subprocess.Popen(
                     list(argv),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE if capture else log,
                     stderr=log,
                     env=full_env,
-                    timeout=STEP_TIMEOUT,
-                    check=False,
+                    start_new_session=True,
                 )
             except FileNotFoundError:
                 raise BuildFailed(f"{what}: {argv[0]} not found") from None
+            try:
+                stdout, _ = proc.communicate(timeout=STEP_TIMEOUT)
             except subprocess.TimeoutExpired:
+                stop_group(proc)
                 raise BuildFailed(f"{what} took more than {STEP_TIMEOUT} s") from None
-        if result.returncode != 0:
+            except BaseException:
+                stop_group(proc)
+                raise
+        if proc.returncode != 0:
             detail = self.last_line()
             raise BuildFailed(
-                f"{what} failed (exit {result.returncode})"
+                f"{what} failed (exit {proc.returncode})"
                 + (f": {detail}" if detail else "")
                 + f" (log: {self.log})"
             )
-        return result.stdout.decode(errors="replace") if capture else ""
+        return stdout.decode(errors="replace") if capture and stdout else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,10 +421,14 @@ def build_image(
         try:
             summary = _build_in(spec, key, work, out, project, options, progress, Runner(log))
         except BaseException:
+            # The reason the build stopped is what the user hears; a failed clean-up is a note.
             progress.note(f"build log kept in {log}")
+            try:
+                remove_tree(work)
+            except BuildFailed as exc:
+                progress.note(f"could not clean up: {exc}")
             raise
-        finally:
-            remove_tree(work)
+        remove_tree(work)
         log.unlink(missing_ok=True)
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
