@@ -155,8 +155,9 @@ def check_arch(arch: str, host: str) -> Arch:
         raise UsageError(f"unknown --arch {arch!r} (supported: {', '.join(ARCHES)})")
     if name != normalize_arch(host):
         raise UsageError(
-            f"--arch {name} needs a {name} build machine: the image's phase-client carries "
-            f"this machine's ({normalize_arch(host)}) native PyNaCl"
+            f"--arch {name}: {name} images are built on {name} machines (the image's "
+            f"phase-client carries the build machine's native PyNaCl, here "
+            f"{normalize_arch(host)})"
         )
     return ARCHES[name]
 
