@@ -30,6 +30,7 @@ test-unit: venv
 lint: venv
 	$(VPY) -m ruff check phase_client tests bench
 	$(VPY) -m ruff format --check phase_client tests bench
+	$(VPY) -m mypy
 
 format: venv
 	$(VPY) -m ruff format phase_client tests bench
