@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PhaseError, UsageError
+from ..fsutil import sha256_file
 from . import plan
 from .inputs import input_hashes
 from .progress import Progress
@@ -53,11 +54,7 @@ class BuildOptions:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)[0]
 
 
 def _unescape_mount(field: str) -> str:

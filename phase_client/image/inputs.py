@@ -5,7 +5,6 @@ Reads files and asks git for a date; runs nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -14,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..fsutil import sha256_file
 from .plan import BUILD_INPUTS, PROJECT_FILES
 
 # The zipapp's dependencies (scripts/build-zipapp.py): their versions are part of the image.
@@ -64,12 +64,9 @@ def input_hashes(root: Path) -> dict[str, str]:
     hashes: dict[str, str] = {}
     for name in BUILD_INPUTS:
         for path in _files(root, name):
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            digest, _ = sha256_file(path)
             executable = os.access(path, os.X_OK)
-            hashes[path.relative_to(root).as_posix()] = f"{digest.hexdigest()}{'+x' * executable}"
+            hashes[path.relative_to(root).as_posix()] = f"{digest}{'+x' * executable}"
     for dist in ZIPAPP_DISTRIBUTIONS:
         try:
             hashes[f"dist:{dist}"] = importlib.metadata.version(dist)

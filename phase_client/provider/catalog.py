@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,12 +25,13 @@ from ..manifest import (
     ARCH_RE,
     ARTIFACT_FILES,
     CHANNEL_RE,
-    MAX_MANIFEST_BYTES,
     Manifest,
     build_document,
     dump_document,
+    host_arch,
     normalize_arch,
     parse_manifest,
+    read_manifest_file,
     sign_document,
 )
 from .signer import DAY, default_version, next_sequence
@@ -97,10 +97,6 @@ class Found:
 
 def file_identity(stat: os.stat_result) -> tuple[int, int, int, int]:
     return (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
-
-
-def host_arch() -> str:
-    return normalize_arch(platform.machine() or "x86_64")
 
 
 def _subdirs(path: Path) -> list[str]:
@@ -264,8 +260,7 @@ class Catalog:
 
     def _mirror_entry(self, item: Found, previous: Entry | None) -> Entry:
         path = item.directory / MANIFEST_NAME
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_MANIFEST_BYTES + 1)
+        data = read_manifest_file(path)
         manifest = parse_manifest(data)
         if (manifest.channel, manifest.arch) != (item.channel, item.arch):
             raise ValueError(
