@@ -13,7 +13,14 @@ from pathlib import Path
 from ..errors import UsageError
 from ..fsutil import atomic_write
 from ..keys import SigningKey, load_signing_key
-from ..manifest import check_arch, check_channel, dump_document, parse_manifest, sign_document
+from ..manifest import (
+    check_arch,
+    check_channel,
+    dump_document,
+    parse_manifest,
+    read_manifest_file,
+    sign_document,
+)
 from ._common import (
     EXIT_OK,
     Parser,
@@ -107,7 +114,7 @@ def cmd_manifest_sign(args: argparse.Namespace) -> int:
     key = load_signing_key(args.key)
     source = Path(args.file)
     try:
-        data = source.read_bytes()
+        data = read_manifest_file(source)  # a regular file, refused past the cap unread
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from exc
     manifest = parse_manifest(data)
