@@ -524,8 +524,13 @@ def test_shell_scripts_pass_shellcheck() -> None:
     """The boot scripts are POSIX sh (busybox ash in the initramfs): shellcheck -s sh clean."""
     if shutil.which("shellcheck") is None:
         pytest.fail("shellcheck missing: run scripts/install-deps")
-    scripts = [REPO / "scripts" / name for name in ("build-initramfs.sh", "fetch-kernel.sh")] + [
-        REPO / "initramfs" / name for name in ("kexec-boot", "init", "udhcpc.script", "stage2-init")
+    # Every shell script of the project: the stick's, the OS image's and their builders.
+    scripts = [
+        *(REPO / "scripts" / n for n in ("build-initramfs.sh", "build-os-initramfs.sh")),
+        REPO / "scripts" / "fetch-kernel.sh",
+        *(REPO / "initramfs" / n for n in ("kexec-boot", "init", "udhcpc.script", "stage2-init")),
+        REPO / "initramfs" / "os-init",
+        REPO / "packaging" / "phase-os-up",
     ]
     result = subprocess.run(
         ["shellcheck", "-s", "sh", "-S", "warning", *map(str, scripts)],
