@@ -14,6 +14,8 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=scripts/pack-cpio.sh
+. "$here/pack-cpio.sh"
 PY=/usr/bin/python3.11
 MODULES="" ZIPAPP="" KEYS="" OUTPUT="" STAGE2=0
 
@@ -175,12 +177,4 @@ for name in zf.namelist():
     depmod -b "$root" "$version"
 fi
 
-# Reproducible archive: fixed owner and mtimes, sorted names, no gzip timestamp.
-find "$root" -exec touch -h -d "@$EPOCH" {} +
-tmp=$(mktemp "${OUTPUT}.XXXXXX")
-(cd "$root" && find . -mindepth 1 | LC_ALL=C sort |
-    cpio --quiet -o -H newc --owner=0:0 --reproducible) | gzip -n -9 >"$tmp"
-sync "$tmp" 2>/dev/null || true
-chmod 0644 "$tmp"
-mv -f "$tmp" "$OUTPUT"
-echo "built $OUTPUT: $(wc -c <"$OUTPUT") bytes"
+pack_cpio "$root" "$EPOCH" "$OUTPUT"

@@ -14,6 +14,8 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=scripts/pack-cpio.sh
+. "$here/pack-cpio.sh"
 ROOT="" KVER="" OUTPUT="" INIT="$repo/initramfs/os-init"
 # Filesystems and devices the init needs to mount the root (modules, when not built in).
 MODULES="squashfs overlay loop"
@@ -91,14 +93,4 @@ for mod in $MODULES; do
 done
 depmod -b "$work" "$KVER"
 
-# Reproducible archive: fixed owner and mtimes, sorted names, no gzip timestamp, 4-byte padded.
-find "$work" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-tmp=$(mktemp "${OUTPUT}.XXXXXX")
-(cd "$work" && find . -mindepth 1 | LC_ALL=C sort |
-    cpio --quiet -o -H newc --owner=0:0 --reproducible) | gzip -n -9 >"$tmp"
-size=$(wc -c <"$tmp")
-pad=$(((4 - size % 4) % 4))
-[ "$pad" -eq 0 ] || head -c "$pad" /dev/zero >>"$tmp"
-chmod 0644 "$tmp"
-mv -f "$tmp" "$OUTPUT"
-echo "built $OUTPUT: $(wc -c <"$OUTPUT") bytes"
+pack_cpio "$work" "$SOURCE_DATE_EPOCH" "$OUTPUT"

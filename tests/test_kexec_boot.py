@@ -527,6 +527,7 @@ def test_shell_scripts_pass_shellcheck() -> None:
     # Every shell script of the project: the stick's, the OS image's and their builders.
     scripts = [
         *(REPO / "scripts" / n for n in ("build-initramfs.sh", "build-os-initramfs.sh")),
+        REPO / "scripts" / "pack-cpio.sh",
         REPO / "scripts" / "fetch-kernel.sh",
         *(REPO / "initramfs" / n for n in ("kexec-boot", "init", "udhcpc.script", "stage2-init")),
         REPO / "initramfs" / "os-init",

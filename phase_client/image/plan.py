@@ -109,6 +109,7 @@ BUILD_INPUTS = (
     "packaging",
     "initramfs/os-init",
     "scripts/build-os-initramfs.sh",
+    "scripts/pack-cpio.sh",
     "scripts/build-zipapp.py",
     "phase_client",
 )
