@@ -7,6 +7,7 @@ One tree::
     │   └── KeyFormatError          a key file or inline key that cannot be parsed
     ├── LocalError                  exit 2: our side failed (disk full, unwritable output)
     ├── StageError                  exit 2: kexec's private staging directory cannot be made
+    │   └── InsufficientMemoryError too little MemAvailable to stage and load the image
     ├── DocumentError               malformed input: canonical JSON and the formats built on it
     │   ├── ManifestError           a manifest (not JSON, wrong types, missing fields, too large)
     │   ├── RecordError             a DHT provider record that must not be stored or believed
@@ -73,6 +74,12 @@ class StageError(PhaseError):
 
     exit_code = EXIT_USAGE
     reason = "stage"
+
+
+class InsufficientMemoryError(StageError):
+    """The machine has too little available memory to stage and load the image for kexec."""
+
+    reason = "memory"
 
 
 class DocumentError(PhaseError):

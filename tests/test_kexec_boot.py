@@ -29,6 +29,9 @@ from .conftest import REPO, run_tool
 KEXEC_BOOT = REPO / "initramfs" / "kexec-boot"
 KEY = SigningKey.from_seed(b"\x21" * 32)
 CMDLINE = "console=ttyS0 quiet"
+VERSION = "2026.11.24"
+# What stage adds after the signed cmdline: the version the booted system reports.
+VERSION_WORD = f"phase.version={VERSION}"
 # Every shell trap at once: echo escapes (dash: \c ends the output, \n a newline), a leading
 # -n, printf directives, quotes, command substitution, backquotes, globs, backslashes, UTF-8.
 TRICKY_CMDLINE = (
@@ -47,13 +50,21 @@ def fetch_dir(
     initramfs: bytes | None = b"I" * 2048,
     key: SigningKey = KEY,
     cmdline: str = CMDLINE,
+    rootfs: bytes | None = None,
+    dtb: bytes | None = None,
 ) -> Path:
     """A directory as phase-fetch writes it: files named after artifacts, manifest, cmdline.
-    ``initramfs=None``: a manifest that names none."""
+    ``initramfs=None``: a manifest that names none (likewise rootfs and dtb, named only when
+    given)."""
     path.mkdir(parents=True, exist_ok=True)
     now = int(time.time())
     artifacts = {}
-    files = [("kernel", kernel, "vmlinuz"), ("initramfs", initramfs, "i.img")]
+    files = [
+        ("kernel", kernel, "vmlinuz"),
+        ("initramfs", initramfs, "i.img"),
+        ("rootfs", rootfs, "rootfs.sqfs"),
+        ("dtb", dtb, "board.dtb"),
+    ]
     for name, data, file in files:
         if data is None:
             continue
@@ -61,7 +72,7 @@ def fetch_dir(
         digest = hashlib.sha256(data).hexdigest()
         artifacts[name] = {"hash": f"sha256:{digest}", "size": len(data), "path": file}
     document = build_document(
-        version="2026.11.24",
+        version=VERSION,
         sequence=3,
         channel="stable",
         arch="x86_64",
@@ -112,7 +123,9 @@ def run_kexec_boot(
     proc_cmdline = tmp_path / "proc-cmdline"
     # phase.x=* must stay a word, not a glob expanded in kexec-boot's working directory.
     proc_cmdline.write_text(
-        "BOOT_IMAGE=/vmlinuz root=/dev/sda1 console=tty0 phase.channel=stable phase.x=*"
+        "BOOT_IMAGE=/vmlinuz root=/dev/sda1 console=tty0 phase.channel=stable phase.x=* "
+        # The running image's own: never carried over to the next one.
+        "phase.version=0.9-old phase.rootfs_sha256=00ff"
     )
     (tmp_path / "run").mkdir(exist_ok=True)
     env = {
@@ -224,12 +237,12 @@ def test_stage_into_copies_exactly_what_kexec_loads(tmp_path: Path) -> None:
     assert sorted(os.listdir(private)) == ["cmdline", "initrd", "kernel"]
     assert (private / "kernel").read_bytes() == (directory / "kernel").read_bytes()
     assert (private / "initrd").read_bytes() == (directory / "initramfs").read_bytes()
-    assert (private / "cmdline").read_bytes() == TRICKY_CMDLINE.encode()
+    assert (private / "cmdline").read_bytes() == f"{TRICKY_CMDLINE} {VERSION_WORD}".encode()
     # Kernel only: no initrd at all, whatever DIR held before.
     kernel_only = fetch_dir(tmp_path / "k", initramfs=None, cmdline="")
     assert stage(kernel_only, tmp_path / "p2").returncode == 0
     assert sorted(os.listdir(tmp_path / "p2")) == ["cmdline", "kernel"]
-    assert (tmp_path / "p2" / "cmdline").read_bytes() == b""
+    assert (tmp_path / "p2" / "cmdline").read_bytes() == VERSION_WORD.encode()
 
 
 def test_stage_into_refuses_and_leaves_nothing(tmp_path: Path) -> None:
@@ -270,7 +283,9 @@ def test_dry_run_prints_the_exact_commands(shell: list[str], tools: Path, tmp_pa
     assert stage.parent == tmp_path / "run" and re.fullmatch(
         r"kexec-boot\.[0-9a-f]{16}", stage.name
     )
-    cmdline = "console=ttyS0 quiet extra=1 console=tty0 phase.channel=stable phase.x=*"
+    cmdline = (
+        f"console=ttyS0 quiet {VERSION_WORD} extra=1 console=tty0 phase.channel=stable phase.x=*"
+    )
     assert lines[1:] == [
         f"kexec -s -l {stage}/kernel --initrd={stage}/initrd '--command-line={cmdline}'",
         "# if kexec -s (kexec_file_load) fails:",
@@ -314,7 +329,8 @@ def test_the_signed_cmdline_reaches_kexec_byte_for_byte(
     assert result.returncode == 0, result.stderr
     words = shlex.split(result.stdout.splitlines()[1])  # the line pastes into a shell as is
     assert words[-1] == (
-        f"--command-line={TRICKY_CMDLINE} x=\\c console=tty0 phase.channel=stable phase.x=*"
+        f"--command-line={TRICKY_CMDLINE} {VERSION_WORD} x=\\c console=tty0 "
+        "phase.channel=stable phase.x=*"
     )
     assert not (tmp_path / "PWNED").exists()
 
@@ -400,9 +416,141 @@ def test_kexec_loads_the_bytes_that_were_hashed(
     args = (record / "args").read_bytes().decode().split("\0")[:-1]
     stage = staged_in(result)
     assert args[:3] == ["-l", f"{stage}/kernel", f"--initrd={stage}/initrd"]  # the fallback
-    assert args[3].startswith(f"--command-line={TRICKY_CMDLINE} console=tty0 ")
+    assert args[3].startswith(f"--command-line={TRICKY_CMDLINE} {VERSION_WORD} console=tty0 ")
     assert not stage.exists()  # removed after the failed load
     assert os.listdir(tmp_path / "run") == []
+
+
+def unpack_carried(initrd: bytes, offset: int, into: Path) -> list[str]:
+    """GNU cpio reads the carry archive that starts at ``offset`` into ``into``: its names."""
+    into.mkdir()
+    listed = subprocess.run(
+        ["cpio", "-t", "--quiet"], input=initrd[offset:], capture_output=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    unpacked = subprocess.run(
+        ["cpio", "-id", "--quiet", "--no-absolute-filenames"],
+        input=initrd[offset:],
+        capture_output=True,
+        cwd=into,
+        timeout=60,
+    )
+    assert unpacked.returncode == 0, unpacked.stderr
+    return listed.stdout.decode().split()
+
+
+def test_stage_carries_the_rootfs_in_the_initrd(tmp_path: Path) -> None:
+    """initrd = the initramfs, zeros to a 4-byte boundary, then a newc cpio whose only file is
+    phase/rootfs.sqfs with the signed bytes (what the kernel unpacks beside the initramfs);
+    the dtb is staged on its own; the cmdline tells the new system the rootfs's signed hash."""
+    initramfs, rootfs, dtb = os.urandom(2047), os.urandom(70001), os.urandom(999)
+    d = fetch_dir(tmp_path / "d", initramfs=initramfs, rootfs=rootfs, dtb=dtb)
+    private = tmp_path / "private"
+    result = stage(d, private)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(private)) == ["cmdline", "dtb", "initrd", "kernel"]
+    assert (private / "dtb").read_bytes() == dtb
+    initrd = (private / "initrd").read_bytes()
+    assert initrd[:2047] == initramfs and initrd[2047:2048] == b"\0"
+    assert initrd[2048:2054] == b"070701"  # the carry archive starts on the boundary
+    names = unpack_carried(initrd, 2048, tmp_path / "unpacked")
+    assert names == ["phase", "phase/rootfs.sqfs"]
+    carried = tmp_path / "unpacked" / "phase" / "rootfs.sqfs"
+    assert carried.read_bytes() == rootfs
+    assert len(initrd) % 4 == 0
+    sha = hashlib.sha256(rootfs).hexdigest()
+    expected = f"{CMDLINE} {VERSION_WORD} phase.rootfs_sha256={sha}"
+    assert (private / "cmdline").read_bytes() == expected.encode()
+
+
+def test_stage_refuses_a_changed_rootfs_and_leaves_nothing(tmp_path: Path) -> None:
+    rootfs = os.urandom(4096)
+    d = fetch_dir(tmp_path / "d", rootfs=rootfs)
+    (d / "rootfs").write_bytes(rootfs[:-1] + bytes([rootfs[-1] ^ 1]))
+    result = stage(d, tmp_path / "private")
+    assert result.returncode == 1 and b"rootfs: sha256 differs" in result.stderr, result.stderr
+    assert not (tmp_path / "private").exists()
+
+
+def meminfo(path: Path, available_kib: int) -> Path:
+    path.write_text(
+        f"MemTotal:        1000000 kB\nMemFree:          500000 kB\n"
+        f"MemAvailable:   {available_kib:8d} kB\nBuffers:            1000 kB\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_too_little_memory_is_one_line_before_anything_is_staged(
+    shell: list[str], tools: Path, tmp_path: Path
+) -> None:
+    """MemAvailable below twice the staged size (the private copy, then kexec's) plus the
+    headroom: refused with the numbers, nothing staged, nothing loaded."""
+    kernel, initramfs, rootfs = b"K" * 4096, b"I" * 2048, os.urandom(3 << 20)
+    d = fetch_dir(tmp_path / "img", kernel=kernel, initramfs=initramfs, rootfs=rootfs)
+    staged = len(kernel) + len(initramfs) + 512 + len(rootfs) + 128  # + the cpio headers
+    needed_mib = (2 * staged + (32 << 20)) >> 20  # 38
+    low = meminfo(tmp_path / "meminfo-low", 20 << 10)
+    result = run_kexec_boot(
+        shell, tools, tmp_path, "--dry-run", str(d), env={"KEXEC_BOOT_MEMINFO": str(low)}
+    )
+    assert result.returncode == 1 and result.stdout == "", result
+    err = result.stderr.strip()
+    assert err == (
+        "kexec-boot: refusing to boot: phase-verify: not enough memory to stage and load this "
+        f"image: needs {needed_mib} MiB, has 20 MiB available"
+    ), err
+    assert os.listdir(tmp_path / "run") == []
+    enough = meminfo(tmp_path / "meminfo-ok", (needed_mib + 1) << 10)
+    result = run_kexec_boot(
+        shell, tools, tmp_path, "--dry-run", str(d), env={"KEXEC_BOOT_MEMINFO": str(enough)}
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("machine", "loads_dtb"), [("aarch64", True), ("x86_64", False)])
+def test_dtb_goes_to_kexec_where_the_arch_uses_one(
+    machine: str, loads_dtb: bool, tools: Path, tmp_path: Path
+) -> None:
+    d = fetch_dir(tmp_path / "img", dtb=b"\xd0\x0d\xfe\xed" + b"\0" * 60)
+    result = run_kexec_boot(
+        ["busybox", "sh"], tools, tmp_path, "--dry-run", str(d),
+        env={"KEXEC_BOOT_MACHINE": machine},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stage = staged_in(result)
+    load = result.stdout.splitlines()[1]
+    assert (f" --dtb={stage}/dtb " in load) == loads_dtb, load
+
+
+FAKE_KEXEC_ROOTFS = FAKE_KEXEC.replace(
+    "printf 'evil' >\"$DIR/initramfs\"\n",
+    "printf 'evil' >\"$DIR/initramfs\"\nprintf 'evil' >\"$DIR/rootfs\"\n",
+)
+
+
+def test_kexec_loads_the_rootfs_that_was_hashed(tools: Path, tmp_path: Path) -> None:
+    """DIR/rootfs rewritten between the check and the load: the initrd kexec reads still
+    carries the signed rootfs."""
+    rootfs = os.urandom(65536)
+    d = fetch_dir(tmp_path / "img", initramfs=b"I" * 2048, rootfs=rootfs)
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "kexec").write_text(FAKE_KEXEC_ROOTFS)
+    (fake / "kexec").chmod(0o755)
+    record = tmp_path / "record"
+    record.mkdir()
+    result = run_kexec_boot(
+        ["busybox", "sh"], tools, tmp_path, str(d),
+        path=f"{tools / 'bin'}:{fake}:/usr/bin:/bin",
+        env={"DIR": str(d), "RECORD": str(record)},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert (d / "rootfs").read_bytes() == b"evil"
+    initrd = (record / "initrd").read_bytes()
+    assert initrd[:2048] == b"I" * 2048
+    unpack_carried(initrd, 2048, tmp_path / "unpacked")
+    assert (tmp_path / "unpacked" / "phase" / "rootfs.sqfs").read_bytes() == rootfs
 
 
 def test_stages_under_run_without_tmpdir(tools: Path, tmp_path: Path) -> None:

@@ -60,8 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PRIVDIR",
         help="with --check-dir: create PRIVDIR (mode 0700; it must not exist) and copy into it, "
         "hashed as they are copied, exactly what kexec loads: PRIVDIR/kernel, PRIVDIR/initrd "
-        "(if the manifest names an initramfs) and PRIVDIR/cmdline (the manifest's cmdline); "
-        "removed again on failure (kexec-boot's last step before loading)",
+        "(the initramfs, then the rootfs in a cpio as phase/rootfs.sqfs), PRIVDIR/dtb, and "
+        "PRIVDIR/cmdline (the manifest's cmdline, phase.version=, phase.rootfs_sha256=); "
+        "first refused unless MemAvailable covers the copies and kexec's own copy of them; "
+        "removed again on failure (kexec-boot's last step before loading; docs/boot.md)",
+    )
+    parser.add_argument(
+        "--meminfo",
+        metavar="FILE",
+        default="/proc/meminfo",
+        help="with --stage-into: where MemAvailable is read (default /proc/meminfo)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_verbosity(parser)
@@ -117,7 +125,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         verified = verify_bytes(read_manifest(path), policy, state)
         if args.stage_into:
-            stage(verified.manifest, args.check_dir, args.stage_into)
+            stage(verified.manifest, args.check_dir, args.stage_into, args.meminfo)
         elif args.check_dir:
             check_dir(verified.manifest, args.check_dir)
         if args.update_state and state is not None:
