@@ -11,9 +11,11 @@ One tree::
     ├── DocumentError               malformed input: canonical JSON and the formats built on it
     │   ├── ManifestError           a manifest (not JSON, wrong types, missing fields, too large)
     │   ├── RecordError             a DHT provider record that must not be stored or believed
+    │   ├── RootError               a root document (root.json) that is malformed or too large
     │   └── TxtError                an mDNS TXT record a provider must not send or a client ignores
     ├── VerificationError           well formed, but must not be trusted
     │   ├── SignatureError, ExpiredError, RollbackError, MismatchError
+    │   └── RootChainError          a root that must not follow the one held (gap, fork, thresholds)
     ├── StateError                  the rollback state directory cannot be read or written
     ├── IntegrityError              bytes on disk or on the wire differ from the signed manifest
     └── NoSourceError               exit 3: no provider or source could be reached / nothing found
@@ -98,6 +100,11 @@ class RecordError(DocumentError):
     """A DHT provider record that must not be stored or believed."""
 
 
+class RootError(DocumentError):
+    """A root document (docs/trust.md) that is malformed: not canonical JSON, wrong types, bad
+    roles or thresholds, too large."""
+
+
 class TxtError(DocumentError, ValueError):
     """An mDNS TXT record that a provider must not send or a client must ignore (also a
     ValueError, as it always was, for callers that catch that)."""
@@ -125,6 +132,13 @@ class MismatchError(VerificationError):
     """Right signature, wrong software: channel or arch differ from what was asked."""
 
     reason = "mismatch"
+
+
+class RootChainError(VerificationError):
+    """A well-formed root that must not follow the root held: not exactly the next version (a
+    gap, a fork), or not signed by a threshold of the old and of its own root keys."""
+
+    reason = "root"
 
 
 class StateError(PhaseError):

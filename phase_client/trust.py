@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .errors import ExpiredError, MismatchError, RollbackError, SignatureError, UsageError
 from .keys import PublicKey, unique_keys
-from .manifest import Manifest, normalize_arch
+from .manifest import Manifest, Signature, normalize_arch
 from .timefmt import format_utc
 
 # How far ahead of the effective "now" an accepted manifest's ``created_at`` may push the clock
@@ -97,18 +97,18 @@ def clock_floor(created_at: int, now: int, previous: AcceptedRecord | None) -> i
     return max(held, min(created_at, now + MAX_FLOOR_LEAD))
 
 
-def check_signatures(
-    manifest: Manifest, keys: tuple[PublicKey, ...], threshold: int
+def valid_signers(
+    message: bytes, signatures: tuple[Signature, ...], keys: tuple[PublicKey, ...]
 ) -> tuple[str, ...]:
-    """Keyids of the distinct trusted keys whose signature over the signed bytes is valid.
+    """Keyids of the distinct ``keys`` with a valid signature over ``message`` among
+    ``signatures`` (manifests and root documents alike).
 
     The keyid in a signature is only a hint: the key it names is tried first, then every other
-    trusted key not yet counted, so a wrong keyid neither helps nor hurts.
+    key not yet counted, so a wrong keyid neither helps nor hurts.
     """
-    message = manifest.signed_bytes()
     by_id = {key.keyid: key for key in keys}
     valid: dict[str, None] = {}
-    for signature in manifest.signatures:
+    for signature in signatures:
         hinted = by_id.get(signature.keyid)
         candidates = [hinted] if hinted else []
         candidates += [k for k in keys if k is not hinted]
@@ -116,6 +116,15 @@ def check_signatures(
             if key.keyid not in valid and key.verify(message, signature.sig):
                 valid[key.keyid] = None
                 break
+    return tuple(valid)
+
+
+def check_signatures(
+    manifest: Manifest, keys: tuple[PublicKey, ...], threshold: int
+) -> tuple[str, ...]:
+    """Keyids of the distinct trusted keys whose signature over the signed bytes is valid;
+    SignatureError unless there are at least ``threshold`` of them."""
+    valid = valid_signers(manifest.signed_bytes(), manifest.signatures, keys)
     if len(valid) < threshold:
         if not manifest.signatures:
             raise SignatureError("manifest is not signed")
@@ -124,7 +133,7 @@ def check_signatures(
         raise SignatureError(
             f"only {len(valid)} of the required {threshold} trusted keys signed the manifest"
         )
-    return tuple(valid)
+    return valid
 
 
 def check_rollback(manifest: Manifest, digest: str, previous: AcceptedRecord | None) -> None:
