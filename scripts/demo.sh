@@ -6,15 +6,20 @@
 #                                    └── provider  plasmd serve (HTTP, mDNS, DHT)
 #
 # The VM is given no provider: it gets an address by DHCP, finds the provider by mDNS, verifies
-# the signed manifest, downloads kernel and initramfs with sha256 checks and kexecs into the
-# sample stage-2 image, which prints PHASE-STAGE2-OK. The serial console is shown live.
+# the signed manifest, downloads the image with sha256 checks and kexecs into it. The image is
+# the real OS (docs/os-image.md: Debian with systemd, built once into build/os and reused):
+# its kernel, its initramfs and its 120 MB root filesystem, carried across kexec; systemd
+# comes up and prints PHASE-OS-UP state=running, then powers off. DEMO_IMAGE=marker boots the
+# 9-line stage-2 marker instead (fast: PHASE-STAGE2-OK). The serial console is shown live.
 # Everything (namespaces, processes, temp files) is removed on exit, also on Ctrl-C.
-# Needs root, qemu-system-x86_64, /dev/net/tun; `make demo` installs the rest first.
+# Needs root, qemu-system-x86_64, /dev/net/tun (and mmdebstrap, squashfs-tools for the OS
+# image); `make demo` installs the rest first.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$here/.venv/bin/python}
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-BOOT_TIMEOUT=${DEMO_BOOT_TIMEOUT:-600} # seconds for the VM to reach stage 2 (TCG: ~20 s)
+BOOT_TIMEOUT=${DEMO_BOOT_TIMEOUT:-900} # seconds for the VM to come up (TCG: OS ~80 s, marker ~20 s)
+IMAGE=${DEMO_IMAGE:-os}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() {
     echo "demo: $*" >&2
@@ -30,6 +35,14 @@ command -v ip >/dev/null || missing+=("ip (apt-get install iproute2)")
 /bin/busybox udhcpd --help >/dev/null 2>&1 || missing+=("busybox udhcpd (apt-get install busybox-static)")
 command -v kexec >/dev/null || missing+=("kexec (apt-get install kexec-tools)")
 command -v "$PY" >/dev/null || missing+=("the Python venv $PY (make venv)")
+case "$IMAGE" in
+    os)
+        command -v mmdebstrap >/dev/null || missing+=("mmdebstrap (apt-get install mmdebstrap), or DEMO_IMAGE=marker")
+        command -v mksquashfs >/dev/null || missing+=("mksquashfs (apt-get install squashfs-tools), or DEMO_IMAGE=marker")
+        ;;
+    marker) ;;
+    *) missing+=("DEMO_IMAGE=$IMAGE: give os (default) or marker") ;;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
     printf 'demo: cannot run, missing:\n' >&2
     printf '  - %s\n' "${missing[@]}" >&2
@@ -58,7 +71,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "demo: interrupted" >&2; exit 130' INT TERM
 
-step "Images: Debian's kernel, the zipapp, a demo release key, stage 1 and stage 2"
+step "Images: Debian's kernel, the zipapp, a demo release key, stage 1 and the $IMAGE image"
 "$here/scripts/fetch-kernel.sh" "$here/build/boot/kernel"
 kernel=$here/build/boot/kernel/vmlinuz
 modules=$here/build/boot/kernel/modules/$(cat "$here/build/boot/kernel/version")
@@ -68,12 +81,25 @@ echo "release key: $(cat "$work/release.key.pub")"
 "$PY" "$here/scripts/build-zipapp.py" --output "$work/phase.pyz" >/dev/null
 "$here/scripts/build-initramfs.sh" --modules "$modules" --zipapp "$work/phase.pyz" \
     --keys "$work/keys" --output "$work/initramfs.cpio.gz" >/dev/null
-"$here/scripts/build-initramfs.sh" --stage2 --output "$work/stage2.cpio.gz" >/dev/null
-combo=$work/artifacts/stable/x86_64
-mkdir -p "$combo"
-cp "$kernel" "$combo/vmlinuz"
-cp "$work/stage2.cpio.gz" "$combo/initramfs.img"
-echo "console=ttyS0 quiet phase.demo=1" >"$combo/cmdline"
+if [ "$IMAGE" = os ]; then
+    # Built once (~2 min, Debian's packages cached in build/os/.apt-cache), then reused while
+    # its inputs are unchanged. plasmd serves build/os as it is.
+    artifacts=$here/build/os
+    combo=$artifacts/stable/x86_64
+    "$PY" -m phase_client plasmd image build --out "$combo" --apt-cache "$artifacts/.apt-cache"
+    MEMORY=2048 # the OS image through kexec needs more than 1 GiB: docs/boot.md
+    DONE=PHASE-OS-UP
+else
+    "$here/scripts/build-initramfs.sh" --stage2 --output "$work/stage2.cpio.gz" >/dev/null
+    artifacts=$work/artifacts
+    combo=$artifacts/stable/x86_64
+    mkdir -p "$combo"
+    cp "$kernel" "$combo/vmlinuz"
+    cp "$work/stage2.cpio.gz" "$combo/initramfs.img"
+    echo "console=ttyS0 quiet phase.demo=1" >"$combo/cmdline"
+    MEMORY=1024
+    DONE=PHASE-STAGE2-OK
+fi
 ls -l "$work/initramfs.cpio.gz" "$combo"
 
 step "LAN: namespaces $(ns '{hub,router,provider}'), bridge $BRIDGE, subnet $net.0/24"
@@ -119,7 +145,7 @@ step "Provider: plasmd serve on $net.2:8080 (mDNS + DHT), signing with the demo 
 # Its own UTS namespace: the provider's host name (mDNS: demo-provider.local.) is not ours.
 ip netns exec "$PROVIDER" unshare --uts sh -c 'hostname demo-provider && exec "$@"' sh \
     "$PY" -m phase_client plasmd serve \
-    --artifacts "$work/artifacts" --port 8080 --key "$work/release.key" \
+    --artifacts "$artifacts" --port 8080 --key "$work/release.key" \
     --state-dir "$work/provider-state" --name demo-provider --dht-port 4001 \
     >"$work/provider.log" 2>&1 &
 pids+=($!)
@@ -133,11 +159,12 @@ grep -q "Advertising stable/x86_64" "$work/provider.log" || die "the provider di
 sed 's/^/    provider: /' "$work/provider.log"
 
 step "Boot: QEMU (TCG) on $TAP, no provider on the command line; serial console follows"
-# QEMU's serial console is our stdout (and a log); stage 2 powers the VM off, ending QEMU.
-ip netns exec "$HUB" timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m 1024 \
+# QEMU's serial console is our stdout (and a log); the booted system powers the VM off
+# (phase.test=poweroff, carried over by kexec-boot), ending QEMU.
+ip netns exec "$HUB" timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m "$MEMORY" \
     -smp 1 -display none -no-reboot -monitor none -serial "file:$work/serial.log" \
     -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
-    -append "console=ttyS0 quiet panic=-1 phase.arch=x86_64 phase.timeout=5" \
+    -append "console=ttyS0 quiet panic=-1 phase.arch=x86_64 phase.timeout=5 phase.test=poweroff" \
     -netdev "tap,id=lan,ifname=$TAP,script=no,downscript=no" \
     -device virtio-net-pci,netdev=lan </dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -150,8 +177,13 @@ pids+=("$tail_pid")
 wait "$qemu_pid" || true
 wait "$tail_pid" 2>/dev/null || true
 
-if ! grep -q "PHASE-STAGE2-OK" "$work/serial.log"; then
+if [ "$IMAGE" = os ] && ! grep -q "^PHASE-OS-UP state=running " "$work/serial.log"; then
+    sed 's/^/    qemu: /' "$work/qemu.log" >&2
+    line=$(grep -m1 -o 'PHASE-OS-UP.*' "$work/serial.log" || true)
+    die "the OS did not come up within ${BOOT_TIMEOUT}s${line:+ ($line)}"
+fi
+if ! grep -q "$DONE" "$work/serial.log"; then
     sed 's/^/    qemu: /' "$work/qemu.log" >&2
     die "the VM did not reach stage 2 within ${BOOT_TIMEOUT}s"
 fi
-printf '\ndemo: OK, %s\n' "$(grep -m1 -o 'PHASE-STAGE2-OK.*' "$work/serial.log")"
+printf '\ndemo: OK, %s\n' "$(grep -m1 -o "$DONE.*" "$work/serial.log" | tr -d '\r')"

@@ -91,12 +91,14 @@ def staged_cmdline(manifest: Manifest) -> str:
     """The signed cmdline, then what the booted system is told of the image it came from:
     ``phase.version=`` (when the version is one plain word; the booted system reads the last
     one) and, with a carried rootfs, its signed ``phase.rootfs_sha256=`` for a second check."""
-    words = [manifest.cmdline] if manifest.cmdline else []
+    signed = manifest.cmdline or ""
+    added = []
     if _VERSION_WORD.fullmatch(manifest.version):
-        words.append(f"phase.version={manifest.version}")
+        added.append(f"phase.version={manifest.version}")
     if "rootfs" in manifest.artifacts:
-        words.append(f"phase.rootfs_sha256={manifest.artifacts['rootfs'].sha256}")
-    return " ".join(words)
+        added.append(f"phase.rootfs_sha256={manifest.artifacts['rootfs'].sha256}")
+    # A word the signed cmdline already ends up with is not repeated.
+    return " ".join([signed] * bool(signed) + [w for w in added if w not in signed.split()])
 
 
 def initrd_size(manifest: Manifest, plan: BootPlan) -> int:

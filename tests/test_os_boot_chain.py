@@ -1,0 +1,127 @@
+"""The real OS through the whole chain (issue 13): a VM that knows no provider boots Debian.
+
+    hub namespace:  bridge ── tap ── QEMU (stage 1: Debian's cloud kernel + our initramfs)
+                       ├── veth ── dhcp   busybox udhcpd
+                       └── veth ── prov1  plasmd serve --artifacts build/os (the OS image)
+
+Stage 1 gets an address by DHCP, discovers the provider by mDNS, fetches and verifies the
+kernel, the image's initramfs and its 120 MB squashfs rootfs, and kexec-boot hands them to the
+generic Debian kernel with the rootfs carried in the initrd. The image's early userspace mounts
+it under a tmpfs overlay, systemd reaches multi-user.target, and phase-os-up.service prints
+``PHASE-OS-UP state=running ...`` with the version stage 1 booted, then powers off
+(``phase.test=poweroff`` on stage 1's command line, carried over by kexec-boot).
+
+The negative runs on QEMU's user network: a provider whose rootfs is not the signed one
+(same size, one byte differs) is refused by stage 1, which retries and never kexecs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import test_e2e_qemu, test_os_image
+from .test_boot_lan import BootLan, lan  # noqa: F401 (the LAN fixture)
+from .test_e2e_qemu import artifacts_dir, boot, sh, static_server, terminate, wait_for
+
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
+
+images = test_e2e_qemu.images
+image = test_os_image.image
+OS_ARTIFACTS = test_os_image.IMAGE.parent.parent  # build/os: <channel>/<arch>/ below
+MEMORY = 2048  # MiB; docs/boot.md has the smallest that works, measured
+CHAIN_DEADLINE = 900  # seconds to PHASE-OS-UP; ~75 s on an idle 2-core machine under TCG
+
+
+def test_vm_discovers_fetches_and_boots_the_real_os(
+    lan: BootLan,  # noqa: F811
+    images: dict[str, Path],
+    image: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    built = {**images, "art": OS_ARTIFACTS}
+    provider = lan.provider("prov1", built, "--no-dht")
+    serial = tmp_path / "serial.log"
+    started = time.monotonic()
+    lan.boot(built, serial, "phase.test=poweroff", memory=MEMORY)
+    assert lan.qemu is not None
+    try:
+        log = wait_for(serial, r"PHASE-OS-UP .*\n", lan.qemu, started + CHAIN_DEADLINE)
+        up = time.monotonic() - started
+        log = wait_for(serial, r"reboot: Power down", lan.qemu, time.monotonic() + 120)
+        lan.qemu.wait(timeout=60)
+    finally:
+        terminate(lan.qemu)
+    # Stage 1: found the provider on the LAN, verified all three artifacts, staged, kexec'd.
+    assert f"phase: discovered {provider.manifest_url} via mdns (version {image['version']})" in log
+    for name in ("kernel", "initramfs", "rootfs"):
+        assert re.search(rf"INFO {name}: \d+ bytes verified", log), (name, log)
+    sha = image["files"]["rootfs.sqfs"]["sha256"]
+    assert "kexec-boot: kernel loaded; kexec -e" in log, log
+    loading = re.search(r"kexec-boot: loading .* command line: (.*)", log)
+    assert loading is not None, log
+    words = loading.group(1).split()
+    # The signed cmdline (phase.version=) and the rootfs's signed hash, each once.
+    assert words[:2] == [f"phase.version={image['version']}", f"phase.rootfs_sha256={sha}"], words
+    assert [w for w in words if w.startswith(("phase.version=", "phase.rootfs"))] == words[:2]
+    # Stage 2: the image's initramfs found the carried rootfs, checked it, and systemd came up.
+    assert "phase-os: root filesystem sha256 matches phase.rootfs_sha256" in log, log
+    assert "phase-os: root filesystem mounted (squashfs under a tmpfs overlay)" in log, log
+    assert re.search(r"Reached target .*multi-user\.target", log), log
+    line = re.search(r"^PHASE-OS-UP .*$", log, re.M)
+    assert line is not None, log
+    assert line.group(0).strip() == (
+        f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay "
+        f"version={image['version']}"
+    ), log
+    assert log.index("kexec -e") < log.index("phase-os: kernel ") < log.index("PHASE-OS-UP")
+    # The booted system got its own address on the LAN from the same DHCP server.
+    assert re.search(r"^PHASE-OS-NET .*en\w+=10\.213\.\d+\.1\d\d/24", log, re.M), log
+    assert "Kernel panic" not in log
+    timing = re.search(r"^PHASE-OS-TIME (.*)$", log, re.M)
+    sys.stderr.write(
+        f"\nchain: PHASE-OS-UP {up:.1f} s after QEMU started "
+        f"({timing.group(1).strip() if timing else 'no systemd-analyze line'})\n"
+    )
+
+
+def test_a_rootfs_not_the_signed_one_is_never_booted(
+    images: dict[str, Path], tmp_path: Path
+) -> None:
+    """The manifest is valid and names a rootfs; the server's rootfs.sqfs has the signed size
+    but one byte differs. Stage 1 refuses it (only the sha256 can tell), retries, never
+    reaches kexec-boot."""
+    root = tmp_path / "www"
+    combo = artifacts_dir(root, images)
+    rootfs = bytearray(os.urandom(1 << 20))
+    (combo / "rootfs.sqfs").write_bytes(bytes(rootfs))
+    sh(
+        *(sys.executable, "-m", "phase_client", "plasmd", "manifest", "generate"),
+        *("--artifacts", str(root), "--channel", "stable", "--arch", "x86_64"),
+        *("--key", str(images["key"]), "--output", str(combo / "manifest.json")),
+    )
+    signed = hashlib.sha256(rootfs).hexdigest()
+    assert signed in (combo / "manifest.json").read_text()
+    rootfs[len(rootfs) // 2] ^= 0xFF
+    (combo / "rootfs.sqfs").write_bytes(bytes(rootfs))
+    serial = tmp_path / "serial.log"
+    with static_server(root) as port:
+        qemu = boot(images, port, serial)
+        try:
+            log = wait_for(
+                serial, r"attempt 2 failed; retrying", qemu, time.monotonic() + CHAIN_DEADLINE
+            )
+            assert qemu.poll() is None, "PID 1 must keep running after a failed fetch"
+        finally:
+            terminate(qemu)
+    assert re.search(r"INFO Verified manifest stable/x86_64", log), log
+    assert re.search(r"rootfs.*(sha256|integrity|mismatch|does not match)", log, re.I), log
+    assert "phase: attempt 1 failed; retrying in 2s" in log, log
+    assert "kexec-boot" not in log and "phase-os:" not in log, log
