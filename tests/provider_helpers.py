@@ -7,18 +7,20 @@ import os
 import re
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from phase_client.provider.catalog import Snapshot
 from phase_client.provider.http import ProviderServer, Source
 
 REPO = Path(__file__).resolve().parent.parent
+S = TypeVar("S", bound=socketserver.BaseServer)
 START_TIMEOUT = 60.0  # generous: a loaded 2-core machine can be slow to import and scan
 
 
@@ -181,7 +183,13 @@ class NoCatalog:
 @contextlib.contextmanager
 def in_process_server(source: Source, **options: Any) -> Iterator[ProviderServer]:
     """The HTTP layer alone, on a free loopback port, serving ``source`` in a thread."""
-    server = ProviderServer(("127.0.0.1", 0), source, **options)
+    with threaded(ProviderServer(("127.0.0.1", 0), source, **options)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def threaded(server: S) -> Iterator[S]:
+    """``server.serve_forever()`` in a thread for the block; shut down and closed after it."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         DEFAULT_MIN_SEND_RATE,
         DEFAULT_PORT,
         DEFAULT_SEND_GRACE,
+        DEFAULT_SETTLE_TIME,
         NUMBERS,
     )
 
@@ -59,7 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--artifacts", metavar="DIR", help="directory holding <channel>/<arch>/ (or in --config)")
     add("--port", help=f"HTTP port, 0 picks a free one (default {DEFAULT_PORT})")
     add("--bind", metavar="ADDR", help=f"listen address (default {DEFAULT_BIND})")
-    add("--config", metavar="FILE", help="TOML configuration ([provider], [dht]; see below)")
+    add(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration ([provider], [dht]; see below; default "
+        "/etc/plasmd/plasmd.toml, or $PLASMD_CONFIG, when it exists)",
+    )
     add(
         "--state-dir",
         metavar="DIR",
@@ -97,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"re-scan period, {limits('scan_interval')} (default 3)",
     )
     add(
+        "--settle-time",
+        metavar="SECONDS",
+        help="a file is signed only once unchanged this long (still being written otherwise), "
+        f"{limits('settle_time')} (default {DEFAULT_SETTLE_TIME:g}; 0: at once)",
+    )
+    add(
         "--idle-timeout",
         metavar="SECONDS",
         help=f"cut connections silent this long, {limits('idle_timeout')} (default 30)",
@@ -132,11 +144,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import KeyFormatError, UsageError
     from ..keys import load_signing_key
-    from ..provider.config import load_config_file, resolve
+    from ..provider.config import config_to_read, load_config_file, resolve
     from ..provider.server import Provider, build_advertisers
     from ..provider.statedir import StateDir
 
-    file_settings = load_config_file(args.config) if args.config else None
+    config_file = config_to_read(args.config)
+    file_settings = load_config_file(config_file) if config_file else None
     config = resolve(vars(args), file_settings)
     state = StateDir(config.state_dir)
     state.lock()

@@ -9,6 +9,7 @@ is reported as bad so the caller never uses it again.
 from __future__ import annotations
 
 import collections
+import email.utils
 import logging
 import os
 import threading
@@ -56,6 +57,36 @@ class Settings:
 
 class Cut(Exception):
     """The transfer broke off; what arrived is good and the rest can be asked for with Range."""
+
+
+class RetryLater(Cut):
+    """503 with ``Retry-After``: the source is busy (a provider re-hashing a replaced file);
+    ask again after ``delay`` seconds."""
+
+    def __init__(self, reason: str, delay: float) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(min(int(text[:12]), 10**9))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def wait_before_retry(cut: Cut, attempt: int, backoff: float) -> float:
+    """The backoff for resume attempt ``attempt``, or longer if the server asked for it."""
+    return max(backoff_delay(attempt, backoff), getattr(cut, "delay", 0.0))
 
 
 class Restart(Exception):
@@ -195,6 +226,15 @@ class Transfer:
             expected = size
         else:
             response.close()
+            delay = retry_after(response.headers.get("Retry-After")) if status == 503 else None
+            if delay is not None and delay <= self.settings.read_timeout:
+                raise RetryLater(f"HTTP 503, asked to retry after {delay:g}s", delay)
+            if delay is not None:
+                raise SourceFailed(
+                    source,
+                    f"HTTP 503, asked to retry after {delay:g}s, beyond the "
+                    f"{self.settings.read_timeout:g}s timeout",
+                )
             raise SourceFailed(source, f"HTTP {status} {response.reason or ''}".strip())
         if not declared_length_ok(response.headers.get("Content-Length"), expected):
             length = response.headers.get("Content-Length")
@@ -376,7 +416,7 @@ def _fetch_whole(
             stats.retries += 1
             if pipeline.have > 0:
                 stats.resumed = True
-            delay = backoff_delay(attempt, transfer.settings.backoff)
+            delay = wait_before_retry(cut, attempt, transfer.settings.backoff)
             log.info(
                 "%s: %s: %s; resuming at byte %d in %.2fs",
                 artifact.name,
@@ -412,7 +452,7 @@ def fetch_piece(
             with stats.lock:
                 stats.retries += 1
                 stats.resumed = True
-            time.sleep(backoff_delay(attempt, transfer.settings.backoff))
+            time.sleep(wait_before_retry(cut, attempt, transfer.settings.backoff))
 
 
 def delivered_range(piece: ByteRange, done: int) -> ByteRange | None:

@@ -7,12 +7,17 @@ serves nothing else, so a URL never becomes a filesystem path.
 Self-signed combinations get a manifest generated here, re-signed only when their files change
 or half of the validity has passed. A combination with its own ``manifest.json`` (signed
 elsewhere: mirror mode) is served as is once its files match the hashes it names.
+
+A file still being written is never hashed or signed: a combination whose files changed less
+than ``settle_time`` seconds ago (their mtime is that recent, and their size, mtime and inode have
+not stayed the same for that long across scans) is *pending*, and keeps what it offered before.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 VERSION_FILE = "version"
 CMDLINE_FILE = "cmdline"
+# The files of a combination that must have settled before it is (re-)signed or checked.
+WATCHED_FILES = (*ARTIFACT_FILES, CMDLINE_FILE, VERSION_FILE, MANIFEST_NAME)
 
 Hasher = Callable[[str], tuple[str, int]]
 
@@ -83,6 +90,7 @@ class Snapshot:
     missing: tuple[str, ...] = ()
     rejected: Mapping[str, str] = field(default_factory=dict)  # combination -> reason
     default: str | None = None  # combination served at /manifest.json
+    pending: Mapping[str, str] = field(default_factory=dict)  # combination -> files not settled
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,8 @@ class Catalog:
         default_channel: str | None = None,
         default_arch: str | None = None,
         clock: Callable[[], float] = time.time,
+        settle_time: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
         self.channel_dirs = dict(channel_dirs)
@@ -207,15 +217,27 @@ class Catalog:
         self.default_channel = default_channel
         self.default_arch = default_arch
         self.clock = clock
+        self.settle_time = settle_time
+        self.monotonic = monotonic
+        # path -> (file identity, monotonic time it was first seen with it)
+        self._seen: dict[str, tuple[tuple[int, int, int, int], float]] = {}
         self.snapshot = Snapshot()
 
     def scan(self) -> Snapshot:
         found, seen_channels, seen_arches = find_directories(self.root, self.channel_dirs)
         entries: dict[str, Entry] = {}
         rejected: dict[str, str] = {}
+        pending: dict[str, str] = {}
+        watched: set[str] = set()
         for item in found:
             combination = f"{item.channel}/{item.arch}"
             previous = self.snapshot.entries.get(combination)
+            changing = self._unsettled(item, watched)
+            if changing:
+                pending[combination] = ", ".join(changing)
+                if previous is not None:  # keep offering what was signed before
+                    entries[combination] = previous
+                continue
             try:
                 if (item.directory / MANIFEST_NAME).exists():
                     entry = self._mirror_entry(item, previous)
@@ -241,14 +263,41 @@ class Catalog:
         missing = missing_combinations(
             self.expected_channels, self.expected_arches, seen_channels, seen_arches, entries
         )
+        self._seen = {path: seen for path, seen in self._seen.items() if path in watched}
         self.snapshot = Snapshot(
             entries=entries,
             routes=routes,
-            missing=tuple(m for m in missing if m not in rejected),
+            missing=tuple(m for m in missing if m not in rejected and m not in pending),
             rejected=rejected,
             default=default,
+            pending=pending,
         )
         return self.snapshot
+
+    def _unsettled(self, item: Found, watched: set[str]) -> list[str]:
+        """The names of ``item``'s files that may still be being written: changed less than
+        ``settle_time`` seconds ago by their mtime, and not seen unchanged (size, mtime, inode)
+        for that long either (an mtime in the future, a clock that jumped)."""
+        if self.settle_time <= 0:
+            return []
+        wall, now = self.clock(), self.monotonic()
+        changing = []
+        for name in WATCHED_FILES:
+            path = str(item.directory / name)
+            try:
+                info = os.stat(path)  # a symlink's target is what is being written
+            except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            identity = file_identity(info)
+            seen = self._seen.get(path)
+            if seen is None or seen[0] != identity:
+                seen = self._seen[path] = (identity, now)
+            watched.add(path)
+            if wall - info.st_mtime < self.settle_time and now - seen[1] < self.settle_time:
+                changing.append(name)
+        return changing
 
     def _served(self, item: Found, relative: str) -> ServedFile:
         real = inside(item.directory / relative, item.root)
@@ -363,4 +412,9 @@ def describe_changes(before: Snapshot, after: Snapshot, first: bool) -> list[tup
     for combination, reason in after.rejected.items():
         if before.rejected.get(combination) != reason:
             lines.append((logging.WARNING, f"Not offering {combination}: {reason}"))
+    for combination, names in after.pending.items():
+        if combination not in before.pending:
+            lines.append(
+                (logging.INFO, f"Waiting for {combination} to settle: {names} still changing")
+            )
     return lines

@@ -20,6 +20,7 @@ File format (every key optional; relative paths are relative to the file's direc
     mdns = true
     dht = true
     scan_interval = 3.0                    # seconds between re-scans of the artifacts
+    settle_time = 3.0                      # a file must stay unchanged this long to be signed
     idle_timeout = 30.0                    # seconds a connection may stay silent
     header_timeout = 10.0                  # seconds for a request line + headers, in total
     min_send_rate = 4096                   # bytes/s a client must take responses at, on average
@@ -55,15 +56,50 @@ from ..errors import UsageError
 from ..hostport import parse_host_port
 from ..manifest import check_arch, check_channel
 
+DEFAULT_CONFIG = Path("/etc/plasmd/plasmd.toml")
+CONFIG_ENV = "PLASMD_CONFIG"  # another default path (tests, a second instance)
 DEFAULT_PORT = 8080
 DEFAULT_BIND = "0.0.0.0"
 DEFAULT_SCAN_INTERVAL = 3.0
+DEFAULT_SETTLE_TIME = 3.0
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MIN_SEND_RATE = 4096.0
 DEFAULT_SEND_GRACE = 30.0
 DEFAULT_EVICT_BELOW_RATE = 16384.0
 DEFAULT_VALIDITY_DAYS = 7.0
+
+
+class ConfigError(UsageError):
+    """A configuration file that cannot be used; ``table``/``key`` say where (to find the
+    line), ``line`` once known."""
+
+    def __init__(
+        self,
+        message: str,
+        table: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+        self.line = line
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where ``plasmd serve`` looks for its configuration when no --config is given:
+    $PLASMD_CONFIG, else /etc/plasmd/plasmd.toml."""
+    env = os.environ if env is None else env
+    return Path(env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def config_to_read(given: str | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """``--config FILE`` (which must exist), else the default path when something is there."""
+    if given:
+        return Path(given)
+    path = default_config_path(env)
+    return path if os.path.lexists(path) else None
 
 
 @dataclass(frozen=True)
@@ -106,6 +142,7 @@ VALIDITY_RULE = NumberRule(0, 3650, unit="days", low_open=True)
 NUMBERS = {  # [provider] keys
     "port": PORT_RULE,
     "scan_interval": NumberRule(0.1, 86400),  # below it, re-scanning would eat the CPU
+    "settle_time": NumberRule(0, 3600),  # 0: files are taken as soon as they are seen
     "idle_timeout": NumberRule(0.1, 86400),
     "header_timeout": NumberRule(0.1, 3600),
     "min_send_rate": RATE_RULE,
@@ -122,6 +159,7 @@ DHT_NUMBERS = {  # [dht] keys
 FLAGS = {  # numeric flag (argparse dest) -> (the flag, its rule)
     "port": ("--port", NUMBERS["port"]),
     "scan_interval": ("--scan-interval", NUMBERS["scan_interval"]),
+    "settle_time": ("--settle-time", NUMBERS["settle_time"]),
     "idle_timeout": ("--idle-timeout", NUMBERS["idle_timeout"]),
     "header_timeout": ("--header-timeout", NUMBERS["header_timeout"]),
     "min_send_rate": ("--min-send-rate", NUMBERS["min_send_rate"]),
@@ -164,6 +202,7 @@ PROVIDER_KEYS = {
     "mdns_interfaces": list,
     "dht": bool,
     "scan_interval": (int, float),
+    "settle_time": (int, float),
     "idle_timeout": (int, float),
     "header_timeout": (int, float),
     "min_send_rate": (int, float),
@@ -206,6 +245,7 @@ class ServeConfig:
     mdns_interfaces: tuple[str, ...] = ()
     dht_settings: DhtSettings = field(default_factory=DhtSettings)
     scan_interval: float = DEFAULT_SCAN_INTERVAL
+    settle_time: float = DEFAULT_SETTLE_TIME
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     min_send_rate: float = DEFAULT_MIN_SEND_RATE
@@ -236,23 +276,60 @@ def _typed(
     result = {}
     for key, value in table.items():
         if key not in schema:
-            raise UsageError(f"{origin}: unknown key {key!r} in [{where}]")
+            raise ConfigError(f"{origin}: unknown key {key!r} in [{where}]", where, key)
         kind = schema[key]
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise UsageError(f"{origin}: [{where}] {key} has the wrong type")
+            raise ConfigError(f"{origin}: [{where}] {key} has the wrong type", where, key)
         if numbers and key in numbers:
-            value = check_number(value, numbers[key], f"{origin}: [{where}] {key}")
+            try:
+                value = check_number(value, numbers[key], f"{origin}: [{where}] {key}")
+            except UsageError as exc:
+                raise ConfigError(str(exc), where, key) from exc
         result[key] = value
     return result
 
 
-def _string_list(value: list[Any], what: str, origin: str) -> list[str]:
+def _string_list(value: list[Any], what: str, origin: str, table: str = "provider") -> list[str]:
     if not all(isinstance(item, str) for item in value):
-        raise UsageError(f"{origin}: {what} must be a list of strings")
+        raise ConfigError(f"{origin}: {what} must be a list of strings", table, what.split()[-1])
     return list(value)
 
 
+def _checked(table: str, key: str | None, check: Any, value: Any) -> Any:
+    """``check(value)``, its UsageError told as being about ``[table] key``."""
+    try:
+        return check(value)
+    except ConfigError:
+        raise
+    except UsageError as exc:
+        raise ConfigError(str(exc), table, key) from exc
+
+
+def locate(text: str, table: str | None, key: str | None) -> int | None:
+    """The line (from 1) where ``[table] key`` is set, or where ``[table]`` starts."""
+    current = ""
+    header_line = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER_RE.match(line)
+        if header:
+            current = header.group(1).replace(" ", "").replace('"', "")
+            if current == table and header_line is None:
+                header_line = number
+                if key is None:
+                    return number
+            continue
+        if key is not None and current == table and re.match(rf"\s*{re.escape(key)}\s*[=.]", line):
+            return number
+    return header_line
+
+
+def line_of_toml_error(message: str) -> int | None:
+    match = re.search(r"at line (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
 _TABLE_RE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\s-]+?)\s*\]\s*(#.*)?\Z")
+_HEADER_RE = re.compile(r'^\s*\[\[?\s*([A-Za-z0-9_."\s-]+?)\s*\]\]?\s*(#.*)?$')
 _CHANNELS_KEY_RE = re.compile(r"^(\s*)channels(\s*=)")
 CHANNEL_LIST_KEY = "channel_list"
 
@@ -274,12 +351,13 @@ def seed_compatible(text: str) -> str:
     return "".join(lines)
 
 
-def _path(base_dir: Path, text: str, what: str, origin: str) -> str:
-    """A path setting, ``~`` expanded, relative to the file's directory."""
+def _path(base_dir: Path, text: str, where: tuple[str, str], origin: str) -> str:
+    """A path setting (``where`` = table, key), ``~`` expanded, relative to the file's
+    directory."""
     try:
         return str(base_dir / Path(text).expanduser())
     except RuntimeError as exc:  # ~user of an unknown user
-        raise UsageError(f"{origin}: {what}: {exc}") from exc
+        raise ConfigError(f"{origin}: [{where[0]}] {where[1]}: {exc}", *where) from exc
 
 
 def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict[str, Any]:
@@ -289,48 +367,58 @@ def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict
     try:
         raw = tomllib.loads(seed_compatible(text))
     except (ValueError, RecursionError) as exc:  # also an int past 4300 digits, deep nesting
-        raise UsageError(f"{origin}: {exc}") from exc
+        raise ConfigError(f"{origin}: {exc}", line=line_of_toml_error(str(exc))) from exc
     unknown = set(raw) - {"provider", "dht"}
     if unknown:
-        raise UsageError(f"{origin}: unknown table [{sorted(unknown)[0]}]")
-    if not isinstance(raw.get("provider", {}), dict) or not isinstance(raw.get("dht", {}), dict):
-        raise UsageError(f"{origin}: [provider] and [dht] must be tables")
+        name = sorted(unknown)[0]
+        raise ConfigError(f"{origin}: unknown table [{name}]", name)
+    for name in ("provider", "dht"):
+        if not isinstance(raw.get(name, {}), dict):
+            raise ConfigError(f"{origin}: [provider] and [dht] must be tables", name)
     provider = dict(raw.get("provider", {}))
     # [provider.channels.X] tables; the channels = [...] list was renamed by seed_compatible.
     channel_tables = provider.pop("channels", {})
     if not isinstance(channel_tables, dict):
-        raise UsageError(f"{origin}: [provider] channels must be a list of channel names")
+        raise ConfigError(
+            f"{origin}: [provider] channels must be a list of channel names", "provider", "channels"
+        )
     if CHANNEL_LIST_KEY in provider:
         provider["channels"] = provider.pop(CHANNEL_LIST_KEY)
     settings = _typed(provider, PROVIDER_KEYS, "provider", origin, NUMBERS)
     for key in ("artifacts_dir", "state_dir", "key"):
         if key in settings:
-            settings[key] = _path(base_dir, settings[key], f"[provider] {key}", origin)
+            settings[key] = _path(base_dir, settings[key], ("provider", key), origin)
     if "channels" in settings:
         settings["channels"] = [
-            check_channel(c) for c in _string_list(settings["channels"], "channels", origin)
+            _checked("provider", "channels", check_channel, c)
+            for c in _string_list(settings["channels"], "channels", origin)
         ]
     if "architectures" in settings:
         arches = _string_list(settings["architectures"], "architectures", origin)
-        settings["architectures"] = [check_arch(a) for a in arches]
+        settings["architectures"] = [
+            _checked("provider", "architectures", check_arch, a) for a in arches
+        ]
     channel_dirs = {}
     for channel, table in channel_tables.items():
+        where = f"provider.channels.{channel}"
         if not isinstance(table, dict):
-            raise UsageError(f"{origin}: [provider.channels.{channel}] must be a table")
-        check_channel(channel)
-        entry = _typed(table, {"artifacts_dir": str}, f"provider.channels.{channel}", origin)
+            raise ConfigError(f"{origin}: [{where}] must be a table", "provider", "channels")
+        _checked(where, None, check_channel, channel)
+        entry = _typed(table, {"artifacts_dir": str}, where, origin)
         if "artifacts_dir" in entry:
-            where = f"[provider.channels.{channel}] artifacts_dir"
-            channel_dirs[channel] = _path(base_dir, entry["artifacts_dir"], where, origin)
+            place = (where, "artifacts_dir")
+            channel_dirs[channel] = _path(base_dir, entry["artifacts_dir"], place, origin)
     settings["channels_config"] = channel_dirs
     dht = _typed(raw.get("dht", {}), DHT_KEYS, "dht", origin, DHT_NUMBERS)
     republish = dht.get("republish_interval")
     if republish is not None and republish >= dht.get("ttl", math.inf):
-        raise UsageError(f"{origin}: [dht] republish_interval must be below ttl")
+        raise ConfigError(
+            f"{origin}: [dht] republish_interval must be below ttl", "dht", "republish_interval"
+        )
     if "bootstrap" in dht:
         dht["bootstrap"] = [
-            parse_host_port(item, "[dht] bootstrap address")
-            for item in _string_list(dht["bootstrap"], "[dht] bootstrap", origin)
+            _checked("dht", "bootstrap", lambda v: parse_host_port(v, "[dht] bootstrap address"), i)
+            for i in _string_list(dht["bootstrap"], "[dht] bootstrap", origin, "dht")
         ]
     settings["dht"] = dht | {"enabled": settings.pop("dht", None)}
     return settings
@@ -343,7 +431,13 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UsageError(f"cannot read config {file}: {reason}") from exc
-    return parse_config_text(text, file.resolve().parent, f"config {file}")
+    try:
+        return parse_config_text(text, file.resolve().parent, f"config {file}")
+    except ConfigError as exc:
+        line = exc.line or locate(text, exc.table, exc.key)
+        if line is None or exc.line is not None:  # tomllib's message already says where
+            raise ConfigError(str(exc), exc.table, exc.key, line) from exc
+        raise ConfigError(f"{exc} (line {line})", exc.table, exc.key, line) from exc
 
 
 def _first(*values: Any) -> Any:
@@ -369,7 +463,8 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
     channel_dirs = {c: Path(d) for c, d in file.get("channels_config", {}).items()}
     if root_text is None and not channel_dirs:
         raise UsageError(
-            "no artifacts directory: give --artifacts DIR or artifacts_dir in --config"
+            "no artifacts directory: give --artifacts DIR, or artifacts_dir in --config FILE "
+            f"or in {default_config_path()}"
         )
     root = Path(root_text) if root_text is not None else None
     for path in [root, *channel_dirs.values()]:
@@ -408,6 +503,7 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
             republish_interval=dht_file.get("republish_interval"),
         ),
         scan_interval=_number(flags, file, "scan_interval", DEFAULT_SCAN_INTERVAL),
+        settle_time=_number(flags, file, "settle_time", DEFAULT_SETTLE_TIME),
         idle_timeout=_number(flags, file, "idle_timeout", DEFAULT_IDLE_TIMEOUT),
         header_timeout=_number(flags, file, "header_timeout", DEFAULT_HEADER_TIMEOUT),
         min_send_rate=_number(flags, file, "min_send_rate", DEFAULT_MIN_SEND_RATE),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from .statedir import StateDir
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds running transfers get to finish before they are cut
+SETTLE_STEP = 0.25  # seconds between the first scan's re-scans while files settle
 
 
 def advertised_host(config: ServeConfig) -> str:
@@ -126,6 +128,7 @@ class Provider:
             default_channel=config.default_channel,
             default_arch=config.default_arch,
             clock=clock,
+            settle_time=config.settle_time,
         )
         self.server: ProviderServer | None = None
         self.started = time.monotonic()
@@ -174,6 +177,7 @@ class Provider:
             "offered": offered,
             "default": snapshot.default,
             "missing": list(snapshot.missing),
+            "pending": dict(snapshot.pending),
             "rejected": dict(snapshot.rejected),
             "advertisers": [getattr(a, "name", type(a).__name__) for a in self.advertisers],
             "uptime_s": round(time.monotonic() - self.started, 3),
@@ -218,10 +222,13 @@ class Provider:
             for entry in snapshot.entries.values()
         ]
 
-    def scan(self, first: bool = False) -> bool:
-        """Re-scan; log what changed; True when the offers changed."""
+    def scan(self, first: bool = False, stop: threading.Event | None = None) -> bool:
+        """Re-scan; log what changed; True when the offers changed. The first scan waits (up to
+        the settle time, unless ``stop`` is set) for files still being written."""
         before = self.catalog.snapshot
         after = self.catalog.scan()
+        if first:
+            after = self._settle(after, stop or threading.Event())
         self.cache.prune({f.path for e in after.entries.values() for f in e.files.values()})
         self.cache.save()
         for level, message in describe_changes(before, after, first):
@@ -230,6 +237,15 @@ class Provider:
         changed = offers != self._offers
         self._offers = offers
         return changed
+
+    def _settle(self, snapshot: Snapshot, stop: threading.Event) -> Snapshot:
+        """Re-scan while combinations are pending, for at most the settle time and a bit."""
+        step = SETTLE_STEP
+        for _ in range(math.ceil(self.config.settle_time / step) + 2):
+            if not snapshot.pending or stop.wait(step):
+                break
+            snapshot = self.catalog.scan()
+        return snapshot
 
     def _advertise(self, method: str) -> None:
         for advertiser in list(self.advertisers):
@@ -245,7 +261,7 @@ class Provider:
     def run(self, stop: threading.Event) -> int:
         """Serve until ``stop`` is set. ``bind`` must have been called."""
         assert self.server is not None
-        self.scan(first=True)
+        self.scan(first=True, stop=stop)
         thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
         thread.start()
         self._advertise("start")
