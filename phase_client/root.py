@@ -179,8 +179,10 @@ def root_from_document(document: Any) -> Root:
     )
 
 
-def root_too_large(where: str = "") -> RootError:
-    return RootError(f"{where}{': ' if where else ''}root is larger than the 512 KiB limit")
+def root_too_large(size: int | None = None, where: str = "") -> RootError:
+    """The refusal of a root over ``MAX_ROOT_BYTES`` (``size``: when it is known)."""
+    what = "is larger than" if size is None else f"is {size} bytes, over"
+    return RootError(f"{where}{': ' if where else ''}root {what} the 512 KiB limit")
 
 
 def parse_root(data: bytes) -> Root:
@@ -252,6 +254,12 @@ def check_step(held: Root, candidate: Root) -> None:
         )
     _require(candidate, held.root_role, f"root {held.version}")
     _require(candidate, candidate.root_role, "itself")
+
+
+def check_self_signed(root: Root) -> None:
+    """A root a client starts from (built in, or named by --root) must be signed by a threshold
+    of its own root keys: anything else is a mistake in the making of it."""
+    _require(root, root.root_role, "itself")
 
 
 def check_fresh(root: Root, now: int) -> None:

@@ -1,18 +1,20 @@
-"""The trust flags every client tool shares (``--key``, ``--keys-dir``, ``--threshold``,
-``--channel``, ``--arch``, ``--state-dir``, ``--update-state``) and their turning into the
-library's ``TrustPolicy`` and ``StateStore``."""
+"""The trust flags every client tool shares (``--root``, ``--key``, ``--keys-dir``,
+``--threshold``, ``--channel``, ``--arch``, ``--state-dir``, ``--update-state``) and their turning
+into the root a client starts from (docs/trust.md) and the library's ``StateStore``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-from ..errors import PhaseError
+from ..errors import PhaseError, UsageError
 from ..keys import PublicKey, load_keys_dir, load_public_key
 from ..manifest import check_arch, check_channel
+from ..root import Root, root_from_keys
 from ..state import StateStore
-from ..trust import TrustPolicy
 
 T = TypeVar("T")
 
@@ -31,7 +33,19 @@ def argtype(check: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("trust")
+    group = parser.add_argument_group(
+        "trust",
+        "Trust starts from a root of trust (docs/trust.md): --root FILE, or DIR/root.json of a "
+        "--keys-dir DIR that has one; the chain of newer roots is walked from it and manifests "
+        "must be signed by the release keys of the newest. Bare --key/--keys-dir keys (no "
+        "root.json) are a version-1 root with those keys in every role: no chain is walked.",
+    )
+    group.add_argument(
+        "--root",
+        metavar="FILE",
+        help="the root of trust to start from (root.json, made by plasmd root init); not "
+        "with --key, --keys-dir or --threshold",
+    )
     group.add_argument(
         "--key",
         action="append",
@@ -45,14 +59,16 @@ def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="DIR",
-        help="trust every *.pub key file in DIR; repeatable",
+        help="trust every *.pub key file in DIR; repeatable. If DIR holds root.json, that root "
+        "is the trust instead (as --root DIR/root.json) and the *.pub files are ignored",
     )
     group.add_argument(
         "--threshold",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="distinct trusted keys that must have signed (default 1)",
+        help="with bare keys: distinct trusted keys that must have signed (default 1); a "
+        "root sets its own thresholds",
     )
     group.add_argument(
         "--channel", type=argtype(check_channel), help="required channel, e.g. stable"
@@ -74,13 +90,25 @@ def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def policy_from_args(args: argparse.Namespace) -> TrustPolicy:
+def root_from_args(args: argparse.Namespace) -> Root:
+    """The root a client starts from: ``--root FILE``, ``DIR/root.json`` of a ``--keys-dir``,
+    or the bare keys as a version-1 root (``root_from_keys``)."""
+    from ..fetch.rootchain import ROOT_NAME, read_root_file
+
+    in_dirs = [Path(d) / ROOT_NAME for d in args.keys_dir if os.path.lexists(Path(d) / ROOT_NAME)]
+    files = ([args.root] if args.root else []) + [str(p) for p in in_dirs]
+    if files:
+        others = len(args.keys_dir) - len(in_dirs) + len(args.key)
+        if len(files) > 1 or others or args.threshold is not None:
+            raise UsageError(
+                f"the root {files[0]} is the whole trust: not with other roots, --key, "
+                "--keys-dir without root.json, or --threshold (the root sets its thresholds)"
+            )
+        return read_root_file(files[0])
     keys: list[PublicKey] = [load_public_key(spec) for spec in args.key]
     for directory in args.keys_dir:
         keys.extend(load_keys_dir(directory))
-    return TrustPolicy(
-        keys=tuple(keys), threshold=args.threshold, channel=args.channel, arch=args.arch
-    )
+    return root_from_keys(keys, 1 if args.threshold is None else args.threshold)
 
 
 def state_from_args(args: argparse.Namespace) -> StateStore | None:

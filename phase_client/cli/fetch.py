@@ -24,7 +24,7 @@ from ._common import (
     setup_logging,
     success,
 )
-from ._trust import add_trust_arguments, policy_from_args, state_from_args
+from ._trust import add_trust_arguments, root_from_args, state_from_args
 
 PROG = "phase-fetch"
 
@@ -40,6 +40,13 @@ signed manifest. With 2+ sources, large artifacts are split into ranges fetched 
 
 rollback state: with --state-dir the manifest is checked against the state and, after every
 artifact verified, recorded as accepted (--update-state is implied).
+
+root of trust (--root, or root.json in --keys-dir; docs/trust.md): before any manifest is
+read, the chain of newer roots is walked from root.<N>.json in the state directory and beside
+file manifests, then /root/<N>.json on each manifest URL's host, each root verified before the
+next is asked for (32 steps at most); new roots are kept in the state directory and in DIR
+(root.<N>.json, for kexec-boot's re-check); the manifest must be signed by the newest root's
+release keys.
 
 example:
   phase-fetch --manifest http://provider1:8080/stable/x86_64/manifest.json \\
@@ -195,6 +202,8 @@ def handle(args: argparse.Namespace) -> int:
     from ..fetch.download import Settings
     from ..fetch.fetcher import FetchRequest, fetch
     from ..fetch.progress import Progress
+    from ..fetch.rootchain import places_for, update_root
+    from ..root import release_policy
 
     setup_logging(args.verbose, args.quiet)
     manifests = list(args.manifest)
@@ -215,21 +224,25 @@ def handle(args: argparse.Namespace) -> int:
         min_rate=args.min_rate * 1024,
         grace=args.grace,
     )
+    start = root_from_args(args)
+    state = state_from_args(args)
+    update = update_root(start, places_for(manifests, state, settings), state, persist=True)
     request = FetchRequest(
         manifests=manifests,
         output=Path(args.output),
-        policy=policy_from_args(args),
-        state=state_from_args(args),
+        policy=release_policy(update.root, args.channel, args.arch),
+        state=state,
         only=only or None,
         mirrors=list(args.mirror),
         cache=Path(args.cache) if args.cache else None,
         settings=settings,
+        before_commit=update.keep_in if start.document is not None else None,
     )
     signal.signal(signal.SIGTERM, _terminate)
     progress = Progress(sys.stderr, enabled=not args.quiet)
     result = fetch(request, progress)
     if args.json:
-        print_json(success(result.to_json()))
+        print_json(success({**result.to_json(), "root": update.to_json()}))
     return 0
 
 

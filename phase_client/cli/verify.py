@@ -1,4 +1,5 @@
-"""phase-verify: check a manifest's signatures, freshness, channel/arch and rollback state."""
+"""phase-verify: walk the root chain, then check a manifest's signatures, freshness,
+channel/arch and rollback state."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from ..boot.stage import check_dir, stage
 from ..errors import EXIT_FAILED, EXIT_OK, ManifestError, PhaseError, UsageError
+from ..fetch.rootchain import RootUpdate, places_for, update_root
 from ..manifest import MAX_MANIFEST_BYTES, manifest_too_large, read_manifest_file
+from ..root import release_policy
 from ..trust import VerifiedManifest
 from ..verification import verify_bytes
 from ._common import (
@@ -22,7 +25,7 @@ from ._common import (
     setup_logging,
     success,
 )
-from ._trust import add_trust_arguments, policy_from_args, state_from_args
+from ._trust import add_trust_arguments, root_from_args, state_from_args
 
 PROG = "phase-verify"
 NOT_VERIFIED = {"verified": False}  # the --json failure envelope's empty result
@@ -32,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
         description="Verify a signed boot manifest: Ed25519 signatures by trusted keys "
-        "(threshold), expiry, channel/arch, and rollback state. '-' reads standard input.",
+        "(threshold), expiry, channel/arch, and rollback state. '-' reads standard input. "
+        "With a root of trust (--root, or root.json in --keys-dir), the chain of newer roots "
+        "is walked first from root.<N>.json files in the state directory and beside the "
+        "manifest (docs/trust.md); --update-state keeps the new roots in the state directory.",
         epilog=exit_codes_help(
             {0: "verified", 1: "not verified (FAILED: <reason>: <detail>)"},
             codes=(0, 1, 2, 70, 130),
@@ -89,11 +95,12 @@ def read_manifest(path: str) -> bytes:
     return data
 
 
-def verified_json(verified: VerifiedManifest) -> dict[str, Any]:
-    """What --json reports of a verified manifest."""
+def verified_json(verified: VerifiedManifest, update: RootUpdate) -> dict[str, Any]:
+    """What --json reports of a verified manifest, and of the root it was verified against."""
     m = verified.manifest
     return {
         "verified": True,
+        "root": update.to_json(),
         "version": m.version,
         "channel": m.channel,
         "arch": m.arch,
@@ -120,9 +127,12 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("--update-state needs --state-dir")
     if args.stage_into and not args.check_dir:
         raise UsageError("--stage-into needs --check-dir DIR (the directory to stage from)")
-    policy = policy_from_args(args)
+    start = root_from_args(args)
     state = state_from_args(args)
     try:
+        places = places_for([path], state)
+        update = update_root(start, places, state, persist=args.update_state)
+        policy = release_policy(update.root, args.channel, args.arch)
         verified = verify_bytes(read_manifest(path), policy, state)
         if args.stage_into:
             stage(verified.manifest, args.check_dir, args.stage_into, args.meminfo)
@@ -136,12 +146,14 @@ def handle(args: argparse.Namespace) -> int:
         report(PROG, args, failure_of(exc, NOT_VERIFIED), f"FAILED: {exc.reason}: {exc}")
         return EXIT_FAILED
     if args.json:
-        print_json(success(verified_json(verified)))
+        print_json(success(verified_json(verified, update)))
     elif not args.quiet:
         m = verified.manifest
         sys.stdout.write(
             f"VERIFIED {m.channel}/{m.arch} version {m.version} sequence {m.sequence} "
-            f"signed by {', '.join(verified.signed_by)}\n"
+            f"signed by {', '.join(verified.signed_by)}"
+            + (f" (root version {update.root.version})" if update.root.document else "")
+            + "\n"
         )
     return EXIT_OK
 

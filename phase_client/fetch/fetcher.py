@@ -17,6 +17,7 @@ import re
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,8 @@ class FetchRequest:
     mirrors: list[str] = field(default_factory=list)
     cache: Path | None = None
     settings: Settings = field(default_factory=Settings)
+    # Called with DIR after every artifact verified, before the commit (the root chain's files).
+    before_commit: Callable[[Path], None] | None = None
 
 
 @dataclass
@@ -84,11 +87,20 @@ class ManifestChoice:
 
 
 class Unreachable(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, when the server answered with one
 
 
-def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) -> bytes:
-    """Manifest bytes from a URL or file, refusing more than 1 MiB before reading it all.
+def read_manifest(
+    http: Http | None,
+    location: str,
+    time_limit: float = 60.0,
+    limit: int = MAX_MANIFEST_BYTES,
+    too_large: Callable[..., PhaseError] = manifest_too_large,
+) -> bytes:
+    """Manifest bytes from a URL or file, refusing more than 1 MiB before reading it all
+    (another document: its ``limit`` and ``too_large(size, where)`` error; a URL only).
 
     ``time_limit`` bounds the whole body: a server dripping a byte just before each read
     timeout would otherwise hold the boot for hours.
@@ -107,22 +119,17 @@ def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) ->
             raise Unreachable(f"{location}: {describe_error(exc)}") from exc
         try:
             if response.status != 200:
-                raise Unreachable(f"{location}: HTTP {response.status}")
+                raise Unreachable(f"{location}: HTTP {response.status}", response.status)
             length = response.headers.get("Content-Length")
-            if (
-                length is not None
-                and length.isascii()
-                and length.isdigit()
-                and int(length) > MAX_MANIFEST_BYTES
-            ):
-                raise manifest_too_large(int(length), location)
+            if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
+                raise too_large(int(length), location)
             parts: list[bytes] = []
             got = 0
             deadline = time.monotonic() + time_limit
-            while got <= MAX_MANIFEST_BYTES:
+            while got <= limit:
                 if time.monotonic() > deadline:
                     raise Unreachable(f"{location}: too slow (no manifest after {time_limit:g}s)")
-                data = response.read1(MAX_MANIFEST_BYTES + 1 - got, decode_content=False)
+                data = response.read1(limit + 1 - got, decode_content=False)
                 if not data:
                     break
                 parts.append(data)
@@ -132,8 +139,8 @@ def read_manifest(http: Http | None, location: str, time_limit: float = 60.0) ->
             raise Unreachable(f"{location}: {describe_error(exc)}") from exc
         finally:
             response.close()
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise manifest_too_large(where=location)
+    if len(data) > limit:
+        raise too_large(where=location)
     return data
 
 
@@ -305,6 +312,8 @@ class Fetcher:
                 part = request.output / f".{name}.part"
                 parts[name] = part
                 results[name] = self._artifact(manifest.artifacts[name], part, choice)
+            if request.before_commit is not None:
+                request.before_commit(request.output)
             self._commit(choice, parts)
         except OSError as exc:  # network errors never get here: they are Cut/SourceFailed
             where = f" {exc.filename}" if exc.filename else f" in {request.output}"
