@@ -386,18 +386,23 @@ exit 1
 """
 
 
+def fake_kexec(tmp_path: Path, script: str) -> tuple[Path, Path]:
+    """A bin dir holding ``script`` as kexec, and the empty dir it records into."""
+    fake, record = tmp_path / "fakebin", tmp_path / "record"
+    fake.mkdir()
+    record.mkdir()
+    (fake / "kexec").write_text(script)
+    (fake / "kexec").chmod(0o755)
+    return fake, record
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 def test_kexec_loads_the_bytes_that_were_hashed(
     shell: list[str], tools: Path, tmp_path: Path
 ) -> None:
     kernel, initramfs = os.urandom(8192), os.urandom(4096)
     d = fetch_dir(tmp_path / "img", kernel=kernel, initramfs=initramfs, cmdline=TRICKY_CMDLINE)
-    fake = tmp_path / "fakebin"
-    fake.mkdir()
-    (fake / "kexec").write_text(FAKE_KEXEC)
-    (fake / "kexec").chmod(0o755)
-    record = tmp_path / "record"
-    record.mkdir()
+    fake, record = fake_kexec(tmp_path, FAKE_KEXEC)
     result = run_kexec_boot(
         shell,
         tools,
@@ -461,6 +466,20 @@ def test_stage_carries_the_rootfs_in_the_initrd(tmp_path: Path) -> None:
     sha = hashlib.sha256(rootfs).hexdigest()
     expected = f"{CMDLINE} {VERSION_WORD} phase.rootfs_sha256={sha}"
     assert (private / "cmdline").read_bytes() == expected.encode()
+
+
+def test_stage_adds_no_word_the_signed_cmdline_already_has(tmp_path: Path) -> None:
+    """An image whose signed cmdline already says phase.version=<its version> (what plasmd
+    image build writes) gets it once; a version that is not one plain word is not added."""
+    d = fetch_dir(tmp_path / "d", cmdline=f"quiet {VERSION_WORD}")
+    assert stage(d, tmp_path / "p1").returncode == 0
+    assert (tmp_path / "p1" / "cmdline").read_text() == f"quiet {VERSION_WORD}"
+    document = json.loads((d / "manifest.json").read_bytes())
+    del document["signatures"]
+    document["version"] = "1.0 beta"
+    (d / "manifest.json").write_bytes(dump_document(sign_document(document, KEY)))
+    assert stage(d, tmp_path / "p2").returncode == 0
+    assert (tmp_path / "p2" / "cmdline").read_text() == f"quiet {VERSION_WORD}"
 
 
 def test_stage_refuses_a_changed_rootfs_and_leaves_nothing(tmp_path: Path) -> None:
@@ -534,12 +553,7 @@ def test_kexec_loads_the_rootfs_that_was_hashed(tools: Path, tmp_path: Path) -> 
     carries the signed rootfs."""
     rootfs = os.urandom(65536)
     d = fetch_dir(tmp_path / "img", initramfs=b"I" * 2048, rootfs=rootfs)
-    fake = tmp_path / "fakebin"
-    fake.mkdir()
-    (fake / "kexec").write_text(FAKE_KEXEC_ROOTFS)
-    (fake / "kexec").chmod(0o755)
-    record = tmp_path / "record"
-    record.mkdir()
+    fake, record = fake_kexec(tmp_path, FAKE_KEXEC_ROOTFS)
     result = run_kexec_boot(
         ["busybox", "sh"], tools, tmp_path, str(d),
         path=f"{tools / 'bin'}:{fake}:/usr/bin:/bin",
