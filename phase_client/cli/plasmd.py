@@ -41,6 +41,7 @@ EXTERNAL = {
     "dht-node": ("phase_client.cli.plasmd_dht", "run a bare DHT node (e.g. a bootstrap node)"),
     "image": ("phase_client.cli.plasmd_image", "build a Debian OS image to serve (as root)"),
     "publish": ("phase_client.cli.plasmd_publish", "put a file into the artifacts atomically"),
+    "config": ("phase_client.cli.plasmd_config", "check a configuration file"),
 }
 
 

@@ -295,14 +295,16 @@ def _string_list(value: list[Any], what: str, origin: str, table: str = "provide
     return list(value)
 
 
-def _checked(table: str, key: str | None, check: Any, value: Any) -> Any:
-    """``check(value)``, its UsageError told as being about ``[table] key``."""
+def _checked(origin: str, table: str, key: str | None, check: Any, value: Any) -> Any:
+    """``check(value)``, its UsageError told as being about ``[table] key`` of ``origin``."""
     try:
         return check(value)
-    except ConfigError:
-        raise
     except UsageError as exc:
-        raise ConfigError(str(exc), table, key) from exc
+        raise ConfigError(f"{origin}: {exc}", table, key) from exc
+
+
+def parse_bootstrap(text: str) -> tuple[str, int]:
+    return parse_host_port(text, "[dht] bootstrap address")
 
 
 def locate(text: str, table: str | None, key: str | None) -> int | None:
@@ -390,20 +392,20 @@ def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict
             settings[key] = _path(base_dir, settings[key], ("provider", key), origin)
     if "channels" in settings:
         settings["channels"] = [
-            _checked("provider", "channels", check_channel, c)
+            _checked(origin, "provider", "channels", check_channel, c)
             for c in _string_list(settings["channels"], "channels", origin)
         ]
     if "architectures" in settings:
         arches = _string_list(settings["architectures"], "architectures", origin)
         settings["architectures"] = [
-            _checked("provider", "architectures", check_arch, a) for a in arches
+            _checked(origin, "provider", "architectures", check_arch, a) for a in arches
         ]
     channel_dirs = {}
     for channel, table in channel_tables.items():
         where = f"provider.channels.{channel}"
         if not isinstance(table, dict):
             raise ConfigError(f"{origin}: [{where}] must be a table", "provider", "channels")
-        _checked(where, None, check_channel, channel)
+        _checked(origin, where, None, check_channel, channel)
         entry = _typed(table, {"artifacts_dir": str}, where, origin)
         if "artifacts_dir" in entry:
             place = (where, "artifacts_dir")
@@ -417,7 +419,7 @@ def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict
         )
     if "bootstrap" in dht:
         dht["bootstrap"] = [
-            _checked("dht", "bootstrap", lambda v: parse_host_port(v, "[dht] bootstrap address"), i)
+            _checked(origin, "dht", "bootstrap", parse_bootstrap, i)
             for i in _string_list(dht["bootstrap"], "[dht] bootstrap", origin, "dht")
         ]
     settings["dht"] = dht | {"enabled": settings.pop("dht", None)}
