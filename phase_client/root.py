@@ -322,3 +322,33 @@ def walk(start: Root, candidates: Candidates, max_steps: int = MAX_CHAIN_STEPS) 
         steps.append(following)
         held = following
     return Walk(start, tuple(steps), tuple(refused))
+
+
+def servable_chain(files: Mapping[int, bytes]) -> tuple[dict[int, bytes], dict[int, str]]:
+    """What a provider may serve of the root files it was given (version -> bytes): the
+    unbroken run from the lowest version, that one signed by its own root keys and each next
+    one accepted after it; the rest refused, with the reason (version -> reason)."""
+    served: dict[int, bytes] = {}
+    refused: dict[int, str] = {}
+    held: Root | None = None
+    for version in sorted(files):
+        data = files[version]
+        try:
+            if held is None:
+                root = parse_root(data)
+                check_self_signed(root)
+            elif version != held.version + 1:
+                raise RootChainError(f"gap: no root version {held.version + 1}")
+            else:
+                root = accept(held, data)
+            if root.version != version:
+                raise RootChainError(f"the file of version {version} holds {root.version}")
+        except (DocumentError, VerificationError) as exc:
+            refused[version] = str(exc)
+            if held is not None:
+                refused.update((v, "after a refused root") for v in files if v > version)
+                break
+            continue
+        served[version] = data
+        held = root
+    return served, refused

@@ -38,6 +38,7 @@ PROG = "plasmd"
 # name -> (module, one-line help); each module has add_arguments(parser) and run(args).
 EXTERNAL = {
     "serve": ("phase_client.cli.plasmd_serve", "serve signed boot images over HTTP and advertise"),
+    "root": ("phase_client.cli.plasmd_root", "make, rotate and sign the root of trust"),
     "dht-node": ("phase_client.cli.plasmd_dht", "run a bare DHT node (e.g. a bootstrap node)"),
     "image": ("phase_client.cli.plasmd_image", "build a Debian OS image to serve (as root)"),
     "publish": ("phase_client.cli.plasmd_publish", "put a file into the artifacts atomically"),

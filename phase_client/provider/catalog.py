@@ -39,11 +39,13 @@ from ..manifest import (
     read_manifest_file,
     sign_document,
 )
+from ..root import MAX_ROOT_BYTES, servable_chain
 from .signer import DAY, default_version, next_sequence
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+ROOT_DIR = "root"  # DIR/root/<N>.json: the root chain, served as is (docs/trust.md); no channel
 VERSION_FILE = "version"
 CMDLINE_FILE = "cmdline"
 # The files of a combination that must have settled before it is (re-)signed or checked.
@@ -91,6 +93,7 @@ class Snapshot:
     rejected: Mapping[str, str] = field(default_factory=dict)  # combination -> reason
     default: str | None = None  # combination served at /manifest.json
     pending: Mapping[str, str] = field(default_factory=dict)  # combination -> files not settled
+    roots: Mapping[str, tuple[bytes, float]] = field(default_factory=dict)  # path -> (data, mtime)
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def find_directories(
     channel_paths: dict[str, tuple[Path, Path]] = {}
     if root is not None:
         for name in _subdirs(root):
-            if CHANNEL_RE.match(name):
+            if CHANNEL_RE.match(name) and name != ROOT_DIR:
                 channel_paths[name] = (root / name, root)
     for channel, path in channel_dirs.items():
         channel_paths[channel] = (path, path)  # the file's channel table wins
@@ -271,8 +274,34 @@ class Catalog:
             rejected=rejected,
             default=default,
             pending=pending,
+            roots=self._roots(rejected),
         )
         return self.snapshot
+
+    def _roots(self, rejected: dict[str, str]) -> dict[str, tuple[bytes, float]]:
+        """The root chain of DIR/root/ as served: /root/<N>.json for the verified run,
+        /root/latest.json for its newest; files refused go to ``rejected`` as root/<N>.json."""
+        directory = self.root / ROOT_DIR if self.root is not None else None
+        if directory is None or not directory.is_dir():
+            return {}
+        files: dict[int, tuple[bytes, float]] = {}
+        for name in sorted(os.listdir(directory)):
+            stem = name.removesuffix(".json")
+            if not (name.endswith(".json") and stem.isascii() and stem.isdigit()):
+                continue
+            real = inside(directory / name, directory)
+            if real is None or stem[0] == "0" or len(stem) > 18:
+                rejected[f"root/{name}"] = "not a regular file <N>.json inside root/"
+                continue
+            with open(real, "rb") as handle:
+                data = handle.read(MAX_ROOT_BYTES + 1)
+                files[int(stem)] = (data, os.fstat(handle.fileno()).st_mtime)
+        served, refused = servable_chain({v: data for v, (data, _) in files.items()})
+        rejected.update((f"root/{v}.json", reason) for v, reason in refused.items())
+        routes = {f"/{ROOT_DIR}/{v}.json": files[v] for v in served}
+        if served:
+            routes[f"/{ROOT_DIR}/latest.json"] = files[max(served)]
+        return routes
 
     def _unsettled(self, item: Found, watched: set[str]) -> list[str]:
         """The names of ``item``'s files that may still be being written: changed less than

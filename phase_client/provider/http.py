@@ -128,6 +128,12 @@ class Body:
     handle: BinaryIO | None = None
 
 
+def json_body(data: bytes, mtime: float) -> Body:
+    """An in-memory JSON document as a response body."""
+    etag = etag_for(hashlib.sha256(data).hexdigest())
+    return Body(size=len(data), etag=etag, mtime=mtime, content_type=JSON_TYPE, data=data)
+
+
 MAX_CONNECTIONS = 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MIN_SEND_RATE = 4096.0  # bytes/s: a slow WAN client still gets a 10 MiB kernel in 42 min
@@ -609,6 +615,11 @@ class Handler(BaseHTTPRequestHandler):
             path = None
         if path is None:
             self.simple(HTTPStatus.BAD_REQUEST, {"error": "bad request target"}, close=True)
+            return
+        root = self.server.source.snapshot.roots.get(path)
+        if root is not None:  # the root chain (docs/trust.md), served as it was given
+            self.path_class = "root"
+            self.respond(json_body(*root), send_body, cache="no-cache")
             return
         if path == "/health":
             healthy = self.server.source.healthy()
