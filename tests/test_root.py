@@ -333,12 +333,6 @@ def test_the_revoked_keys_manifest_is_refused_after_rotation() -> None:
     assert verify(manifest(K[2]), release_policy(three), now=NOW).signed_by == (K[2].public.keyid,)
 
 
-# docs/trust.md names it so; the same test under the doc's name.
-test_a_revoked_release_key_is_refused_after_rotation = (
-    test_the_revoked_keys_manifest_is_refused_after_rotation
-)
-
-
 def test_mix_and_match_manifest_valid_under_root_one_is_refused() -> None:
     """A manifest that verified under root 1 (K0) is refused by a client holding root 2, even
     though root 2 was signed by root 1's key: roots sign roots, release keys sign manifests."""
