@@ -1,6 +1,7 @@
 # The boot side (docs/boot.md): zipapp, initramfs, stage-2 test image, Debian kernel, QEMU e2e.
 #   make zipapp                 build/phase.pyz (+ build/bin/phase-{verify,fetch,discover} links)
 #   make initramfs KEYS=dir     build/initramfs.cpio.gz trusting dir/*.pub
+#   make initramfs ROOT=file    ... trusting the root of trust file (root.json, docs/trust.md)
 #   make kernel | stage2 | e2e
 BOOT := $(BUILD)/boot
 KERNEL_DIR := $(BOOT)/kernel
@@ -8,6 +9,7 @@ KERNEL_DIR := $(BOOT)/kernel
 # (its private half signs nothing but local tests): fine for trying it out, never for a release.
 DEV_KEY := $(BOOT)/dev-key/signing.key
 KEYS ?=
+ROOT ?=
 
 .PHONY: zipapp initramfs stage2 kernel e2e boot-dev-key
 
@@ -26,9 +28,12 @@ boot-dev-key: venv
 	@cp $(DEV_KEY).pub $(BOOT)/dev-keys/dev.pub
 	@echo "WARNING: no KEYS=dir given: the initramfs trusts the development key $(DEV_KEY).pub"
 
-initramfs: deps zipapp kernel $(if $(KEYS),,boot-dev-key)
+# With ROOT=file the root is checked first (signed by a threshold of its own root keys).
+initramfs: deps zipapp kernel $(if $(KEYS)$(ROOT),,boot-dev-key)
+	$(if $(ROOT),$(VPY) -m phase_client plasmd root show $(ROOT) -q)
 	scripts/build-initramfs.sh --modules $(KERNEL_DIR)/modules/$$(cat $(KERNEL_DIR)/version) \
-		--zipapp $(BUILD)/phase.pyz --keys $(if $(KEYS),$(KEYS),$(BOOT)/dev-keys) \
+		--zipapp $(BUILD)/phase.pyz \
+		$(if $(ROOT),--root $(ROOT) $(if $(KEYS),--keys $(KEYS)),--keys $(if $(KEYS),$(KEYS),$(BOOT)/dev-keys)) \
 		--output $(BUILD)/initramfs.cpio.gz
 
 stage2: deps

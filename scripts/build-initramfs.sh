@@ -2,9 +2,12 @@
 # Build the Phase Boot stage-1 initramfs (or the e2e stage-2 one) from Debian packages.
 #
 #   scripts/build-initramfs.sh --modules DIR --zipapp PYZ --keys DIR --output FILE
+#   scripts/build-initramfs.sh --modules DIR --zipapp PYZ --root root.json --output FILE
 #   scripts/build-initramfs.sh --stage2 --output FILE
 #
 # --modules DIR: lib/modules/<version> of the target kernel (scripts/fetch-kernel.sh unpacks it).
+# --root FILE: the root of trust (docs/trust.md) baked as /etc/phase/keys/root.json, which the
+# tools use instead of the *.pub keys (--keys is then optional; its keys are ignored at boot).
 # Contents: busybox-static, kexec-tools and its libraries, Debian's python3.11 with its standard
 # library as sourceless bytecode in /usr/lib/python311.zip (trimmed) and the lib-dynload modules
 # the tools use (+ libssl/libcrypto for fast hashlib), the NIC drivers of the kernel, the zipapp
@@ -17,7 +20,7 @@ repo=$(dirname "$here")
 # shellcheck source=scripts/pack-cpio.sh
 . "$here/pack-cpio.sh"
 PY=/usr/bin/python3.11
-MODULES="" ZIPAPP="" KEYS="" OUTPUT="" STAGE2=0
+MODULES="" ZIPAPP="" KEYS="" ROOT="" OUTPUT="" STAGE2=0
 
 die() { echo "build-initramfs: $*" >&2; exit 1; }
 
@@ -26,9 +29,10 @@ while [ $# -gt 0 ]; do
         --modules) MODULES=$2; shift ;;
         --zipapp) ZIPAPP=$2; shift ;;
         --keys) KEYS=$2; shift ;;
+        --root) ROOT=$2; shift ;;
         --output) OUTPUT=$2; shift ;;
         --stage2) STAGE2=1 ;;
-        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (try --help)" ;;
     esac
     shift
@@ -81,8 +85,13 @@ if [ "$STAGE2" = 1 ]; then
 else
     [ -d "$MODULES" ] || die "--modules DIR (lib/modules/<version>) is required"
     [ -f "$ZIPAPP" ] || die "--zipapp FILE is required (make zipapp)"
-    [ -d "$KEYS" ] || die "--keys DIR with the trusted *.pub keys is required"
-    ls "$KEYS"/*.pub >/dev/null 2>&1 || die "no *.pub key in $KEYS"
+    if [ -n "$ROOT" ]; then
+        [ -f "$ROOT" ] || die "--root $ROOT is not a file"
+        [ -z "$KEYS" ] || [ -d "$KEYS" ] || die "--keys $KEYS is not a directory"
+    else
+        [ -d "$KEYS" ] || die "--keys DIR with the trusted *.pub keys (or --root FILE) is required"
+        ls "$KEYS"/*.pub >/dev/null 2>&1 || die "no *.pub key in $KEYS"
+    fi
     [ -x "$PY" ] || die "$PY is missing (apt-get install python3.11-minimal libpython3.11-stdlib)"
     command -v kexec >/dev/null || die "kexec is missing (apt-get install kexec-tools)"
     command -v depmod >/dev/null || die "depmod is missing (apt-get install kmod)"
@@ -135,9 +144,14 @@ for name in zf.namelist():
     rm -rf "$natives"
     install -m 0755 "$repo/initramfs/kexec-boot" "$root/usr/bin/kexec-boot"
     install -m 0755 "$repo/initramfs/udhcpc.script" "$root/usr/share/phase/udhcpc.script"
-    for key in "$KEYS"/*.pub; do
-        install -m 0644 "$key" "$root/etc/phase/keys/"
+    for key in ${KEYS:+"$KEYS"/*.pub}; do
+        [ -e "$key" ] && install -m 0644 "$key" "$root/etc/phase/keys/"
     done
+    # The root of trust: phase-fetch and kexec-boot's phase-verify take --keys-dir
+    # /etc/phase/keys, and a root.json there is the trust (docs/trust.md).
+    if [ -n "$ROOT" ]; then
+        install -m 0644 "$ROOT" "$root/etc/phase/keys/root.json"
+    fi
     install -m 0755 "$repo/initramfs/init" "$root/init"
 
     # NIC drivers (every ethernet and virtio module of the kernel) and the block drivers a
