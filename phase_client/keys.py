@@ -115,6 +115,17 @@ def _decode_32(data: bytes, prefix: str, what: str) -> bytes:
         text = data.decode("ascii").strip()
     except UnicodeDecodeError as exc:
         raise KeyFormatError(f"{what}: not a key (binary data of {len(data)} bytes)") from exc
+    other = SEED_PREFIX if prefix == PUBLIC_PREFIX else PUBLIC_PREFIX
+    if text.startswith(other):  # the other half of a key pair: say so, not "unknown type"
+        if other == SEED_PREFIX:
+            raise KeyFormatError(
+                f"{what}: this is a private key ({SEED_PREFIX}...) where a public key is "
+                "expected; give its public key (the .pub file, or: plasmd key show FILE)"
+            )
+        raise KeyFormatError(
+            f"{what}: this is a public key ({PUBLIC_PREFIX}...) where a private (signing) key "
+            "is expected"
+        )
     if text.startswith(prefix):
         body = text[len(prefix) :]
         if not _HEX64.match(body):

@@ -21,6 +21,7 @@ from phase_client.provider.http import ProviderServer, Source
 
 REPO = Path(__file__).resolve().parent.parent
 S = TypeVar("S", bound=socketserver.BaseServer)
+TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 START_TIMEOUT = 60.0  # generous: a loaded 2-core machine can be slow to import and scan
 
 
@@ -46,6 +47,7 @@ class ServerProcess:
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.lines: list[str] = []
+        self.raw_lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "phase_client", "plasmd", "serve", *args],
@@ -63,7 +65,9 @@ class ServerProcess:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             with self._cond:
-                self.lines.append(line.rstrip("\n"))
+                self.raw_lines.append(line.rstrip("\n"))
+                # The lines without their timestamp (there unless under systemd).
+                self.lines.append(TIMESTAMP_RE.sub("", line.rstrip("\n")))
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()

@@ -43,6 +43,8 @@ EXTERNAL = {
     "image": ("phase_client.cli.plasmd_image", "build a Debian OS image to serve (as root)"),
     "publish": ("phase_client.cli.plasmd_publish", "put a file into the artifacts atomically"),
     "config": ("phase_client.cli.plasmd_config", "check a configuration file"),
+    "status": ("phase_client.cli.plasmd_status", "show what a running plasmd serve offers"),
+    "key": ("phase_client.cli.plasmd_key", "show a key's public form (keyid, peer id)"),
 }
 
 

@@ -6,6 +6,11 @@ Top-level imports stay light: ``plasmd --help`` imports this module.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
 
 from ._common import exit_codes_help
 
@@ -39,6 +44,58 @@ the sequence counters. SIGTERM/SIGINT: stop advertising, finish transfers, exit 
 )
 
 
+def under_systemd(env: Mapping[str, str] | None = None) -> bool:
+    """systemd (the journal) stamps every line itself: it sets these for the services it runs."""
+    env = os.environ if env is None else env
+    return bool(env.get("JOURNAL_STREAM") or env.get("INVOCATION_ID"))
+
+
+def timestamp(created: float) -> str:
+    """``2026-01-31T12:00:00.123Z``: UTC, milliseconds, sortable."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{whole}.{int(created % 1 * 1000):03d}Z"
+
+
+class DaemonFormatter(logging.Formatter):
+    """The daemon's log lines: ``LEVEL message`` (the lines the docs show), prefixed with a UTC
+    timestamp unless systemd's journal adds its own; or one JSON object per line (``time``,
+    ``level``, ``logger``, ``message`` and, for the access log, ``client``, ``method``,
+    ``path``, ``status``, ``bytes``, ``duration_s``)."""
+
+    def __init__(self, json_lines: bool, timestamps: bool, verbose: int) -> None:
+        super().__init__()
+        self.json_lines = json_lines
+        self.timestamps = timestamps
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if self.json_lines:
+            document = {
+                "time": timestamp(record.created),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": message,
+                **getattr(record, "fields", {}),
+            }
+            if record.exc_info:
+                document["exception"] = self.formatException(record.exc_info)
+            return json.dumps(document)
+        text = f"{record.levelname} {message}"
+        if self.verbose > 0:
+            text += f" [{record.name}]"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return f"{timestamp(record.created)} {text}" if self.timestamps else text
+
+
+def setup_daemon_logging(log_format: str, verbose: int) -> None:
+    """Give the handlers set up by the command line the daemon's format."""
+    formatter = DaemonFormatter(log_format == "json", not under_systemd(), verbose)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..provider.config import (
         DEFAULT_BIND,
@@ -58,6 +115,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # config file (finite, in range) and says what is wrong in one line (exit 2).
     add = parser.add_argument
     add("--artifacts", metavar="DIR", help="directory holding <channel>/<arch>/ (or in --config)")
+    add(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as 'LEVEL message' (after a UTC timestamp unless run by systemd, "
+        "whose journal stamps them) or one JSON object per line (default text)",
+    )
     add("--port", help=f"HTTP port, 0 picks a free one (default {DEFAULT_PORT})")
     add("--bind", metavar="ADDR", help=f"listen address (default {DEFAULT_BIND})")
     add(
@@ -148,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     from ..provider.server import Provider, build_advertisers
     from ..provider.statedir import StateDir
 
+    setup_daemon_logging(args.log_format, getattr(args, "verbose", 0))
     config_file = config_to_read(args.config)
     file_settings = load_config_file(config_file) if config_file else None
     config = resolve(vars(args), file_settings)

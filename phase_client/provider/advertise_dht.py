@@ -66,6 +66,8 @@ class DhtAdvertiser:
         self.node = DhtNode(rpc_timeout=rpc_timeout, clock=clock)
         self.rounds = 0  # completed publish rounds
         self.accepted: dict[str, int] = {}  # combination -> nodes that took its record last round
+        self.published = 0  # records stored on at least one node, over all rounds
+        self._said: set[str] = set()  # repeating warnings already logged
         self._offers: list[Offer] = []
         self._last_stamp: int | None = None
         self._lock = threading.Lock()
@@ -108,6 +110,10 @@ class DhtAdvertiser:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._begin_shutdown)
             self._thread.join(STOP_TIMEOUT)
+
+    def records_held(self) -> int:
+        """Records this node holds (its own and other providers')."""
+        return int(self.node.storage.size)
 
     def wait_rounds(self, count: int, timeout: float) -> bool:
         """Block until ``count`` publish rounds have completed (tests, diagnostics)."""
@@ -176,8 +182,8 @@ class DhtAdvertiser:
         found = await self.node.bootstrap(contacts)
         if found:
             log.info("DHT: joined through %d bootstrap contact(s)", len(contacts))
-        else:
-            log.warning("DHT: no bootstrap node answered (%d tried)", len(contacts))
+        else:  # tried again every round: said once until something changes
+            self._say(logging.WARNING, f"DHT: no bootstrap node answered ({len(contacts)} tried)")
 
     async def _publish_all(self) -> None:
         with self._lock:
@@ -201,18 +207,36 @@ class DhtAdvertiser:
                 continue
             count = await self.node.set(record.key, record)
             accepted[offer.combination] = count
-            if count:
-                log.info("DHT: published %s to %d node(s)", offer.combination, count)
-            else:
-                log.warning(
-                    "DHT: %s is held only by this node (no peer accepted it)", offer.combination
-                )
+        published = {c: n for c, n in accepted.items() if n}
+        alone = sorted(c for c, n in accepted.items() if not n)
+        for combination, count in sorted(published.items()):
+            # A republish that changes nothing is DEBUG: INFO is for news.
+            level = logging.INFO if self.accepted.get(combination) != count else logging.DEBUG
+            log.log(level, "DHT: published %s to %d node(s)", combination, count)
+        if alone:
+            self._say(
+                logging.WARNING,
+                f"DHT: {', '.join(alone)} held only by this node (no peer accepted "
+                f"{'it' if len(alone) == 1 else 'them'})",
+            )
+        elif published:
+            self._said.clear()
         with self._changed:
+            self.published += len(published)
             self.accepted = accepted
             self.rounds += 1
             self._changed.notify_all()
         if self.state_file is not None:
             self._save_state()
+
+    def _say(self, level: int, message: str) -> None:
+        """Log ``message`` once; the same line again only at DEBUG (it repeats every round,
+        for every key, while nothing changes). Forgotten once publishing succeeds."""
+        if message in self._said:
+            log.debug("%s (again)", message)
+            return
+        self._said.add(message)
+        log.log(level, "%s", message)
 
     def _save_state(self) -> None:
         assert self.state_file is not None

@@ -225,6 +225,7 @@ class Catalog:
         # path -> (file identity, monotonic time it was first seen with it)
         self._seen: dict[str, tuple[tuple[int, int, int, int], float]] = {}
         self.snapshot = Snapshot()
+        self.signs = 0  # manifests signed (for /metrics)
 
     def scan(self) -> Snapshot:
         found, seen_channels, seen_arches = find_directories(self.root, self.channel_dirs)
@@ -398,6 +399,7 @@ class Catalog:
             cmdline=cmdline,
         )
         data = dump_document(sign_document(document, self.key))
+        self.signs += 1
         manifest = parse_manifest(data)
         self.record_sequence(combination, manifest.sequence)
         return Entry(

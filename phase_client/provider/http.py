@@ -48,8 +48,13 @@ from .httprange import (
     not_modified_since,
     parse_range,
 )
+from .metrics import CONTENT_TYPE as METRICS_TYPE
+from .metrics import Family, render
 
 log = logging.getLogger(__name__)
+# One line per answered request, at INFO: the access log (-q drops it; --log-format json gives
+# its fields as JSON keys).
+access_log = logging.getLogger(__name__ + ".access")
 
 ALLOWED = "GET, HEAD"
 JSON_TYPE = "application/json"
@@ -67,13 +72,43 @@ class Source(Protocol):
 
 
 class Stats:
-    """Counters for /status; a lock because every connection thread updates them."""
+    """Counters for /status and /metrics; a lock because every connection thread updates them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests = 0
         self.bytes_sent = 0
         self.active_transfers = 0
+        # (path class, status) -> [answers, body bytes]
+        self.answers: dict[tuple[str, int], list[int]] = {}
+
+    def answered(self, path_class: str, status: int, body: int) -> None:
+        with self._lock:
+            counts = self.answers.setdefault((path_class, status), [0, 0])
+            counts[0] += 1
+            counts[1] += body
+
+    def families(self) -> list[Family]:
+        """The HTTP side of /metrics."""
+        with self._lock:
+            answers = sorted(self.answers.items())
+            active = self.active_transfers
+        requests = Family(
+            "plasmd_http_requests_total",
+            "counter",
+            "HTTP requests answered, by path class and status",
+        )
+        sent = Family(
+            "plasmd_http_response_bytes_total",
+            "counter",
+            "body bytes sent, by path class and status",
+        )
+        for (path_class, status), (count, body) in answers:
+            labels = {"class": path_class, "status": str(status)}
+            requests.add(count, labels)
+            sent.add(body, labels)
+        transfers = Family("plasmd_http_active_transfers", "gauge", "file bodies being sent now")
+        return [requests, sent, transfers.add(active)]
 
     def add_request(self) -> None:
         with self._lock:
@@ -397,6 +432,15 @@ class ProviderServer(ThreadingHTTPServer):
         log.debug("connection from %s failed", client_address, exc_info=True)
 
 
+def printable(text: str, limit: int = 512) -> str:
+    """``text`` safe for one log line: control characters, quotes and backslashes escaped."""
+    out = [
+        c if c.isprintable() and c not in '"\\' else c.encode("unicode_escape").decode("ascii")
+        for c in text[:limit]
+    ]
+    return "".join(out).replace('"', '\\"') + ("..." if len(text) > limit else "")
+
+
 class DeadlineReader(io.RawIOBase):
     """The reading side of a connection: each receive waits at most ``read_timeout()``."""
 
@@ -566,11 +610,50 @@ class Handler(BaseHTTPRequestHandler):
         else:
             start = self.accepted
         self.header_deadline = start + self.server.header_timeout
+        self.status_code: int | None = None
+        self.body_sent = 0
+        self.path_class = "other"
+        self.raw_requestline = b""
         try:
             super().handle_one_request()
         finally:
             self.header_deadline = None
             self.answered += 1
+            if self.status_code is not None:
+                self.account(time.monotonic() - start)
+
+    def account(self, seconds: float) -> None:
+        """One answered request: the /metrics counters and the access log line."""
+        status = self.status_code or 0
+        self.server.stats.answered(self.path_class, status, self.body_sent)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        line = self.raw_requestline.decode("latin-1").rstrip("\r\n")
+        method, _, rest = line.partition(" ")
+        path = printable(rest.rsplit(" ", 1)[0] if " " in rest else rest)
+        fields = {
+            "client": self.peer,
+            "method": printable(method),
+            "path": path,
+            "status": status,
+            "bytes": self.body_sent,
+            "duration_s": round(seconds, 6),
+        }
+        access_log.info(
+            '%s "%s %s" %d %d %.3fs',
+            fields["client"],
+            fields["method"],
+            path,
+            status,
+            self.body_sent,
+            seconds,
+            extra={"fields": fields},
+        )
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        # http.server calls this from send_response: note the status for the access log.
+        with contextlib.suppress(TypeError, ValueError):
+            self.status_code = int(code)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
@@ -622,20 +705,27 @@ class Handler(BaseHTTPRequestHandler):
             self.respond(json_body(*root), send_body, cache="no-cache")
             return
         if path == "/health":
+            self.path_class = "health"
             healthy = self.server.source.healthy()
             document = {"status": "ok" if healthy else "unavailable"}
             code = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
             self.simple(code, document, send_body=send_body)
             return
         if path == "/status":
+            self.path_class = "status"
             status = self.server.source.status() | self.server.stats.as_dict()
             self.simple(HTTPStatus.OK, status, send_body=send_body)
+            return
+        if path == "/metrics":
+            self.path_class = "metrics"
+            self.send_metrics(send_body)
             return
         route = self.server.source.snapshot.routes.get(path)
         if route is None:
             self.simple(HTTPStatus.NOT_FOUND, {"error": "not found"}, send_body=send_body)
             return
         entry, served = route
+        self.path_class = "manifest" if served is None else "artifact"
         if served is None:
             data = entry.manifest_bytes
             body = Body(
@@ -717,6 +807,7 @@ class Handler(BaseHTTPRequestHandler):
             payload = body.data[offset : offset + count] if send_body else b""
             with self.server.stats.counting(len(payload)):
                 self.end_headers_with(payload)
+            self.body_sent = len(payload)
             return
         self.end_headers()
         if send_body and count and body.handle is not None:
@@ -760,6 +851,7 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if not settled:
                 stats.end_transfer(sent)
+            self.body_sent = sent
         if sent != count:  # truncated underneath us: the length we promised is wrong
             self.close_connection = True
 
@@ -789,3 +881,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers_with(data if send_body else b"")
+        self.body_sent = len(data) if send_body else 0
+
+    def send_metrics(self, send_body: bool) -> None:
+        """/metrics: the provider's families (catalog, signing, advertisers) and the HTTP ones."""
+        families: list[Family] = getattr(self.server.source, "metrics", list)()
+        data = render([*families, *self.server.stats.families()]).encode()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", METRICS_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers_with(data if send_body else b"")
+        self.body_sent = len(data) if send_body else 0

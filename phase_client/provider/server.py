@@ -8,6 +8,7 @@ offers change and ``stop`` at shutdown; a failing advertiser is logged and never
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -25,7 +26,9 @@ from .catalog import Catalog, Snapshot, describe_changes
 from .config import ServeConfig
 from .hashcache import HashCache
 from .http import ProviderServer
-from .statedir import StateDir
+from .metrics import Family, counter, gauge
+from .sdnotify import notify
+from .statedir import IDENTITY_FILE, StateDir
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,9 @@ class Provider:
         self.stopping = threading.Event()
         self.host = advertised_host(config)
         self._offers: list[Offer] = []
+        self.scans = 0
+        self.scan_seconds = 0.0  # all scans together
+        self.last_scan_seconds = 0.0
 
     # -- what the HTTP server asks ------------------------------------------------------------
 
@@ -204,6 +210,8 @@ class Provider:
             raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
         log.info("Listening on http://%s:%d/", url_host(self.config.bind), self.port)
         log.info("Signing keyid %s", self.signing_key.public.keyid)
+        if self.signing_key.public == self.identity.public:
+            log.info("Public key for clients: %s.pub", self.state.path / IDENTITY_FILE)
         identity = self.identity.public
         log.info("Peer id %s (identity %s)", identity.peer_id, identity.keyid)
 
@@ -226,7 +234,9 @@ class Provider:
         """Re-scan; log what changed; True when the offers changed. The first scan waits (up to
         the settle time, unless ``stop`` is set) for files still being written."""
         before = self.catalog.snapshot
+        started = time.monotonic()
         after = self.catalog.scan()
+        self._scanned(time.monotonic() - started)
         if first:
             after = self._settle(after, stop or threading.Event())
         self.cache.prune({f.path for e in after.entries.values() for f in e.files.values()})
@@ -244,8 +254,68 @@ class Provider:
         for _ in range(math.ceil(self.config.settle_time / step) + 2):
             if not snapshot.pending or stop.wait(step):
                 break
+            started = time.monotonic()
             snapshot = self.catalog.scan()
+            self._scanned(time.monotonic() - started)
         return snapshot
+
+    def _scanned(self, seconds: float) -> None:
+        self.scans += 1
+        self.scan_seconds += seconds
+        self.last_scan_seconds = seconds
+
+    def metrics(self) -> list[Family]:
+        """The provider's side of /metrics (the HTTP server adds its own)."""
+        snapshot = self.snapshot
+        files = {f.path: f.size for e in snapshot.entries.values() for f in e.files.values()}
+        combinations = Family(
+            "plasmd_catalog_combinations", "gauge", "channel/arch combinations, by state"
+        )
+        for state, count in (
+            ("offered", len(snapshot.entries)),
+            ("pending", len(snapshot.pending)),
+            ("missing", len(snapshot.missing)),
+            ("rejected", len(snapshot.rejected)),
+        ):
+            combinations.add(count, {"state": state})
+        scans = Family("plasmd_scan_duration_seconds", "summary", "time taken by artifact scans")
+        scans.add(self.scan_seconds, suffix="_sum").add(self.scans, suffix="_count")
+        families = [
+            combinations,
+            gauge("plasmd_catalog_files", "artifact files offered", len(files)),
+            gauge(
+                "plasmd_catalog_bytes", "bytes of the artifact files offered", sum(files.values())
+            ),
+            counter("plasmd_sign_operations_total", "manifests signed", self.catalog.signs),
+            scans,
+            gauge(
+                "plasmd_last_scan_duration_seconds",
+                "time the last scan took",
+                self.last_scan_seconds,
+            ),
+            gauge("plasmd_uptime_seconds", "seconds since start", time.monotonic() - self.started),
+        ]
+        mdns = dht_held = dht_published = None
+        for advertiser in self.advertisers:
+            with contextlib.suppress(Exception):  # a broken advertiser costs its metrics only
+                if getattr(advertiser, "name", "") == "mdns":
+                    mdns = len(advertiser.instance_names())  # type: ignore[attr-defined]
+                elif getattr(advertiser, "name", "") == "dht":
+                    dht_held = advertiser.records_held()  # type: ignore[attr-defined]
+                    dht_published = advertiser.published  # type: ignore[attr-defined]
+        if mdns is not None:
+            families.append(gauge("plasmd_mdns_registrations", "mDNS services registered", mdns))
+        if dht_held is not None:
+            families.append(gauge("plasmd_dht_records_held", "records in this DHT node", dht_held))
+        if dht_published is not None:
+            families.append(
+                counter(
+                    "plasmd_dht_records_published_total",
+                    "provider records stored on at least one DHT node",
+                    dht_published,
+                )
+            )
+        return families
 
     def _advertise(self, method: str) -> None:
         for advertiser in list(self.advertisers):
@@ -265,6 +335,7 @@ class Provider:
         thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
         thread.start()
         self._advertise("start")
+        notify("READY=1\nSTATUS=serving and advertising")  # systemd's Type=notify
         try:
             while not stop.wait(self.config.scan_interval):
                 try:
@@ -278,6 +349,7 @@ class Provider:
 
     def shutdown(self, thread: threading.Thread) -> None:
         log.info("Shutting down")
+        notify("STOPPING=1")
         self.stopping.set()
         self._advertise("stop")
         assert self.server is not None

@@ -50,15 +50,25 @@ class StateDir:
         return self.path / HASH_CACHE_FILE
 
     def identity(self) -> SigningKey:
-        """The provider's identity key, created once (0600) on first use."""
+        """The provider's identity key, created once (0600) on first use, with its public key
+        beside it (``identity.key.pub``, 0644, as ``plasmd keygen`` writes it): what clients
+        are given when the identity key signs the manifests."""
         path = self.path / IDENTITY_FILE
         if path.exists():
             try:
-                return load_signing_key(path)
+                key = load_signing_key(path)
             except KeyFormatError as exc:
                 raise UsageError(f"identity key: {exc}") from exc
-        key = SigningKey.generate()
-        atomic_write(path, key.file_bytes(), mode=0o600)
+        else:
+            key = SigningKey.generate()
+            atomic_write(path, key.file_bytes(), mode=0o600)
+        public = self.path / (IDENTITY_FILE + ".pub")
+        text = f"{key.public.keyid}\n".encode()
+        try:
+            if not public.exists() or public.read_bytes() != text:
+                atomic_write(public, text, mode=0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot write {public}: {exc.strerror or exc}") from exc
         return key
 
     def _load_sequences(self) -> dict[str, int]:
