@@ -19,21 +19,20 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import test_e2e_qemu
-from .test_boot_lan import BootLan, assert_booted, lan_images, wait_for_stage2
+from .test_boot_lan import BootLan, assert_booted, lan, lan_images, wait_for_stage2
 from .test_e2e_qemu import BOOT_DEADLINE, SCRIPTS, sh, terminate, wait_for
 from .test_root import K, R, raw, root_document
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
 
 images = test_e2e_qemu.images
-__all__ = ["images", "lan_images"]  # module fixtures, shared with the boot-LAN tests
+__all__ = ["images", "lan", "lan_images"]  # fixtures shared with the boot-LAN tests
 
 FAR = 4102444800  # 2100-01-01
 
@@ -79,15 +78,6 @@ def rooted(
         "key_k2": keys[2],
         "key_k0": keys[0],
     }
-
-
-@pytest.fixture
-def lan(tmp_path: Path) -> Iterator[BootLan]:
-    world = BootLan(tmp_path)
-    try:
-        yield world
-    finally:
-        world.close()
 
 
 def test_a_root_one_stick_boots_what_only_root_three_trusts(
