@@ -35,10 +35,10 @@ def argtype(check: Callable[[str], T]) -> Callable[[str], T]:
 def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "trust",
-        "Trust starts from a root of trust (docs/trust.md): --root FILE, or DIR/root.json of a "
-        "--keys-dir DIR that has one; the chain of newer roots is walked from it and manifests "
-        "must be signed by the release keys of the newest. Bare --key/--keys-dir keys (no "
-        "root.json) are a version-1 root with those keys in every role: no chain is walked.",
+        "Trust starts from a root of trust (docs/trust.md): --root FILE, or DIR/root.json of\n"
+        "a --keys-dir DIR that has one. The chain of newer roots is walked from it, and\n"
+        "manifests must be signed by the release keys of the newest. Bare --key/--keys-dir\n"
+        "keys (no root.json) are a version-1 root with those keys in every role: no chain.",
     )
     group.add_argument(
         "--root",
