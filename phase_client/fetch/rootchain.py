@@ -23,7 +23,7 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..buildinfo import BUILD_TIME
 from ..errors import LocalError, PhaseError, StateError, UsageError
@@ -41,7 +41,9 @@ from ..root import (
 )
 from ..state import StateStore
 from ..timefmt import parse_utc
-from .download import Http, Settings
+
+if TYPE_CHECKING:  # imported when a URL is asked: phase-verify (local files only) stays light
+    from .download import Http, Settings
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ def places_for(
             dirs[Path(location).parent] = None
     places += [DirPlace(d, str(d)) for d in dirs]
     if settings is not None and origins:
+        from .download import Http
+
         http = Http(settings)
         places += [UrlPlace(o, http, 3 * settings.read_timeout) for o in origins]
     return places
