@@ -43,6 +43,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 # Artifact file names in a provider's DIR/<channel>/<arch>/, and the manifest name of each.
+# The file name of a manifest beside the artifacts it names (phase-fetch's output, a provider's
+# mirror directory, what stage 1 carries across kexec).
+MANIFEST_FILE = "manifest.json"
 ARTIFACT_FILES = {
     "vmlinuz": "kernel",
     "initramfs.img": "initramfs",

@@ -54,7 +54,7 @@ cp "$BUSYBOX" "$work/bin/busybox"
 chmod 0755 "$work/bin/busybox"
 # The applets the init and a rescue shell use. Checked against the binary's own list when it
 # runs here (same arch); a foreign-arch busybox-static has them all too (Debian's full build).
-applets="sh ash mount umount switch_root modprobe insmod lsmod mkdir cat cut grep \
+applets="sh ash mount umount switch_root chroot modprobe insmod lsmod mkdir cat cut grep \
     sha256sum setsid cttyhack ls ps dmesg echo printf sleep poweroff reboot mdev tr ln cp mv rm \
     vi less losetup uname df free find head tail wc sync awk"
 list=$("$BUSYBOX" --list 2>/dev/null || true)

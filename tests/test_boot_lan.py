@@ -78,8 +78,9 @@ class BootLan:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.lan = Lan(prefix="pl")
-        self.tap = f"tap{self.lan.suffix}"
-        self.qemu: subprocess.Popen[bytes] | None = None
+        self.taps: list[str] = []
+        self.vms: list[subprocess.Popen[bytes]] = []
+        self.qemu: subprocess.Popen[bytes] | None = None  # the VM booted last
         try:
             self.router = self.lan.add_node("dhcp")
             self._start_dhcp()
@@ -132,12 +133,15 @@ class BootLan:
 
     def boot(
         self, built: dict[str, Path], serial: Path, phase_args: str = "", memory: int = 1024
-    ) -> None:
-        """QEMU in the hub namespace, its NIC a tap on the LAN bridge; serial console to file;
-        ``memory`` MiB of RAM."""
+    ) -> subprocess.Popen[bytes]:
+        """QEMU in the hub namespace, its NIC a tap of its own on the LAN bridge (and a MAC
+        of its own: VMs booted here see each other); serial console to file; ``memory`` MiB."""
         hub, bridge = self.lan.hub, self.lan.segments[0].bridge
-        sh("ip", "-n", hub, "tuntap", "add", "dev", self.tap, "mode", "tap")
-        sh("ip", "-n", hub, "link", "set", self.tap, "master", bridge, "up")
+        index = len(self.vms)
+        tap = f"tap{self.lan.suffix}{index}"
+        sh("ip", "-n", hub, "tuntap", "add", "dev", tap, "mode", "tap")
+        self.taps.append(tap)
+        sh("ip", "-n", hub, "link", "set", tap, "master", bridge, "up")
         cmdline = f"console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5 {phase_args}"
         with serial.open("wb") as out:
             self.qemu = subprocess.Popen(
@@ -147,20 +151,26 @@ class BootLan:
                     *("-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
                     *("-kernel", str(built["kernel"]), "-initrd", str(built["stage1"])),
                     *("-append", cmdline.strip()),
-                    *("-netdev", f"tap,id=lan,ifname={self.tap},script=no,downscript=no"),
-                    *("-device", "virtio-net-pci,netdev=lan"),
+                    *("-netdev", f"tap,id=lan,ifname={tap},script=no,downscript=no"),
+                    *(
+                        "-device",
+                        f"virtio-net-pci,netdev=lan,mac=52:54:00:12:34:{index + 0x56:02x}",
+                    ),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        self.vms.append(self.qemu)
+        return self.qemu
 
     def close(self) -> None:
-        if self.qemu is not None:
-            terminate(self.qemu)
-        subprocess.run(
-            ["ip", "-n", self.lan.hub, "link", "del", self.tap], capture_output=True, timeout=30
-        )
+        for vm in self.vms:
+            terminate(vm)
+        for tap in self.taps:
+            subprocess.run(
+                ["ip", "-n", self.lan.hub, "link", "del", tap], capture_output=True, timeout=30
+            )
         self.lan.close()
 
 

@@ -445,9 +445,10 @@ def unpack_carried(initrd: bytes, offset: int, into: Path) -> list[str]:
 
 
 def test_stage_carries_the_rootfs_in_the_initrd(tmp_path: Path) -> None:
-    """initrd = the initramfs, zeros to a 4-byte boundary, then a newc cpio whose only file is
-    phase/rootfs.sqfs with the signed bytes (what the kernel unpacks beside the initramfs);
-    the dtb is staged on its own; the cmdline tells the new system the rootfs's signed hash."""
+    """initrd = the initramfs, zeros to a 4-byte boundary, then a newc cpio (what the kernel
+    unpacks beside the initramfs) with the signed manifest and every artifact in the mirror
+    layout, and phase/rootfs.sqfs linking to the rootfs there; the dtb is staged on its own;
+    the cmdline tells the new system the rootfs's signed hash."""
     initramfs, rootfs, dtb = os.urandom(2047), os.urandom(70001), os.urandom(999)
     d = fetch_dir(tmp_path / "d", initramfs=initramfs, rootfs=rootfs, dtb=dtb)
     private = tmp_path / "private"
@@ -459,9 +460,18 @@ def test_stage_carries_the_rootfs_in_the_initrd(tmp_path: Path) -> None:
     assert initrd[:2047] == initramfs and initrd[2047:2048] == b"\0"
     assert initrd[2048:2054] == b"070701"  # the carry archive starts on the boundary
     names = unpack_carried(initrd, 2048, tmp_path / "unpacked")
-    assert names == ["phase", "phase/rootfs.sqfs"]
-    carried = tmp_path / "unpacked" / "phase" / "rootfs.sqfs"
-    assert carried.read_bytes() == rootfs
+    combo = "phase/mirror/stable/x86_64"
+    assert sorted(names) == sorted(
+        ["phase", "phase/mirror", "phase/mirror/stable", combo, "phase/rootfs.sqfs"]
+        + [f"{combo}/{f}" for f in ("manifest.json", "vmlinuz", "i.img", "rootfs.sqfs")]
+        + [f"{combo}/board.dtb"]
+    )
+    unpacked = tmp_path / "unpacked"
+    assert (unpacked / "phase" / "rootfs.sqfs").read_bytes() == rootfs  # through the link
+    assert (unpacked / combo / "manifest.json").read_bytes() == (d / "manifest.json").read_bytes()
+    assert (unpacked / combo / "vmlinuz").read_bytes() == (d / "kernel").read_bytes()
+    assert (unpacked / combo / "i.img").read_bytes() == initramfs
+    assert (unpacked / combo / "board.dtb").read_bytes() == dtb
     assert len(initrd) % 4 == 0
     sha = hashlib.sha256(rootfs).hexdigest()
     expected = f"{CMDLINE} {VERSION_WORD} phase.rootfs_sha256={sha}"
@@ -503,12 +513,17 @@ def meminfo(path: Path, available_kib: int) -> Path:
 def test_too_little_memory_is_one_line_before_anything_is_staged(
     shell: list[str], tools: Path, tmp_path: Path
 ) -> None:
-    """MemAvailable below twice the staged size (the private copy, then kexec's) plus the
-    headroom: refused with the numbers, nothing staged, nothing loaded."""
+    """MemAvailable below three times the staged size (the private copy, then kexec's buffer
+    and its segments) plus the headroom: refused with the numbers, nothing staged, nothing
+    loaded, DIR untouched."""
     kernel, initramfs, rootfs = b"K" * 4096, b"I" * 2048, os.urandom(3 << 20)
     d = fetch_dir(tmp_path / "img", kernel=kernel, initramfs=initramfs, rootfs=rootfs)
-    staged = len(kernel) + len(initramfs) + 512 + len(rootfs) + 128  # + the cpio headers
-    needed_mib = (2 * staged + (32 << 20)) >> 20  # 38
+    # kernel, initrd (initramfs + the carry archive: manifest, kernel, initramfs, rootfs again
+    # and ~1 KiB of headers); three times, plus the 32 MiB headroom.
+    carried = len(kernel) + len(initramfs) + len(rootfs)
+    staged = len(kernel) + len(initramfs) + carried
+    needed_mib = (3 * staged + (32 << 20)) >> 20  # 41
+    assert (3 * (staged + 4096) + (32 << 20)) >> 20 == needed_mib
     low = meminfo(tmp_path / "meminfo-low", 20 << 10)
     result = run_kexec_boot(
         shell, tools, tmp_path, "--dry-run", str(d), env={"KEXEC_BOOT_MEMINFO": str(low)}
@@ -520,11 +535,49 @@ def test_too_little_memory_is_one_line_before_anything_is_staged(
         f"image: needs {needed_mib} MiB, has 20 MiB available"
     ), err
     assert os.listdir(tmp_path / "run") == []
+    assert (d / "rootfs").read_bytes() == rootfs
     enough = meminfo(tmp_path / "meminfo-ok", (needed_mib + 1) << 10)
     result = run_kexec_boot(
         shell, tools, tmp_path, "--dry-run", str(d), env={"KEXEC_BOOT_MEMINFO": str(enough)}
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_consume_removes_the_fetched_files_once_staged(tools: Path, tmp_path: Path) -> None:
+    """--consume: the artifact files in DIR go once everything is staged (what kexec loads is
+    the staged copy), and the memory check counts their room as freed; not on a dry run, not
+    when the check fails."""
+    kernel, initramfs, rootfs = b"K" * 4096, b"I" * 2048, os.urandom(3 << 20)
+    d = fetch_dir(tmp_path / "img", kernel=kernel, initramfs=initramfs, rootfs=rootfs)
+    staged = 2 * (len(kernel) + len(initramfs)) + len(rootfs)
+    needed_mib = (3 * staged - len(kernel + initramfs + rootfs) + (32 << 20)) >> 20  # 38
+    honest = "".join(line for line in FAKE_KEXEC.splitlines(True) if "evil" not in line)
+    fake, record = fake_kexec(tmp_path, honest)
+    env = {
+        "DIR": str(d),
+        "RECORD": str(record),
+        "KEXEC_BOOT_MEMINFO": str(meminfo(tmp_path / "meminfo", (needed_mib + 1) << 10)),
+    }
+    path = f"{tools / 'bin'}:{fake}:/usr/bin:/bin"
+    shell = ["busybox", "sh"]
+    # A dry run consumes nothing, so it needs the room for DIR too (41 MiB).
+    result = run_kexec_boot(shell, tools, tmp_path, "--dry-run", "--consume", str(d), env=env)
+    assert result.returncode == 1 and "needs 41 MiB, has 39 MiB" in result.stderr, result.stderr
+    plenty = {**env, "KEXEC_BOOT_MEMINFO": str(meminfo(tmp_path / "plenty", 42 << 10))}
+    result = run_kexec_boot(shell, tools, tmp_path, "--dry-run", "--consume", str(d), env=plenty)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(d)) == ["cmdline", "initramfs", "kernel", "manifest.json", "rootfs"]
+    # A changed rootfs: refused, and DIR keeps everything.
+    (d / "rootfs").write_bytes(rootfs[:-1] + b"!")
+    result = run_kexec_boot(shell, tools, tmp_path, "--consume", str(d), path=path, env=env)
+    assert result.returncode == 1 and "rootfs: sha256 differs" in result.stderr, result.stderr
+    assert len(os.listdir(d)) == 5
+    (d / "rootfs").write_bytes(rootfs)
+    result = run_kexec_boot(shell, tools, tmp_path, "--consume", str(d), path=path, env=env)
+    assert result.returncode == 1, result.stderr  # the stand-in kexec cannot load
+    assert sorted(os.listdir(d)) == ["cmdline", "manifest.json"]
+    unpack_carried((record / "initrd").read_bytes(), 2048, tmp_path / "unpacked")
+    assert (tmp_path / "unpacked" / "phase" / "rootfs.sqfs").read_bytes() == rootfs
 
 
 @pytest.mark.parametrize(("machine", "loads_dtb"), [("aarch64", True), ("x86_64", False)])

@@ -10,9 +10,11 @@ into it exactly what kexec will load, built only from the verified manifest:
 
     PRIVDIR/kernel    the ``kernel`` artifact
     PRIVDIR/initrd    the ``initramfs`` artifact, then (if the manifest names a ``rootfs``)
-                      zeros to a 4-byte boundary and a newc cpio holding it as
-                      ``phase/rootfs.sqfs`` (boot/carry.py): the kernel unpacks both, so the
-                      root filesystem survives kexec
+                      zeros to a 4-byte boundary and a newc cpio (boot/carry.py) holding the
+                      signed manifest and every artifact under ``phase/mirror/<ch>/<arch>/``
+                      and ``phase/rootfs.sqfs`` linking to the rootfs there: the kernel
+                      unpacks both, so the root filesystem, and what the booted system needs
+                      to serve the image to the next machine, survive kexec
     PRIVDIR/dtb       the ``dtb`` artifact, if named (kexec --dtb, on the arches that use one)
     PRIVDIR/cmdline   the manifest's cmdline, then ``phase.version=<version>`` and, with a
                       rootfs, ``phase.rootfs_sha256=<hex>`` (UTF-8, no newline)
@@ -26,6 +28,7 @@ the machine must have the memory for the copies and for kexec's own copy of them
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -44,37 +47,39 @@ from ..fsutil import (
     write_all,
 )
 from ..manifest import ARTIFACT_FILES, Artifact, Manifest
-from .carry import (
-    MAX_CARRIED_SIZE,
-    ROOTFS_PATH,
-    carried_size,
-    file_header,
-    padding,
-    trailer,
-)
+from .carry import Carried, archive_size, carry_plan, header, padding, trailer
 
 
 @dataclass(frozen=True)
 class BootPlan:
-    """What kexec loads, as artifact names: the kernel, the initrd's leading archive, the
-    artifacts carried inside the initrd (name, path in the initrd's rootfs), and the dtb."""
+    """What kexec loads: the kernel and the dtb (artifact names), and the initrd: the
+    initramfs artifact, then the carry archive (boot/carry.py) when there is one."""
 
     kernel: str
     initramfs: str | None
-    carried: tuple[tuple[str, str], ...]
+    carried: tuple[Carried, ...]
     dtb: str | None
 
-    def names(self) -> set[str]:
-        carried = {name for name, _path in self.carried}
-        return {self.kernel, *carried} | {n for n in (self.initramfs, self.dtb) if n}
+    def initrd_size(self, manifest: Manifest) -> int:
+        size = manifest.artifacts[self.initramfs].size if self.initramfs else 0
+        if self.carried:
+            size += len(padding(size)) + archive_size(self.carried)
+        return size
+
+    def staged_size(self, manifest: Manifest) -> int:
+        """The bytes of every staged file (kernel, initrd, dtb; the cmdline is noise)."""
+        loaded = [self.kernel, *([self.dtb] if self.dtb else [])]
+        return sum(manifest.artifacts[n].size for n in loaded) + self.initrd_size(manifest)
 
 
-def boot_plan(manifest: Manifest) -> BootPlan:
+def boot_plan(manifest: Manifest, manifest_bytes: bytes) -> BootPlan:
+    """What kexec loads for ``manifest`` (parsed from ``manifest_bytes``, which are carried
+    across kexec byte for byte with the rootfs). ValueError: cannot be carried."""
     names = manifest.artifacts
     return BootPlan(
         kernel="kernel",
         initramfs="initramfs" if "initramfs" in names else None,
-        carried=(("rootfs", ROOTFS_PATH),) if "rootfs" in names else (),
+        carried=carry_plan(manifest, manifest_bytes),
         dtb="dtb" if "dtb" in names else None,
     )
 
@@ -101,23 +106,14 @@ def staged_cmdline(manifest: Manifest) -> str:
     return " ".join([signed] * bool(signed) + [w for w in added if w not in signed.split()])
 
 
-def initrd_size(manifest: Manifest, plan: BootPlan) -> int:
-    """The staged initrd's length: the initramfs, padding, one carry archive per file."""
-    size = manifest.artifacts[plan.initramfs].size if plan.initramfs else 0
-    for name, _path in plan.carried:
-        size += len(padding(size)) + carried_size(manifest.artifacts[name].size)
-    return size
-
-
-def memory_needed(manifest: Manifest) -> int:
-    """Bytes of RAM that staging and loading this image take: every staged file once in the
-    private directory (RAM, on a stage-1 tmpfs) and once more as kexec's segment, plus
-    MEMORY_HEADROOM."""
-    plan = boot_plan(manifest)
-    staged = manifest.artifacts[plan.kernel].size + initrd_size(manifest, plan)
-    if plan.dtb:
-        staged += manifest.artifacts[plan.dtb].size
-    return 2 * staged + MEMORY_HEADROOM
+def memory_needed(plan: BootPlan, manifest: Manifest, consume: bool = False) -> int:
+    """Bytes of RAM, beyond what is in use now, that staging and loading this image take:
+    the staged files (RAM: a stage-1 tmpfs), then while kexec_file_load runs two more copies
+    (the kernel reads each file into a buffer, then copies it into the segments' pages; an
+    OOM kill of kexec at -m 640 measured it), plus MEMORY_HEADROOM. With ``consume``, DIR's
+    artifact files (already counted as in use) are removed once staged, before the load."""
+    freed = sum(a.size for a in manifest.artifacts.values()) if consume else 0
+    return 3 * plan.staged_size(manifest) - freed + MEMORY_HEADROOM
 
 
 def check_dir(manifest: Manifest, directory: str | os.PathLike[str]) -> None:
@@ -129,27 +125,33 @@ def check_dir(manifest: Manifest, directory: str | os.PathLike[str]) -> None:
 
 def stage(
     manifest: Manifest,
+    manifest_bytes: bytes,
     directory: str | os.PathLike[str],
     private: str | os.PathLike[str],
     meminfo: str | os.PathLike[str] | None = "/proc/meminfo",
+    consume: bool = False,
 ) -> None:
     """``check_dir``, with the boot files copied into the fresh private directory as they are
-    hashed. With ``meminfo``, first InsufficientMemoryError unless its MemAvailable covers
-    ``memory_needed``. On any failure the private directory is removed again."""
+    hashed (``manifest_bytes``: the signed bytes ``manifest`` was parsed from). With
+    ``meminfo``, first InsufficientMemoryError unless its MemAvailable covers
+    ``memory_needed``. With ``consume``, DIR's artifact files are removed once everything is
+    staged (RAM is short where kexec runs; they are not needed to load). On any failure the
+    private directory is removed again, and DIR is left as it was."""
     source, target = Path(directory), Path(private)
     _check_side_files(manifest, source)
-    plan = boot_plan(manifest)
-    for name, _path in plan.carried:
-        if manifest.artifacts[name].size > MAX_CARRIED_SIZE:
-            raise StageError(f"{name}: {manifest.artifacts[name].size} bytes is too large to "
-                             "carry in the initrd (4 GiB at most)")  # fmt: skip
+    try:
+        plan = boot_plan(manifest, manifest_bytes)
+    except ValueError as exc:
+        raise StageError(str(exc)) from exc
     if meminfo is not None:
-        _check_memory(memory_needed(manifest), Path(meminfo))
+        _check_memory(memory_needed(plan, manifest, consume), Path(meminfo))
     _make_private_dir(target)
     try:
+        loaded = {plan.kernel, plan.initramfs, plan.dtb}
+        loaded |= {entry.artifact for entry in plan.carried}
         # Any artifact not loaded is still checked in place: DIR must be the whole verified set.
         for artifact in manifest.artifacts.values():
-            if artifact.name not in plan.names():
+            if artifact.name not in loaded:
                 _verify_into(source / artifact.name, artifact, None)
         _stage_file(target / "kernel", source, manifest.artifacts[plan.kernel])
         if plan.initramfs or plan.carried:
@@ -161,6 +163,10 @@ def stage(
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
+    if consume:
+        for artifact in manifest.artifacts.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(source / artifact.name)
 
 
 def _check_memory(needed: int, meminfo: Path) -> None:
@@ -239,8 +245,8 @@ def _stage_file(target: Path, source: Path, artifact: Artifact) -> None:
 
 
 def _stage_initrd(target: Path, source: Path, manifest: Manifest, plan: BootPlan) -> None:
-    """``target`` = the initramfs, then each carried artifact in a newc archive of its own
-    (each on a 4-byte boundary), every artifact verified as it is copied; fsync'd."""
+    """``target`` = the initramfs, then the carry archive on a 4-byte boundary, every artifact
+    verified as it is copied (an artifact carried twice is read and checked twice); fsync'd."""
     dst = _create(target)
     try:
         offset = 0
@@ -248,11 +254,17 @@ def _stage_initrd(target: Path, source: Path, manifest: Manifest, plan: BootPlan
             artifact = manifest.artifacts[plan.initramfs]
             _verify_into(source / artifact.name, artifact, dst)
             offset = artifact.size
-        for name, path in plan.carried:
-            artifact = manifest.artifacts[name]
-            offset += _write_piece(dst, target, padding(offset) + file_header(path, artifact.size))
-            _verify_into(source / artifact.name, artifact, dst)
-            offset += artifact.size + _write_piece(dst, target, trailer(artifact.size))
+        if plan.carried:
+            _write_piece(dst, target, padding(offset))
+        for ino, entry in enumerate(plan.carried, start=1):
+            _write_piece(dst, target, header(entry, ino))
+            if entry.artifact is None:
+                _write_piece(dst, target, entry.body)
+            else:
+                _verify_into(source / entry.artifact, manifest.artifacts[entry.artifact], dst)
+            _write_piece(dst, target, padding(entry.size))
+        if plan.carried:
+            _write_piece(dst, target, trailer())
         _sync(dst, target)
     finally:
         os.close(dst)

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "removed again on failure (kexec-boot's last step before loading; docs/boot.md)",
     )
     parser.add_argument(
+        "--consume",
+        action="store_true",
+        help="with --stage-into: remove DIR's artifact files once everything is staged (they "
+        "are not needed to load; kexec-boot --consume, where RAM is short); the memory check "
+        "counts their room as freed",
+    )
+    parser.add_argument(
         "--meminfo",
         metavar="FILE",
         default="/proc/meminfo",
@@ -125,6 +132,8 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("no manifest given (phase-verify MANIFEST --key KEY)")
     if args.update_state and not args.state_dir:
         raise UsageError("--update-state needs --state-dir")
+    if args.consume and not args.stage_into:
+        raise UsageError("--consume needs --stage-into PRIVDIR")
     if args.stage_into and not args.check_dir:
         raise UsageError("--stage-into needs --check-dir DIR (the directory to stage from)")
     start = root_from_args(args)
@@ -133,9 +142,17 @@ def handle(args: argparse.Namespace) -> int:
         places = places_for([path], state)
         update = update_root(start, places, state, persist=args.update_state)
         policy = release_policy(update.root, args.channel, args.arch)
-        verified = verify_bytes(read_manifest(path), policy, state)
+        data = read_manifest(path)
+        verified = verify_bytes(data, policy, state)
         if args.stage_into:
-            stage(verified.manifest, args.check_dir, args.stage_into, args.meminfo)
+            stage(
+                verified.manifest,
+                data,
+                args.check_dir,
+                args.stage_into,
+                args.meminfo,
+                consume=args.consume,
+            )
         elif args.check_dir:
             check_dir(verified.manifest, args.check_dir)
         if args.update_state and state is not None:

@@ -96,8 +96,15 @@ PROJECT_FILES = (
     ProjectFile(
         "packaging/80-phase-dhcp.network", "etc/systemd/network/80-phase-dhcp.network", 0o644
     ),
+    ProjectFile("packaging/plasmd-mirror", "usr/lib/phase/plasmd-mirror", 0o755),
+    ProjectFile("packaging/plasmd.service", "usr/lib/systemd/system/plasmd.service", 0o644),
 )
-ENABLE_UNITS = ("systemd-networkd.service", "systemd-resolved.service", "phase-os-up.service")
+ENABLE_UNITS = (
+    "systemd-networkd.service",
+    "systemd-resolved.service",
+    "phase-os-up.service",
+    "plasmd.service",
+)
 
 # phase-client as the zipapp (scripts/build-zipapp.py), with its multi-call links.
 ZIPAPP_TARGET = "usr/lib/phase/phase.pyz"
