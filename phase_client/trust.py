@@ -15,6 +15,7 @@ so that nothing is believed before the signatures are:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import ExpiredError, MismatchError, RollbackError, SignatureError, UsageError
@@ -26,6 +27,8 @@ from .timefmt import format_utc
 # floor. A manifest dated years ahead (by mistake, or by a key holder) would otherwise make every
 # later manifest of that channel/arch look expired until that date; bounded, it costs a day.
 MAX_FLOOR_LEAD = 86400
+# A signature failure names the keyids that signed and those trusted, this many of each at most.
+MAX_KEYIDS_SHOWN = 8
 
 
 @dataclass(frozen=True)
@@ -128,12 +131,24 @@ def check_signatures(
     if len(valid) < threshold:
         if not manifest.signatures:
             raise SignatureError("manifest is not signed")
+        named = keyid_list(s.keyid for s in manifest.signatures)
+        trusted = keyid_list(k.keyid for k in keys)
         if not valid:
-            raise SignatureError("no valid signature by a trusted key")
+            raise SignatureError(
+                f"no valid signature by a trusted key (signed by {named}; trusted: {trusted})"
+            )
         raise SignatureError(
-            f"only {len(valid)} of the required {threshold} trusted keys signed the manifest"
+            f"only {len(valid)} of the required {threshold} trusted keys signed the manifest "
+            f"({keyid_list(valid)}; signed by {named}; trusted: {trusted})"
         )
     return valid
+
+
+def keyid_list(keyids: Iterable[str], most: int = MAX_KEYIDS_SHOWN) -> str:
+    """Distinct keyids in order for a message, at most ``most`` of them then how many more."""
+    unique = list(dict.fromkeys(keyids))
+    shown = ", ".join(unique[:most])
+    return shown + (f" and {len(unique) - most} more" if len(unique) > most else "")
 
 
 def check_rollback(manifest: Manifest, digest: str, previous: AcceptedRecord | None) -> None:

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from .. import __version__
 from ..errors import EXIT_CODES, PhaseError
 from ..errors import EXIT_FAILED as EXIT_FAILED  # the codes, for the tools that import them here
 from ..errors import EXIT_INTERNAL as EXIT_INTERNAL
@@ -57,8 +58,9 @@ EXIT_CODES_HELP = exit_codes_help()
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with the exit-code table appended to --help, and usage errors that print the
-    ``--json`` failure envelope when ``--json`` was given (still exit 2, as argparse does)."""
+    """argparse with the exit-code table appended to --help, ``--version`` on every command and
+    subcommand, and usage errors that print the ``--json`` failure envelope when ``--json`` was
+    given (still exit 2, as argparse does)."""
 
     def __init__(
         self, *args: Any, json_failure: dict[str, Any] | None = None, **kwargs: Any
@@ -68,6 +70,22 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.json_failure = dict(json_failure or {})
         self._wants_json = False
+        self._version: argparse.Action | None = None
+        self._version = self.add_argument(
+            "--version",
+            action="version",
+            version=f"%(prog)s {__version__}",
+            help="print the program's name and version, then exit",
+        )
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        # A subcommand whose own --version means something else (plasmd manifest generate
+        # --version V: the image's version) keeps it; that subcommand's parent prints ours.
+        ours: argparse.Action | None = getattr(self, "_version", None)
+        if "--version" in args and ours is not None:
+            self._version = None
+            self._handle_conflict_resolve(ours, [("--version", ours)])
+        return super().add_argument(*args, **kwargs)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import signal
 import sys
+import urllib.parse
 from pathlib import Path
 from types import FrameType
 
@@ -63,6 +66,60 @@ example:
 )
 
 log = logging.getLogger(__name__)
+
+# "word:/" starts a URL, never a file path (a file named so is given as ./word:/...).
+URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+SCHEMES = ("http", "https")
+
+
+def check_location(text: str, what: str) -> str:
+    """A --manifest or --mirror value checked before any network work: an http(s) URL with a
+    host and a port from 1 to 65535 (returned with its scheme in lower case), or a file path.
+    Anything else that looks like a URL is a usage error in plain words, never read as a file."""
+    if not URL_LIKE.match(text):
+        if not text or not text.isprintable():
+            raise UsageError(f"{what} {text!r}: not a URL or a file path")
+        return text
+    scheme, _, rest = text.partition(":")
+    if scheme.lower() not in SCHEMES:
+        raise UsageError(
+            f"{what} {text!r}: unsupported scheme {scheme!r} (http://, https:// or a file path)"
+        )
+    url = scheme.lower() + ":" + rest
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise UsageError(f"{what} {text!r}: a URL has no spaces or control characters")
+    if not rest.startswith("//"):
+        raise UsageError(f"{what} {text!r}: not a URL (want {scheme.lower()}://HOST[:PORT]/PATH)")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # only an unbalanced [ or ] around an IPv6 host gets here
+        raise UsageError(f"{what} {text!r}: bad host (an IPv6 address goes in [ ])") from None
+    if not parts.hostname:
+        raise UsageError(f"{what} {text!r}: no host (want {parts.scheme}://HOST[:PORT]/PATH)")
+    port = parts.netloc.rpartition("]")[2].rpartition("@")[2].rpartition(":")
+    if port[1] and not (port[2].isascii() and port[2].isdigit() and 0 < int(port[2]) < 65536):
+        raise UsageError(f"{what} {text!r}: the port must be a number from 1 to 65535")
+    return url
+
+
+def check_output(path: str) -> None:
+    """--output before anything is fetched: a writable directory, or one that can be made in
+    the nearest existing directory above it."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"--output {path}: exists and is not a directory")
+    above = target
+    while not above.exists():
+        if above.is_symlink():
+            raise UsageError(f"--output {path}: {above} is a dangling symbolic link")
+        if above.parent == above:
+            break
+        above = above.parent
+    if not above.is_dir():
+        raise UsageError(f"--output {path}: {above} is not a directory")
+    if not os.access(above, os.W_OK | os.X_OK):
+        writable = "cannot be written" if above == target else "cannot be made there"
+        raise UsageError(f"--output {path}: {above} is not writable ({path} {writable})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,15 +263,16 @@ def handle(args: argparse.Namespace) -> int:
     from ..root import release_policy
 
     setup_logging(args.verbose, args.quiet)
-    manifests = list(args.manifest)
-    if args.discover:
-        manifests += discovered_manifests(args)
-    elif args.bootstrap or args.source != "auto":
+    # Everything the command line says is checked before any network work (discovery included).
+    manifests = [check_location(m, "--manifest") for m in args.manifest]
+    mirrors = [check_location(m, "--mirror") for m in args.mirror]
+    if not args.discover and (args.bootstrap or args.source != "auto"):
         raise UsageError("--source and --bootstrap go with --discover")
-    if not manifests:
+    if not manifests and not args.discover:
         raise UsageError("no manifest given (--manifest URL|PATH, or --discover)")
     if not args.output:
         raise UsageError("no output directory given (--output DIR)")
+    check_output(args.output)
     only = [n.strip() for value in args.artifact for n in value.split(",") if n.strip()]
     settings = Settings(
         connect_timeout=min(5.0, args.timeout / 4),
@@ -226,6 +284,8 @@ def handle(args: argparse.Namespace) -> int:
     )
     start = root_from_args(args)
     state = state_from_args(args)
+    if args.discover:
+        manifests += discovered_manifests(args)
     update = update_root(start, places_for(manifests, state, settings), state, persist=True)
     request = FetchRequest(
         manifests=manifests,
@@ -233,7 +293,7 @@ def handle(args: argparse.Namespace) -> int:
         policy=release_policy(update.root, args.channel, args.arch),
         state=state,
         only=only or None,
-        mirrors=list(args.mirror),
+        mirrors=mirrors,
         cache=Path(args.cache) if args.cache else None,
         settings=settings,
         before_commit=update.keep_in if start.document is not None else None,
