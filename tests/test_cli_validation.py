@@ -10,7 +10,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +17,10 @@ import pytest
 
 from phase_client.cli import run_tool
 from phase_client.keys import SigningKey
-from phase_client.manifest import build_document, dump_document, sign_document
+from phase_client.manifest import dump_document, sign_document
 
 from .conftest import REPO, key_from_byte
+from .test_cli_verify import fresh_document
 
 KEXEC_BOOT = REPO / "initramfs" / "kexec-boot"
 
@@ -205,16 +205,7 @@ def test_missing_keys_dir_is_a_usage_error_in_fetch_and_verify(
 
 
 def signed_manifest(path: Path, *keys: SigningKey) -> Path:
-    now = int(time.time())
-    document = build_document(
-        version="2026.12.03",
-        sequence=7,
-        channel="stable",
-        arch="x86_64",
-        created_at=now - 60,
-        expires_at=now + 86400,
-        artifacts={"kernel": {"hash": "sha256:" + "ab" * 32, "size": 5, "path": "vmlinuz"}},
-    )
+    document = fresh_document()
     for key in keys:
         document = sign_document(document, key)
     path.write_bytes(dump_document(document))
