@@ -74,6 +74,13 @@ def test_version_through_the_console_entry() -> None:
         timeout=60,
     )
     assert (done.returncode, done.stdout) == (0, f"phase-fetch {__version__}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "phase_client", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, f"phase {__version__}\n")
 
 
 @pytest.mark.parametrize("shell", SHELLS)

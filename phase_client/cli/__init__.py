@@ -26,7 +26,7 @@ tools:
   verify     check a manifest's signatures, freshness and rollback state
   plasmd     the provider: serve, keygen, manifest generate|sign, dht-node
 
-Run 'phase TOOL --help' for the options of a tool.
+Run 'phase TOOL --help' for the options of a tool; 'phase --version' for the version.
 """
 
 
@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     if invoked in ALIASES:
         return run_tool(ALIASES[invoked], args[1:])
     rest = args[1:]
+    if rest[:1] == ["--version"]:
+        from .. import __version__
+
+        sys.stdout.write(f"phase {__version__}\n")
+        return 0
     if not rest or rest[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0 if rest else 2

@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not probe candidates (no liveness check, no RTT ranking)",
     )
     parser.add_argument(
-        "--json", action="store_true", help='print {"ok": ..., "providers": [...]} (ranked)'
+        "--json",
+        action="store_true",
+        help='print {"ok": true, "providers": [...]} (ranked); nothing found: {"ok": false, '
+        '"providers": [], "error": {...}} and exit 3',
     )
     add_verbosity(parser)
     return parser

@@ -51,6 +51,10 @@ next is asked for (32 steps at most); new roots are kept in the state directory 
 (root.<N>.json, for kexec-boot's re-check); the manifest must be signed by the newest root's
 release keys.
 
+checked before any network work (exit 2 when wrong): every --manifest and --mirror (an
+http:// or https:// URL with a host and a port from 1 to 65535, or a file), --output (a
+directory, or one that can be made), the trusted keys or root file.
+
 example:
   phase-fetch --manifest http://provider1:8080/stable/x86_64/manifest.json \\
       --key ed25519:<hex> --output /run/boot --json
@@ -135,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="URL|PATH",
-        help="manifest URL or file; repeat for alternative providers (the first that "
-        "verifies is used, the others serving the same manifest become extra sources)",
+        help="manifest URL (http, https) or file (./NAME for a file whose name looks like a "
+        "URL); repeat for alternative providers (the first that verifies is used, the others "
+        "serving the same manifest become extra sources)",
     )
     parser.add_argument("-o", "--output", metavar="DIR", help="output directory (required)")
     add_trust_arguments(parser)
@@ -152,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="BASE",
-        help="extra source base URL or directory; artifact path is appended; repeatable",
+        help="extra source: base URL (http, https) or directory; the artifact's path is "
+        "appended; repeatable",
     )
     parser.add_argument(
         "--cache", metavar="DIR", help="content-addressed cache of verified blobs (by sha256)"
