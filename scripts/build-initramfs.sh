@@ -154,8 +154,9 @@ for name in zf.namelist():
     fi
     install -m 0755 "$repo/initramfs/init" "$root/init"
 
-    # NIC drivers (every ethernet and virtio module of the kernel) and the block drivers a
-    # phase.statedev disk may need, with whatever they depend on.
+    # NIC drivers (every ethernet, USB ethernet and virtio module of the kernel) and what a
+    # phase.statedev disk may need (virtio/nvme/USB storage, xhci/ehci, ext4/vfat, crc32c), with
+    # whatever they depend on; the paths a kernel builds in or lacks are skipped.
     version=$(basename "$MODULES")
     kmods="$root/lib/modules/$version"
     mkdir -p "$kmods"
@@ -164,6 +165,11 @@ for name in zf.namelist():
         kernel/net/core/failover.ko kernel/drivers/block/virtio_blk.ko \
         kernel/drivers/nvme/host/nvme.ko kernel/drivers/nvme/host/nvme-core.ko \
         kernel/drivers/usb/storage kernel/drivers/scsi/sd_mod.ko \
+        kernel/drivers/usb/host/xhci-pci.ko kernel/drivers/usb/host/xhci-hcd.ko \
+        kernel/drivers/usb/host/ehci-pci.ko kernel/drivers/usb/host/ehci-hcd.ko \
+        kernel/drivers/net/usb kernel/fs/ext4 kernel/fs/fat/vfat.ko \
+        kernel/fs/nls/nls_cp437.ko kernel/fs/nls/nls_ascii.ko \
+        kernel/crypto/crc32c_generic.ko kernel/arch/x86/crypto/crc32c-intel.ko \
         -name '*.ko*' 2>/dev/null) | sort >"$root/.mods"
     while read -r mod; do
         mkdir -p "$kmods/$(dirname "$mod")"
