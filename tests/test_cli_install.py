@@ -94,6 +94,7 @@ def test_kexec_boot_version_is_phase_clients(shell: list[str]) -> None:
 def test_pip_installs_kexec_boot_beside_the_console_scripts() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["tool"]["setuptools"]["script-files"] == ["initramfs/kexec-boot"]
+    assert project["project"]["version"] == __version__  # what every --version prints
     assert {"phase-verify", "phase-fetch", "phase-discover", "plasmd"} <= set(
         project["project"]["scripts"]
     )
