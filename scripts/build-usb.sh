@@ -134,11 +134,11 @@ truncate -s $((ESP_SIZE * 512)) "$work/esp.img"
 mformat -i "$work/esp.img" -F -N "$FAT_SERIAL" -v PHASEBOOT -T "$ESP_SIZE" -h 64 -s 32 -H "$ESP_START" ::
 mcopy -s -m -i "$work/esp.img" "$esp/EFI" "$esp/boot" "$esp/phase.cfg" ::/
 
-# The state partition: ext4 from an (almost) empty directory, no root needed.
-mkdir -p "$work/state/phase"
-find "$work/state" -exec touch -h -d "@$EPOCH" {} +
+# The state partition: an empty ext4 in a file (stage 1 makes phase/ on it at the first boot).
+# Not mkfs.ext4 -d: it stamps the copied directories with the current time, whatever
+# E2FSPROGS_FAKE_TIME says (e2fsprogs 1.47.0); an empty file system is reproducible.
 mkfs.ext4 -q -F -L PHASE-STATE -U "$FS_UUID" -E "hash_seed=$HASH_SEED,root_owner=0:0" \
-    -d "$work/state" -b 4096 "$work/state.img" "$((STATE_MIB * 256))" >/dev/null ||
+    -b 4096 "$work/state.img" "$((STATE_MIB * 256))" >/dev/null ||
     die "mkfs.ext4 failed"
 
 # GRUB for BIOS: boot.img in the MBR, core.img in the BIOS boot partition.
