@@ -7,9 +7,12 @@ signed and the keyids trusted."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,28 +166,47 @@ def test_output_is_checked_before_the_download(
 
 
 def test_output_in_a_directory_that_cannot_be_written(
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-    listener: tuple[str, socket.socket],
-    pub: str,
+    capsys: pytest.CaptureFixture[str], listener: tuple[str, socket.socket]
 ) -> None:
+    """A 0555 directory (searchable, not writable), and a 0500 one (not even searchable): as
+    root (CI) the command runs as ``nobody``, for whom they are so (root may write anywhere)."""
     good, server = listener
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    probe = locked / "probe"
+    base = Path(tempfile.mkdtemp(prefix="phase-validation-"))
     try:
-        probe.mkdir()
-    except PermissionError:
-        pass
-    else:
-        pytest.skip("running as root: a 0500 directory is writable")
-    code, _, err = fetch(capsys, "--manifest", good, "--key", pub, "-o", str(locked / "out"))
-    assert code == 2
-    assert err == (
-        f"phase-fetch: --output {locked}/out: {locked} is not writable "
-        f"({locked}/out cannot be made there)\n"
-    )
-    assert no_connection(server)
+        os.chmod(base, 0o755)
+        locked, closed = base / "locked", base / "closed"
+        locked.mkdir(mode=0o555)
+        closed.mkdir(mode=0o500)
+        pub = base / "release.key.pub"
+        pub.write_text(key_from_byte(31).public.keyid + "\n")
+        pub.chmod(0o644)
+
+        def fetch_into(output: Path) -> tuple[int, str]:
+            argv = ["--manifest", good, "--key", str(pub), "-o", str(output)]
+            if os.geteuid() != 0:
+                code, _, err = fetch(capsys, *argv)
+                return code, err
+            as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+            result = subprocess.run(
+                [*as_nobody, sys.executable, "-m", "phase_client", "fetch", *argv],
+                capture_output=True, text=True, timeout=120, cwd="/",
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )  # fmt: skip
+            return result.returncode, result.stderr
+
+        assert fetch_into(locked / "out") == (
+            2,
+            f"phase-fetch: --output {locked}/out: {locked} is not writable "
+            f"({locked}/out cannot be made there)\n",
+        )
+        assert fetch_into(closed / "out") == (
+            2,
+            f"phase-fetch: --output {closed}/out: {closed} cannot be searched "
+            "(permission denied)\n",
+        )
+        assert no_connection(server)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_missing_keys_dir_is_a_usage_error_in_fetch_and_verify(

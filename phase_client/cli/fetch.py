@@ -110,10 +110,19 @@ def check_output(path: str) -> None:
     """--output before anything is fetched: a writable directory, or one that can be made in
     the nearest existing directory above it."""
     target = Path(path)
-    if target.exists() and not target.is_dir():
+
+    def exists(where: Path) -> bool:
+        try:
+            return where.exists()
+        except PermissionError:  # a directory above cannot be searched
+            raise UsageError(
+                f"--output {path}: {where.parent} cannot be searched (permission denied)"
+            ) from None
+
+    if exists(target) and not target.is_dir():
         raise UsageError(f"--output {path}: exists and is not a directory")
     above = target
-    while not above.exists():
+    while not exists(above):
         if above.is_symlink():
             raise UsageError(f"--output {path}: {above} is a dangling symbolic link")
         if above.parent == above:

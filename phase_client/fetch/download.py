@@ -12,6 +12,7 @@ import collections
 import email.utils
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -169,6 +170,18 @@ class Http:
         self.pool.clear()
 
 
+_CONNECTION_REPR = re.compile(r"(<[^>]*>|\w*Connection\([^)]*\)): ")
+_URLLIB3_WORDS = {
+    "NewConnectionError": "cannot connect",
+    "ConnectTimeoutError": "connection timed out",
+    "ReadTimeoutError": "read timed out",
+    "ProtocolError": "connection broken",
+    "SSLError": "TLS error",
+    "ProxyError": "proxy error",
+    "NameResolutionError": "cannot resolve the host name",
+}
+
+
 def describe_error(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     inner = reason if isinstance(reason, BaseException) else exc
@@ -176,11 +189,14 @@ def describe_error(exc: BaseException) -> str:
         return str(inner.__cause__)
     text = str(inner)
     # urllib3 prefixes the connection object's repr; the errno text is what a user needs.
-    for marker in ("): ", ">: "):
-        if text.startswith(("<", "HTTPConnection(", "HTTPSConnection(")) and marker in text:
-            text = text.split(marker, 1)[1]
-            break
-    return f"{type(inner).__name__}: {text}"[:200]
+    prefix = _CONNECTION_REPR.match(text)
+    if prefix:
+        text = text[prefix.end() :]
+    # urllib3's class names mean nothing to a user: say what failed in words.
+    name = type(inner).__name__
+    ours = not type(inner).__module__.startswith("urllib3")
+    what = _URLLIB3_WORDS.get(name, name if ours else "")
+    return f"{what}: {text}"[:200] if what else text[:200]
 
 
 class Transfer:
