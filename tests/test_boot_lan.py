@@ -88,21 +88,31 @@ class BootLan:
             self.close()
             raise
 
-    def _start_dhcp(self) -> None:
-        """busybox udhcpd on the router node: leases .100-.150, the router as gateway."""
-        net = self.router.address
-        assert net is not None
+    def _start_dhcp(self, interface: str = "eth0") -> None:
+        """busybox udhcpd on the router node's ``interface``: leases .100-.150 of its subnet,
+        the router as gateway."""
+        net = self.router.addresses[interface]
         base = net.rsplit(".", 1)[0]
-        leases = self.work / "udhcpd.leases"
+        leases = self.work / f"udhcpd-{interface}.leases"
         leases.touch()
-        conf = self.work / "udhcpd.conf"
+        conf = self.work / f"udhcpd-{interface}.conf"
         conf.write_text(
-            f"start {base}.100\nend {base}.150\ninterface eth0\n"
-            f"lease_file {leases}\npidfile {self.work / 'udhcpd.pid'}\n"
+            f"start {base}.100\nend {base}.150\ninterface {interface}\n"
+            f"lease_file {leases}\npidfile {self.work / f'udhcpd-{interface}.pid'}\n"
             f"option subnet 255.255.255.0\noption router {net}\noption lease 3600\n"
         )
-        log = (self.work / "udhcpd.log").open("wb")
+        log = (self.work / f"udhcpd-{interface}.log").open("wb")
         self.router.popen(["busybox", "udhcpd", "-f", str(conf)], stdout=log, stderr=log)
+
+    def add_routed_segment(self) -> int:
+        """Another LAN behind the router (its eth1, IPv4 forwarding on, DHCP there too): no
+        multicast crosses it, so machines on it reach the first LAN's only through routing
+        (the DHT's case). Returns the segment's index for ``boot``."""
+        segment = self.lan.add_segment()
+        self.lan.connect(self.router, segment)
+        sh("ip", "netns", "exec", self.router.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self._start_dhcp("eth1")
+        return segment
 
     def provider(self, name: str, built: dict[str, Path], *extra: str) -> Provider:
         """``plasmd serve`` (mDNS + DHT unless ``extra`` says otherwise) on a new node."""
@@ -124,7 +134,7 @@ class BootLan:
         if "--no-mdns" not in extra:
             ready.append("mDNS: advertising stable/x86_64")
         if "--no-dht" not in extra:
-            ready.append(r"DHT: (published stable/x86_64|stable/x86_64 is held only)")
+            ready.append(r"DHT: (published stable/x86_64|stable/x86_64 held only)")
         deadline = time.monotonic() + START_TIMEOUT
         for pattern in ready:
             text = wait_for(log, pattern, proc, deadline)
@@ -132,11 +142,17 @@ class BootLan:
         return Provider(node, proc, log)
 
     def boot(
-        self, built: dict[str, Path], serial: Path, phase_args: str = "", memory: int = 1024
+        self,
+        built: dict[str, Path],
+        serial: Path,
+        phase_args: str = "",
+        memory: int = 1024,
+        segment: int = 0,
     ) -> subprocess.Popen[bytes]:
-        """QEMU in the hub namespace, its NIC a tap of its own on the LAN bridge (and a MAC
-        of its own: VMs booted here see each other); serial console to file; ``memory`` MiB."""
-        hub, bridge = self.lan.hub, self.lan.segments[0].bridge
+        """QEMU in the hub namespace, its NIC a tap of its own on ``segment``'s bridge (and a
+        MAC of its own: VMs booted here see each other); serial console to file; ``memory``
+        MiB."""
+        hub, bridge = self.lan.hub, self.lan.segments[segment].bridge
         index = len(self.vms)
         tap = f"tap{self.lan.suffix}{index}"
         sh("ip", "-n", hub, "tuntap", "add", "dev", tap, "mode", "tap")
