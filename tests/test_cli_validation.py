@@ -295,3 +295,17 @@ def test_kexec_boot_missing_keys_dir_is_a_usage_error(tmp_path: Path) -> None:
         f"kexec-boot: keys directory {missing} does not exist or is not a directory "
         "(--keys-dir DIR, or $PHASE_KEYS_DIR)\n"
     )
+
+
+def test_verify_given_a_url_says_it_reads_files(
+    capsys: pytest.CaptureFixture[str], listener: tuple[str, socket.socket], pub: str
+) -> None:
+    good, server = listener
+    code = run_tool("verify", [good, "--key", pub])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (
+        f"phase-verify: {good}: phase-verify reads a manifest file (or - for standard input), "
+        "not a URL: fetch it with phase-fetch, or name a file that looks like a URL as ./NAME\n"
+    )
+    assert no_connection(server)

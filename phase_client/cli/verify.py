@@ -4,6 +4,7 @@ channel/arch and rollback state."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_manifest(path: str) -> bytes:
     """The manifest's bytes, read once: everything verified and staged comes from them."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+        raise UsageError(
+            f"{path}: phase-verify reads a manifest file (or - for standard input), not a URL: "
+            "fetch it with phase-fetch, or name a file that looks like a URL as ./NAME"
+        )
     try:
         if path != "-":
             return read_manifest_file(path)
