@@ -1,0 +1,404 @@
+"""The USB stick (issue 15, docs/usb.md): one image file, attached to QEMU as a USB mass-storage
+device on an xHCI controller (no -kernel, no -initrd), boots with real firmware:
+
+- OVMF with Secure Boot on and Microsoft's keys enrolled (Debian's OVMF_CODE_4M.secboot.fd +
+  OVMF_VARS_4M.ms.fd): shim -> GRUB -> Debian's signed generic kernel, all Debian-signed, the
+  kernel in lockdown; stage 1 finds the provider by mDNS on a namespace LAN (test_boot_lan's
+  harness), fetches, and kexec_file_load accepts the Debian-signed stage-2 kernel; the same
+  kernel with its signature stripped is refused with kexec-boot's one line, and no kexec;
+- SeaBIOS (legacy BIOS): GRUB i386-pc from the protective MBR and the BIOS boot partition;
+  the rollback state lands on the stick's own state partition (phase.statedev=PARTUUID=...)
+  and survives to a second boot, which refuses an older manifest.
+
+The image itself: layout, reproducibility, an unsigned kernel refused, shellcheck.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .test_boot_lan import HTTP_PORT, BootLan
+from .test_e2e_qemu import BOOT_DEADLINE, sh, terminate, wait_for
+
+SCRIPTS = REPO / "scripts"
+USB_BUILD = REPO / "build" / "usb"
+KERNEL_DIR = USB_BUILD / "kernel"
+DEBS = USB_BUILD / "debs"
+OVMF = Path("/usr/share/OVMF")
+STAGE2_CMDLINE = "quiet phase.stage2=yes marker=usb-2b81"
+# Baked into the test sticks: no provider named (mDNS finds it), a short discovery.
+STICK_CMDLINE = "phase.arch=x86_64 phase.timeout=5"
+
+
+def generic_kernel() -> Path:
+    """Debian's signed generic kernel in build/usb/kernel (what make usb-kernel fetches)."""
+    deps = subprocess.run(
+        ["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True, timeout=60
+    ).stdout
+    match = re.search(r"Depends: (linux-image-[0-9]\S*-amd64)\n", deps)
+    version = KERNEL_DIR / "version"
+    if match is None:
+        assert version.exists(), "no linux-image-amd64 in apt's lists and no cached kernel"
+    elif version.exists() and f"linux-image-{version.read_text().strip()}" != match.group(1):
+        shutil.rmtree(KERNEL_DIR)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    if match is not None:
+        env["KERNEL_PACKAGE"] = match.group(1)
+    subprocess.run(
+        [str(SCRIPTS / "fetch-kernel.sh"), str(KERNEL_DIR)], check=True, env=env, timeout=600
+    )
+    return KERNEL_DIR / "vmlinuz"
+
+
+def strip_signature(signed: Path, out: Path) -> None:
+    """The kernel without its Authenticode signature (what sbattach --remove does): the
+    certificate table's directory entry zeroed and the table cut off the end."""
+    data = bytearray(signed.read_bytes())
+    pe = struct.unpack_from("<I", data, 0x3C)[0]
+    entry = pe + 24 + 112 + 4 * 8  # PE32+ optional header: data directory 4, certificates
+    offset, size = struct.unpack_from("<II", data, entry)
+    assert size > 0 and offset + size == len(data), "the signature is not at the end"
+    struct.pack_into("<II", data, entry, 0, 0)
+    out.write_bytes(bytes(data[:offset]))
+
+
+def build_stick(
+    images: dict[str, Path], out: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(SCRIPTS / "build-usb.sh"),
+            *("--kernel", str(images["kernel"]), "--initramfs", str(images["stage1"])),
+            *("--debs", str(DEBS), "--output", str(out), *extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Signed generic kernel, a fresh key, stage 1 trusting only it (with the generic kernel's
+    drivers), stage 2, the stick, and the providers' artifacts (signed and unsigned stage 2)."""
+    for tool in ("qemu-system-x86_64", "sfdisk", "mformat", "grub-mkimage"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} missing: run scripts/install-deps")
+    if not (OVMF / "OVMF_VARS_4M.ms.fd").exists():
+        pytest.fail("OVMF missing: run scripts/install-deps (ovmf)")
+    work = tmp_path_factory.mktemp("usb")
+    kernel = generic_kernel()
+    version = (KERNEL_DIR / "version").read_text().strip()
+    key = work / "signing.key"
+    sh(sys.executable, "-m", "phase_client", "plasmd", "keygen", "--out", str(key))
+    keys = work / "keys"
+    keys.mkdir()
+    shutil.copy(f"{key}.pub", keys / "usb.pub")
+    pyz = work / "phase.pyz"
+    sh(sys.executable, str(SCRIPTS / "build-zipapp.py"), "--output", str(pyz))
+    stage1 = work / "initramfs.cpio.gz"
+    sh(
+        str(SCRIPTS / "build-initramfs.sh"),
+        *("--modules", str(KERNEL_DIR / "modules" / version)),
+        *("--zipapp", str(pyz), "--keys", str(keys), "--output", str(stage1)),
+    )
+    stage2 = work / "stage2.cpio.gz"
+    sh(str(SCRIPTS / "build-initramfs.sh"), "--stage2", "--output", str(stage2))
+    built = {"kernel": kernel, "key": key, "stage1": stage1, "stage2": stage2}
+    stick = work / "phase-usb.img"
+    result = build_stick(built, stick, "--cmdline", STICK_CMDLINE)
+    assert result.returncode == 0, result.stderr + result.stdout
+    for name, stage2_kernel in (("art", kernel), ("art-unsigned", work / "unsigned-vmlinuz")):
+        if name == "art-unsigned":
+            strip_signature(kernel, stage2_kernel)
+        combo = work / name / "stable" / "x86_64"
+        combo.mkdir(parents=True)
+        shutil.copy(stage2_kernel, combo / "vmlinuz")
+        shutil.copy(stage2, combo / "initramfs.img")
+        (combo / "cmdline").write_text(STAGE2_CMDLINE + "\n")
+    return {**built, "stick": stick, "art": work / "art", "art-unsigned": work / "art-unsigned"}
+
+
+def partitions(image: Path) -> list[dict[str, str]]:
+    dump = sh("sfdisk", "--json", str(image))
+    return list(json.loads(dump)["partitiontable"]["partitions"])
+
+
+def partition_bytes(image: Path, number: int, out: Path) -> Path:
+    part = partitions(image)[number - 1]
+    with image.open("rb") as src, out.open("wb") as dst:
+        src.seek(int(part["start"]) * 512)
+        dst.write(src.read(int(part["size"]) * 512))
+    return out
+
+
+# -- the image, no QEMU ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_layout_gpt_esp_state_and_bios_boot(images: dict[str, Path], tmp_path: Path) -> None:
+    image = images["stick"]
+    table = partitions(image)
+    assert [p["type"] for p in table] == [
+        "21686148-6449-6E6F-744E-656564454649",  # BIOS boot: GRUB's core.img
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",  # EFI system partition
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4",  # Linux data: the state
+    ], table
+    mbr = image.read_bytes()[:512]
+    assert mbr[510:] == b"\x55\xaa" and mbr[0x1BE + 4] == 0xEE, "protective MBR"
+    assert mbr[0x1BE] == 0x80, "protective partition marked active for picky BIOSes"
+    assert struct.unpack_from("<Q", mbr, 0x5C)[0] == int(table[0]["start"]), "boot.img -> core"
+    esp = partition_bytes(image, 2, tmp_path / "esp.img")
+    listing = sh("mdir", "-/", "-b", "-i", str(esp), "::/")
+    for path in ("EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi", "EFI/debian/grub.cfg"):
+        assert f"::/{path}" in listing, listing
+    for path in ("boot/vmlinuz", "boot/initramfs.cpio.gz", "phase.cfg"):
+        assert f"::/{path}" in listing, listing
+    assert "::/EFI/BOOT/fbx64.efi" not in listing  # shim's fallback would re-register entries
+    cfg = subprocess.run(
+        ["mtype", "-i", str(esp), "::/EFI/debian/grub.cfg"], capture_output=True, text=True
+    ).stdout
+    state_uuid = table[2]["uuid"].lower()
+    assert f"phase.statedev=PARTUUID={state_uuid}" in cfg, cfg
+    assert STICK_CMDLINE in cfg and "source /phase.cfg" in cfg, cfg
+    state = partition_bytes(image, 3, tmp_path / "state.img")
+    assert "PHASE-STATE" in sh("dumpe2fs", "-h", str(state))
+
+
+@pytest.mark.slow
+def test_same_inputs_same_bytes(images: dict[str, Path], tmp_path: Path) -> None:
+    again = tmp_path / "again.img"
+    result = build_stick(images, again, "--cmdline", STICK_CMDLINE)
+    assert result.returncode == 0, result.stderr
+    assert again.read_bytes() == images["stick"].read_bytes()
+    other = tmp_path / "other.img"
+    assert build_stick(images, other, "--cmdline", "phase.channel=testing").returncode == 0
+    # Another setting, other identifiers: two sticks in one machine never share a PARTUUID.
+    assert partitions(other)[2]["uuid"] != partitions(again)[2]["uuid"]
+    assert not list(tmp_path.glob("*.work.*")), "no work directory left behind"
+
+
+@pytest.mark.slow
+def test_unsigned_kernel_and_usage_errors_are_refused(
+    images: dict[str, Path], tmp_path: Path
+) -> None:
+    unsigned = tmp_path / "unsigned-vmlinuz"
+    strip_signature(images["kernel"], unsigned)
+    out = tmp_path / "stick.img"
+    result = build_stick({**images, "kernel": unsigned}, out)
+    assert result.returncode == 1
+    assert "carries no signature: Secure Boot needs Debian's signed kernel" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob("*.work.*"))
+    result = subprocess.run(
+        [str(SCRIPTS / "build-usb.sh"), "--output", str(out)], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    helped = subprocess.run(
+        [str(SCRIPTS / "build-usb.sh"), "--help"], capture_output=True, text=True
+    )
+    assert helped.returncode == 0 and "--esp-mib" in helped.stdout
+
+
+def test_scripts_pass_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck missing: run scripts/install-deps")
+    result = subprocess.run(
+        ["shellcheck", "-s", "sh", "-S", "warning", str(SCRIPTS / "build-usb.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+# -- booting the stick -------------------------------------------------------------------------
+
+
+class StickLan(BootLan):
+    """test_boot_lan's LAN; the VM boots a stick image through firmware instead of -kernel."""
+
+    def boot_stick(self, image: Path, firmware: str, serial: Path) -> subprocess.Popen[bytes]:
+        hub, bridge = self.lan.hub, self.lan.segments[0].bridge
+        index = len(self.vms)
+        tap = f"tap{self.lan.suffix}{index}"
+        sh("ip", "-n", hub, "tuntap", "add", "dev", tap, "mode", "tap")
+        self.taps.append(tap)
+        sh("ip", "-n", hub, "link", "set", tap, "master", bridge, "up")
+        if firmware == "bios":  # SeaBIOS, QEMU's default
+            machine = ["-machine", "q35"]
+        else:
+            secure = firmware == "uefi-secure-boot"
+            code = OVMF / ("OVMF_CODE_4M.secboot.fd" if secure else "OVMF_CODE_4M.fd")
+            varsfile = self.work / f"vars-{index}.fd"
+            shutil.copy(OVMF / ("OVMF_VARS_4M.ms.fd" if secure else "OVMF_VARS_4M.fd"), varsfile)
+            machine = [
+                *("-machine", "q35,smm=on" if secure else "q35"),
+                *(["-global", "driver=cfi.pflash01,property=secure,value=on"] if secure else []),
+                *("-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}"),
+                *("-drive", f"if=pflash,format=raw,unit=1,file={varsfile}"),
+            ]
+        with serial.open("wb") as out:
+            self.qemu = subprocess.Popen(
+                [
+                    *("ip", "netns", "exec", hub, "qemu-system-x86_64", "-accel", "tcg"),
+                    *("-cpu", "max", "-m", "1024", "-smp", "1", "-display", "none", *machine),
+                    *("-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
+                    *("-device", "qemu-xhci,id=xhci"),
+                    *("-drive", f"if=none,id=stick,format=raw,file={image}"),
+                    *("-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"),
+                    *("-netdev", f"tap,id=lan,ifname={tap},script=no,downscript=no"),
+                    *(
+                        "-device",
+                        f"virtio-net-pci,netdev=lan,mac=52:54:00:12:35:{index + 0x56:02x}",
+                    ),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.vms.append(self.qemu)
+        return self.qemu
+
+
+@pytest.fixture
+def lan(tmp_path: Path) -> Iterator[StickLan]:
+    world = StickLan(tmp_path)
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+def edit_phase_cfg(image: Path, tmp_path: Path, text: str) -> None:
+    """Replace /phase.cfg on the stick's ESP in place (mtools at the partition's offset)."""
+    cfg = tmp_path / "phase.cfg"
+    cfg.write_text(text)
+    offset = int(partitions(image)[1]["start"]) * 512
+    sh("mcopy", "-o", "-i", f"{image}@@{offset}", str(cfg), "::/phase.cfg")
+
+
+def stick_copy(images: dict[str, Path], tmp_path: Path) -> Path:
+    copy = tmp_path / "stick.img"
+    shutil.copy(images["stick"], copy)
+    return copy
+
+
+def run_until(lan: StickLan, serial: Path, pattern: str) -> str:
+    assert lan.qemu is not None
+    try:
+        return wait_for(serial, pattern, lan.qemu, time.monotonic() + BOOT_DEADLINE)
+    finally:
+        terminate(lan.qemu)
+
+
+def assert_stage1_reached_stage2(log: str, url: str) -> None:
+    assert "phase: Phase Boot stage 1: " in log, log
+    assert re.search(r"phase: network up: eth0 10\.213\.\d+\.1\d\d/24", log), log
+    assert f"phase: discovered {url} via mdns" in log, log
+    assert "phase: manifest verified, artifacts fetched and checked" in log, log
+    assert "kexec-boot: kernel loaded; kexec -e" in log, log
+    assert log.index("kexec -e") < log.index("PHASE-STAGE2-OK"), log
+    line = re.search(r"PHASE-STAGE2-CMDLINE (.*)", log)
+    assert line is not None and line.group(1).startswith(STAGE2_CMDLINE + " "), log
+
+
+@pytest.mark.qemu
+@pytest.mark.netns
+@pytest.mark.slow
+def test_uefi_secure_boot_stick_boots_a_signed_stage2(
+    lan: StickLan, images: dict[str, Path], tmp_path: Path
+) -> None:
+    provider = lan.provider("prov1", images, "--no-dht")
+    serial = tmp_path / "serial.log"
+    lan.boot_stick(stick_copy(images, tmp_path), "uefi-secure-boot", serial)
+    log = run_until(lan, serial, r"PHASE-STAGE2-CMDLINE .*\n")
+    # The whole chain is Debian's signed binaries on Microsoft's keys: the kernel says so.
+    assert "EFI stub: UEFI Secure Boot is enabled." in log, log
+    assert "secureboot: Secure boot enabled" in log, log
+    assert "Kernel is locked down from EFI Secure Boot" in log, log
+    assert_stage1_reached_stage2(log, provider.manifest_url)
+
+
+@pytest.mark.qemu
+@pytest.mark.netns
+@pytest.mark.slow
+def test_uefi_secure_boot_refuses_an_unsigned_stage2_kernel(
+    lan: StickLan, images: dict[str, Path], tmp_path: Path
+) -> None:
+    lan.provider("prov1", {**images, "art": images["art-unsigned"]}, "--no-dht")
+    serial = tmp_path / "serial.log"
+    lan.boot_stick(stick_copy(images, tmp_path), "uefi-secure-boot", serial)
+    log = run_until(lan, serial, r"attempt 1 failed; retrying")
+    assert "Kernel is locked down from EFI Secure Boot" in log, log
+    # The manifest and the files verify (they are what the provider signed) ...
+    assert "phase: manifest verified, artifacts fetched and checked" in log, log
+    # ... but lockdown's kexec_file_load wants a kernel signed by a key the kernel trusts. An
+    # unsigned PE fails with ENODATA ("No data available"), kexec-boot's fallback kexec_load
+    # with EPERM (lockdown forbids it): its one line for that case is the last word.
+    assert "kexec_file: Enforced kernel signature verification failed" in log, log
+    assert (
+        "kexec-boot: cannot load the kernel: kexec is not permitted "
+        "(need root; or lockdown refused an unsigned kernel)"
+    ) in log, log
+    assert "phase: ERROR kexec-boot failed (exit 1)" in log, log
+    assert "PHASE-STAGE2" not in log and "kexec -e" not in log, log
+
+
+@pytest.mark.qemu
+@pytest.mark.netns
+@pytest.mark.slow
+def test_bios_stick_boots_and_keeps_rollback_state_on_its_partition(
+    lan: StickLan, images: dict[str, Path], tmp_path: Path
+) -> None:
+    provider = lan.provider("prov1", images, "--no-dht")
+    stick = stick_copy(images, tmp_path)
+    serial = tmp_path / "first.log"
+    lan.boot_stick(stick, "bios", serial)
+    log = run_until(lan, serial, r"PHASE-STAGE2-CMDLINE .*\n")
+    assert "GNU GRUB" in log and "EFI stub" not in log, log
+    assert_stage1_reached_stage2(log, provider.manifest_url)
+    assert "no rollback state kept" not in log, log
+    state = partition_bytes(stick, 3, tmp_path / "state.img")
+    accepted = sh("debugfs", "-R", "cat /phase/accepted.json", str(state))
+    match = re.search(r'"sequence": (\d+)', accepted)
+    assert match, accepted
+    sequence = int(match.group(1))
+
+    # Second boot from the same stick: an older, validly signed manifest is refused.
+    terminate(provider.proc)
+    old = tmp_path / "old"
+    combo = old / "stable" / "x86_64"
+    shutil.copytree(images["art"] / "stable" / "x86_64", combo)
+    sh(
+        *(sys.executable, "-m", "phase_client", "plasmd", "manifest", "generate"),
+        *("--artifacts", str(old), "--channel", "stable", "--arch", "x86_64"),
+        *("--sequence", str(sequence - 1), "--key", str(images["key"])),
+        *("--output", str(combo / "manifest.json")),
+    )
+    static = provider.node.popen(
+        [sys.executable, "-m", "http.server", "--directory", str(old), str(HTTP_PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Nothing advertises it: name it in the stick's phase.cfg, as a user would.
+    url = f"http://{provider.node.address}:{HTTP_PORT}"
+    edit_phase_cfg(stick, tmp_path, f'set phase_settings="phase.provider={url}"\n')
+    try:
+        serial = tmp_path / "second.log"
+        lan.boot_stick(stick, "bios", serial)
+        log = run_until(lan, serial, r"attempt 1 failed; retrying")
+    finally:
+        terminate(static)
+    assert f"sequence {sequence - 1} is lower than {sequence}" in log, log
+    assert "PHASE-STAGE2" not in log, log
