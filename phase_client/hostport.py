@@ -11,8 +11,24 @@ MAX_BOOTSTRAP = 32
 
 
 def url_host(host: str) -> str:
-    """``host`` as a URL's host part: an IPv6 address in brackets (once), others as they are."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+    """``host`` as a URL's host part: an IPv6 address in brackets (once), others as they are.
+
+    A link-local address's zone (``fe80::1%eth0``) is written as RFC 6874 says:
+    ``[fe80::1%25eth0]`` (urllib3 and curl read it back; browsers may not).
+    """
+    if host.startswith("[") or ":" not in host:
+        return host
+    address, sep, zone = host.partition("%")
+    return f"[{address}%25{zone}]" if sep else f"[{address}]"
+
+
+def host_from_url(hostname: str) -> str:
+    """A host as ``urllib.parse`` hands it over (``fe80::1%25eth0``) back to an address
+    (``fe80::1%eth0``); other hosts unchanged."""
+    address, sep, zone = hostname.partition("%")
+    if sep and ":" in address and zone.startswith("25"):
+        return f"{address}%{zone[2:]}"
+    return hostname
 
 
 def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:

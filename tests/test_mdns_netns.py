@@ -125,7 +125,8 @@ def test_two_providers_of_one_combination_get_seed_names(lan: Lan) -> None:
             "mdns",
         )
         assert candidate["host"] == f"{node.hostname}.local"
-        assert candidate["addresses"] == [node.address]
+        # its A record, then its AAAA (link-local, with the client's interface as the zone)
+        assert candidate["addresses"] == [node.address, f"{node.link_local()}%eth0"]
         assert candidate["port"] == 8080
 
     # Without --all: one URL line, exit 0, as soon as one answered.
@@ -262,7 +263,7 @@ def test_no_network_is_a_clear_error(lan: Lan) -> None:
     result = discover(node, "--arch", "arm64", timeout=1)
     assert result.returncode == 3, describe(result)
     assert "Traceback" not in result.stderr
-    assert "mDNS: no network interface with an IPv4 address" in result.stderr
+    assert "mDNS: no network interface with an IPv4 or IPv6 address" in result.stderr
     code = (
         "from phase_client.discovery.mdns import discover_mdns\n"
         "from phase_client.discovery.model import Query\n"
@@ -274,7 +275,7 @@ def test_no_network_is_a_clear_error(lan: Lan) -> None:
     )
     direct = node.run([sys.executable, "-c", code], timeout=60)
     assert direct.stdout.strip() == (
-        "mDNS: no network interface with an IPv4 address (is the network up?)"
+        "mDNS: no network interface with an IPv4 or IPv6 address (is the network up?)"
     ), describe(direct)
 
 
@@ -444,7 +445,7 @@ def test_interfaces_chosen_by_name_or_address(lan: Lan) -> None:
         assert result.stdout.strip() == url, describe(result)
     result = client.run([sys.executable, "-c", CHOOSE, "nope0"], timeout=60)
     assert result.stdout.strip() == (
-        "UsageError 2: mDNS: no interface or IPv4 address 'nope0' on this machine"
+        "UsageError 2: mDNS: no interface or address 'nope0' on this machine"
     ), describe(result)
     # Loopback only, chosen explicitly: mDNS runs but the provider is not on that link.
     result = client.run([sys.executable, "-c", CHOOSE, "lo"], timeout=60)
@@ -458,8 +459,16 @@ def test_multi_homed_provider_gives_each_network_its_own_address(lan: Lan) -> No
     second_address = lan.connect(provider_node, other)
     near, far = lan.add_node("near"), lan.add_node("far", segment=other)
     names = Provider(provider_node).command("start", STABLE_ARM64)
-    assert names["addresses"] == [provider_node.address, second_address]
+    assert sorted(names["addresses"]) == sorted(
+        [
+            provider_node.address,
+            second_address,
+            f"{provider_node.link_local('eth0')}%eth0",
+            f"{provider_node.link_local('eth1')}%eth1",
+        ]
+    )
     for client, address in ((near, provider_node.address), (far, second_address)):
         found = discover_json(client, "--arch", "arm64", "--all", timeout=1.5)
         assert [c["url"] for c in found] == [f"http://{address}:8080/stable/arm64/manifest.json"]
-        assert sorted(found[0]["addresses"]) == sorted([provider_node.address, second_address])
+        ipv4 = [a for a in found[0]["addresses"] if ":" not in a]
+        assert sorted(ipv4) == sorted([provider_node.address, second_address])

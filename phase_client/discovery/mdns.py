@@ -17,19 +17,22 @@ from dataclasses import replace
 from ..errors import NoSourceError, TxtError
 from ..manifest import normalize_arch
 from ..mdns.browse import GRACE_SECONDS, ResolvedService, browse
-from ..mdns.interfaces import choose_ipv4, ipv4_networks
+from ..mdns.interfaces import choose_addresses, local_networks
 from ..mdns.records import TxtInfo, TxtProperties, instance_label, parse_txt, reachable_url
 from .model import Candidate, Query
 
 log = logging.getLogger(__name__)
 
 
-def client_addresses(interfaces: Sequence[str] | None) -> list[str]:
-    """IPv4 addresses to browse from: the wanted interfaces, or every non-loopback one."""
-    pairs = choose_ipv4(interfaces)
+def client_addresses(interfaces: Sequence[str] | None) -> list[tuple[str, str]]:
+    """(interface, address) pairs to browse from, IPv4 and IPv6: the wanted interfaces, or every
+    non-loopback address."""
+    pairs = choose_addresses(interfaces)
     if not pairs:
-        raise NoSourceError("mDNS: no network interface with an IPv4 address (is the network up?)")
-    return [addr for _, addr in pairs]
+        raise NoSourceError(
+            "mDNS: no network interface with an IPv4 or IPv6 address (is the network up?)"
+        )
+    return pairs
 
 
 def candidate_from_service(
@@ -58,13 +61,13 @@ def candidate_from_service(
 def discover_mdns(query: Query, interfaces: Sequence[str] | None = None) -> list[Candidate]:
     """Providers of ``query.channel``/``query.arch`` on the LAN, best first (maybe empty).
 
-    ``interfaces``: interface names or IPv4 addresses to browse on (default: every interface
-    with a non-loopback IPv4 address). Raises NoSourceError when mDNS cannot run at all (no
+    ``interfaces``: interface names or addresses to browse on (default: every interface with a
+    non-loopback IPv4 or IPv6 address). Raises NoSourceError when mDNS cannot run at all (no
     interface, no multicast socket), so the caller can move on to the DHT.
     """
     addresses = client_addresses(interfaces)
     started = time.monotonic()
-    networks = ipv4_networks(addresses)
+    networks = local_networks([address for _, address in addresses])
     arch = normalize_arch(query.arch)
 
     def accept(service: ResolvedService, first: bool) -> Candidate | None:

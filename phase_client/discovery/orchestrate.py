@@ -74,6 +74,17 @@ def _dht_lookup(query: Query, bootstrap: Sequence[tuple[str, int]]) -> list[Cand
     return discover_dht(query, list(bootstrap))
 
 
+def _networks() -> list[str]:
+    """This machine's IPv4 subnets and IPv6 prefixes: a DHT provider on them is on the LAN."""
+    from ..mdns.interfaces import local_networks
+
+    try:
+        return local_networks()
+    except OSError as exc:
+        log.debug("cannot read this machine's networks: %s", exc)
+        return []
+
+
 def find_providers(
     query: Query,
     *,
@@ -84,8 +95,12 @@ def find_providers(
     interfaces: Sequence[str] | None = None,
     mdns_lookup: Callable[..., list[Candidate]] = _mdns_lookup,
     dht_lookup: Callable[[Query, Sequence[tuple[str, int]]], list[Candidate]] = _dht_lookup,
+    networks: Sequence[str] | None = None,
 ) -> list[Candidate]:
-    """Ranked, reachable candidates (best first); empty when none was found in time."""
+    """Ranked, reachable candidates (best first); empty when none was found in time.
+
+    ``networks``: this machine's networks for the ranking (default: read from its interfaces).
+    """
     started = time.monotonic()
     deadline = started + query.timeout
     probe_budget = min(PROBE_MAX, query.timeout * PROBE_SHARE) if probe else 0.0
@@ -105,7 +120,7 @@ def find_providers(
         if probe and found:
             remaining = deadline - time.monotonic()
             found = probe_all(found, timeout=max(0.3, min(PROBE_MAX, remaining)))
-        return rank(found, rng)
+        return rank(found, rng, _networks() if networks is None else networks)
 
     search_deadline = started + search.timeout + 0.5
     if query.want_all:

@@ -21,7 +21,8 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from ..errors import NoSourceError
 from . import _zeroconf
-from .records import SERVICE_TYPE, instance_label
+from .interfaces import zeroconf_interfaces
+from .records import SERVICE_TYPE, instance_label, is_ip, is_link_local, strip_zone, zone_of
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,14 @@ class ResolvedService:
 
 
 def browse(
-    addresses: Sequence[str],
+    addresses: Sequence[tuple[str, str]],
     timeout: float,
     accept: Callable[[ResolvedService, bool], T | None],
     want_all: bool = False,
     grace: float = GRACE_SECONDS,
 ) -> list[T]:
-    """Browse from ``addresses`` (local IPv4 addresses); see the module's docstring.
+    """Browse from ``addresses`` (local (interface, address) pairs, IPv4 and IPv6); see the
+    module's docstring.
 
     ``accept(service, first)`` returns a result, or None to ignore the service; ``first`` is
     True when this instance is not among the results yet (not a re-announcement of a known one).
@@ -60,7 +62,7 @@ def browse(
 
 
 async def _browse(
-    addresses: list[str],
+    addresses: list[tuple[str, str]],
     timeout: float,
     accept: Callable[[ResolvedService, bool], T | None],
     want_all: bool,
@@ -71,11 +73,14 @@ async def _browse(
     first_match = asyncio.Event()
     resolving: dict[str, asyncio.Task[None]] = {}  # instance name -> its pending resolution
 
+    chosen = zeroconf_interfaces(addresses)
+    link_local_zones = sorted({z for _, a in addresses if (z := zone_of(a)) is not None})
     try:
-        azc = AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
-    except OSError as exc:
+        azc = AsyncZeroconf(interfaces=chosen, ip_version=ip_version_of(chosen))
+    except (OSError, RuntimeError) as exc:  # RuntimeError: zeroconf found no such IPv6 address
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise NoSourceError(
-            f"mDNS: cannot open a multicast socket on {', '.join(addresses)}: {exc.strerror or exc}"
+            f"mDNS: cannot open a multicast socket on {', '.join(chosen)}: {reason}"
         ) from exc
 
     async def resolve(name: str) -> None:
@@ -88,7 +93,9 @@ async def _browse(
             name=name,
             server=info.server,
             port=info.port,
-            addresses=tuple(info.parsed_addresses(IPVersion.V4Only)),
+            addresses=tuple(
+                scoped_addresses(info.parsed_scoped_addresses(IPVersion.All), link_local_zones)
+            ),
             properties=info.properties,
         )
         result = accept(service, name not in found)
@@ -139,3 +146,39 @@ async def _browse(
         await asyncio.gather(*tasks, return_exceptions=True)
         await azc.async_close()
     return list(found.values())
+
+
+def ip_version_of(interfaces: Sequence[str]) -> IPVersion:
+    """IPv4 only, IPv6 only or both, as the chosen addresses are (zeroconf's sockets follow)."""
+    v4 = any(is_ip(a, 4) for a in interfaces)
+    v6 = any(is_ip(strip_zone(a), 6) for a in interfaces)
+    if v4 and v6:
+        return IPVersion.All
+    return IPVersion.V6Only if v6 else IPVersion.V4Only
+
+
+def scoped_addresses(addresses: Sequence[str], zones: Sequence[str]) -> list[str]:
+    """A service's addresses as zeroconf resolved them, link-local ones with an interface name
+    as their zone: zeroconf gives the index of the interface the answer came in on
+    (``fe80::5%3``); an answer that came in over IPv4 has none, and then the zone is our only
+    interface with IPv6, if we have exactly one (else that address is unusable and dropped)."""
+    import socket
+
+    result: list[str] = []
+    for address in addresses:
+        if not is_link_local(address):
+            result.append(address)
+            continue
+        zone = zone_of(address)
+        if zone is not None and zone.isdigit():
+            try:
+                zone = socket.if_indextoname(int(zone))
+            except OSError:
+                zone = None
+        if zone is None and len(zones) == 1:
+            zone = zones[0]
+        if zone is not None:
+            scoped = f"{strip_zone(address)}%{zone}"
+            if scoped not in result:
+                result.append(scoped)
+    return result

@@ -1,8 +1,11 @@
-"""This machine's network interfaces and the IPv4 addresses to use: the one interface
-enumeration of the project (mDNS on both sides, and ``plasmd serve``'s default URL host).
+"""This machine's network interfaces and the addresses to use: the one interface enumeration of
+the project (mDNS on both sides, and ``plasmd serve``'s default URL host).
 
 Interfaces are enumerated with ``ifaddr``, python-zeroconf's own dependency (and what zeroconf
-tells callers to use), so it is always installed with it. ``select_ipv4`` is the pure rule.
+tells callers to use), so it is always installed with it. IPv6 addresses still in duplicate
+address detection (``tentative`` in ``ip addr``: nothing can bind them yet) are left out while
+``/proc/net/if_inet6`` says so; a link-local IPv6 address carries its zone (``fe80::1%eth0``).
+``select_addresses``/``select_ipv4`` and ``zeroconf_interfaces`` are the pure rules.
 """
 
 from __future__ import annotations
@@ -11,65 +14,166 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 
 from ..errors import TxtError, UsageError
-from .records import is_ip
+from .records import is_ip, is_link_local, strip_zone
 
 LOOPBACK = "127.0.0.1"
+IF_INET6 = "/proc/net/if_inet6"
+# IFA_F_TENTATIVE | IFA_F_DADFAILED (linux/if_addr.h): not usable as a source address.
+_UNUSABLE_FLAGS = 0x40 | 0x08
 
 
-def interface_addresses() -> list[tuple[str, list[str]]]:
-    """Every (interface name, addresses) pair of this machine, in the system's order."""
+def _unusable_ipv6() -> set[tuple[str, str]]:
+    """(interface, address) pairs the kernel cannot use yet (tentative) or ever (DAD failed)."""
+    found: set[tuple[str, str]] = set()
+    try:
+        with open(IF_INET6, encoding="ascii") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 6:
+            continue
+        try:
+            address = str(ipaddress.IPv6Address(int(fields[0], 16)))
+            flags = int(fields[4], 16)
+        except ValueError:
+            continue
+        if flags & _UNUSABLE_FLAGS:
+            found.add((fields[5], address))
+    return found
+
+
+def _enumerate() -> list[tuple[str, list[tuple[str, int]]]]:
+    """(interface, [(address, prefix length)]) for every interface, both families."""
     import ifaddr
 
+    unusable = _unusable_ipv6()
     result = []
     for adapter in ifaddr.get_adapters():
-        ips = [ip.ip for ip in adapter.ips if isinstance(ip.ip, str)]
-        result.append((adapter.nice_name or adapter.name, ips))
+        name = adapter.nice_name or adapter.name
+        ips: list[tuple[str, int]] = []
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                ips.append((ip.ip, ip.network_prefix))
+                continue
+            address = str(ip.ip[0]).split("%", 1)[0]
+            if (name, address) in unusable:
+                continue
+            if is_link_local(address):
+                address = f"{address}%{name}"
+            ips.append((address, ip.network_prefix))
+        result.append((name, ips))
     return result
 
 
-def ipv4_networks(addresses: Sequence[str]) -> list[str]:
-    """The networks (``10.0.0.0/24``) that these local addresses are on."""
-    import ifaddr
+def interface_addresses() -> list[tuple[str, list[str]]]:
+    """Every (interface name, addresses) pair of this machine, in the system's order.
 
-    wanted = set(addresses)
-    return [
-        str(ipaddress.IPv4Interface(f"{ip.ip}/{ip.network_prefix}").network)
-        for adapter in ifaddr.get_adapters()
-        for ip in adapter.ips
-        if isinstance(ip.ip, str) and ip.ip in wanted
+    IPv4 first as ``ifaddr`` lists them, then usable IPv6 (link-local ones with their zone).
+    """
+    return [(name, [address for address, _ in ips]) for name, ips in _enumerate()]
+
+
+def local_networks(addresses: Sequence[str] | None = None) -> list[str]:
+    """The networks (``10.0.0.0/24``, ``fd00:213:1::/64``) these local addresses are on
+    (None: every address of the machine). Loopback and link-local IPv6 are left out: every
+    link has ``fe80::/64``, so it says nothing about which link (see ``records.on_link``)."""
+    wanted = None if addresses is None else {strip_zone(a) for a in addresses}
+    networks: list[str] = []
+    for _, ips in _enumerate():
+        for address, prefix in ips:
+            bare = strip_zone(address)
+            if (wanted is not None and bare not in wanted) or is_link_local(bare):
+                continue
+            if ipaddress.ip_address(bare).is_loopback:
+                continue
+            network = str(ipaddress.ip_interface(f"{bare}/{prefix}").network)
+            if network not in networks:
+                networks.append(network)
+    return networks
+
+
+def ipv4_networks(addresses: Sequence[str]) -> list[str]:
+    """The IPv4 networks (``10.0.0.0/24``) that these local addresses are on."""
+    return [n for n in local_networks(addresses) if ":" not in n]
+
+
+def select_addresses(
+    interfaces: Iterable[tuple[str, Sequence[str]]],
+    wanted: Sequence[str] | None,
+    versions: tuple[int, ...] = (4, 6),
+) -> list[tuple[str, str]]:
+    """Choose (interface, address) pairs of the IP ``versions`` to use for mDNS.
+
+    ``interfaces`` is every (name, addresses) pair of the machine. ``wanted`` lists interface
+    names or addresses; None means every address that is not loopback. Raises TxtError naming
+    anything wanted that does not exist.
+    """
+    pairs = [
+        (name, addr)
+        for name, addrs in interfaces
+        for addr in addrs
+        if any(is_ip(strip_zone(addr), v) for v in versions)
     ]
+    if wanted is None:
+        return [(n, a) for n, a in pairs if not ipaddress.ip_address(strip_zone(a)).is_loopback]
+    chosen: list[tuple[str, str]] = []
+    for item in wanted:
+        matches = [(n, a) for n, a in pairs if item in (n, a, strip_zone(a))]
+        if not matches:
+            raise TxtError(f"no interface or address {item!r} on this machine")
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
 
 
 def select_ipv4(
     interfaces: Iterable[tuple[str, Sequence[str]]], wanted: Sequence[str] | None
 ) -> list[tuple[str, str]]:
-    """Choose (interface, IPv4 address) pairs to use for mDNS.
+    """``select_addresses`` for IPv4 only."""
+    return select_addresses(interfaces, wanted, (4,))
 
-    ``interfaces`` is every (name, addresses) pair of the machine. ``wanted`` lists interface
-    names or IPv4 addresses; None means every IPv4 address that is not loopback. Raises
-    TxtError naming anything wanted that does not exist.
-    """
-    pairs = [(name, addr) for name, addrs in interfaces for addr in addrs if is_ip(addr, 4)]
-    if wanted is None:
-        return [(n, a) for n, a in pairs if not ipaddress.IPv4Address(a).is_loopback]
-    chosen: list[tuple[str, str]] = []
-    for item in wanted:
-        matches = [(n, a) for n, a in pairs if item in (n, a)]
-        if not matches:
-            raise TxtError(f"no interface or IPv4 address {item!r} on this machine")
-        chosen += [m for m in matches if m not in chosen]
-    return chosen
+
+def choose_addresses(wanted: Sequence[str] | None) -> list[tuple[str, str]]:
+    """(interface, address) pairs for mDNS, both families: ``wanted`` names/addresses, or every
+    non-loopback one. An unknown wanted interface or address is a UsageError (the operator's
+    mistake)."""
+    try:
+        return select_addresses(interface_addresses(), wanted)
+    except TxtError as exc:
+        raise UsageError(f"mDNS: {exc}") from exc
 
 
 def choose_ipv4(wanted: Sequence[str] | None) -> list[tuple[str, str]]:
-    """(interface, IPv4 address) pairs for mDNS: ``wanted`` names/addresses, or all non-loopback.
+    """Like ``choose_addresses``, IPv4 only."""
+    return [(n, a) for n, a in choose_addresses(wanted) if is_ip(a, 4)]
 
-    An unknown wanted interface or address is a UsageError (the operator's mistake).
-    """
+
+def zeroconf_interfaces(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """What zeroconf is opened on for these (interface, address) pairs: every IPv4 address and
+    one IPv6 address per interface (IPv6 multicast is joined per interface; its link-local
+    address first, the one every IPv6 link has and mDNS answers come from)."""
+    result = [a for _, a in pairs if is_ip(a, 4)]
+    per_interface: dict[str, str] = {}
+    for name, address in pairs:
+        if is_ip(strip_zone(address), 6):
+            known = per_interface.get(name)
+            if known is None or (is_link_local(address) and not is_link_local(known)):
+                per_interface[name] = address
+    return result + list(per_interface.values())
+
+
+def primary_address() -> str:
+    """The address naming this host in URLs: its first non-loopback IPv4 address, else its
+    first global or unique-local IPv6 address, else 127.0.0.1 (no packets sent)."""
     try:
-        return select_ipv4(interface_addresses(), wanted)
-    except TxtError as exc:
-        raise UsageError(f"mDNS: {exc}") from exc
+        pairs = select_addresses(interface_addresses(), None)
+    except OSError:
+        pairs = []
+    for address in [a for _, a in pairs if is_ip(a, 4)] + [a for _, a in pairs]:
+        if not is_link_local(address):
+            return address
+    return LOOPBACK
 
 
 def primary_ipv4() -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import TxtError as TxtError  # defined with every user-visible error
-from ..hostport import url_host
+from ..hostport import host_from_url, url_host
 from ..manifest import CHANNEL_RE, normalize_arch
 
 SERVICE_TYPE = "_phase-image._tcp.local."
@@ -186,18 +186,21 @@ def manifest_url_for(
     """The manifest URL to announce.
 
     ``advertise_host`` wins; else the offer's own URL if its host is one of the announced
-    addresses (or a name, which the operator chose); else the first announced address, so a
-    client on that link can reach it.
+    addresses (or a name, which the operator chose); else the preferred announced address
+    (``url_address_order``: IPv4, then global/unique-local IPv6, then link-local IPv6 without
+    its zone, which only means something on the announcing machine), so a client on that link
+    can reach it (``reachable_url`` adds the client's own zone).
     """
     if advertise_host:
         return f"http://{url_host(advertise_host)}:{port}{manifest_path}"
-    host = urlsplit(offer_url).hostname or ""
-    if host in addresses or (host and not is_ip(host)):
+    host = host_from_url(urlsplit(offer_url).hostname or "")
+    bare = {strip_zone(a) for a in addresses}
+    if (host and not is_ip(host)) or (host and not is_link_local(host) and host in bare):
         return offer_url
     if not addresses:
         return offer_url
     parts = urlsplit(offer_url)
-    netloc = f"{url_host(addresses[0])}:{port}"
+    netloc = f"{url_host(strip_zone(url_address_order(addresses)[0]))}:{port}"
     return urlunsplit((parts.scheme or "http", netloc, manifest_path, "", ""))
 
 
@@ -209,30 +212,91 @@ def is_ip(host: str, version: int | None = None) -> bool:
     return version is None or address.version == version
 
 
+def strip_zone(address: str) -> str:
+    """``fe80::1%eth0`` -> ``fe80::1``; anything else unchanged."""
+    return address.split("%", 1)[0] if ":" in address else address
+
+
+def zone_of(address: str) -> str | None:
+    """``fe80::1%eth0`` -> ``eth0``; None without a zone."""
+    _, sep, zone = address.partition("%")
+    return zone if sep and ":" in address and zone else None
+
+
+def is_link_local(address: str) -> bool:
+    """An IPv6 link-local address (``fe80::/10``), with or without its zone."""
+    try:
+        ip = ipaddress.ip_address(strip_zone(address))
+    except ValueError:
+        return False
+    return ip.version == 6 and ip.is_link_local
+
+
+def url_address_order(addresses: Sequence[str]) -> list[str]:
+    """Addresses best first for a URL: IPv4, then global/unique-local IPv6, then link-local
+    IPv6 (reachable only with a zone, on one link); the order among equals is kept."""
+
+    def rank(address: str) -> int:
+        if is_ip(address, 4):
+            return 0
+        return 2 if is_link_local(address) else 1
+
+    return sorted(addresses, key=rank)
+
+
+def on_link(address: str, local_networks: Sequence[str]) -> bool:
+    """Can this machine reach ``address`` directly: an IPv4 or global/unique-local IPv6 address
+    in one of its networks (CIDR strings), or a link-local IPv6 address with a zone."""
+    if is_link_local(address):
+        return zone_of(address) is not None
+    try:
+        ip = ipaddress.ip_address(strip_zone(address))
+    except ValueError:
+        return False
+    for network in local_networks:
+        net = ipaddress.ip_network(network, strict=False)
+        if net.version == ip.version and ip in net:
+            return True
+    return False
+
+
 def reachable_url(url: str, service_addresses: Sequence[str], local_networks: Sequence[str]) -> str:
     """The manifest URL with its host moved to an address of the provider on our own link.
 
-    A provider announces one TXT record on all its interfaces, so on a multi-homed provider the
-    URL may name its address on another network. When that address is one of the service's own
-    A records (so the same machine), it is not on any of our networks (CIDR strings), and
-    another of the service's addresses is, the URL uses that one. Anything else is unchanged.
+    A provider announces one TXT record on all its interfaces, so the URL may name its address
+    on another network, or of a family this client has no address of (a dual-stack provider, an
+    IPv6-only client), or a link-local IPv6 address without the zone only the client knows.
+    When the URL's host is one of the service's own A/AAAA records (so the same machine), and it
+    is not on any of our networks (CIDR strings), the URL uses the best of the service's
+    addresses that is (``url_address_order``); a link-local one carries the zone of the
+    interface the answer came in on (``service_addresses`` hold it: ``fe80::5%eth0``), written
+    as RFC 6874 says (``[fe80::5%25eth0]``). Anything else is unchanged.
     """
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if not is_ip(host, 4) or host not in service_addresses:
+    host = host_from_url(parts.hostname or "")
+    if not is_ip(strip_zone(host)):
         return url
-    networks = [ipaddress.IPv4Network(n, strict=False) for n in local_networks]
-
-    def on_link(address: str) -> bool:
-        return is_ip(address, 4) and any(ipaddress.IPv4Address(address) in n for n in networks)
-
-    if on_link(host):
+    same = [a for a in service_addresses if _same_ip(a, host)]
+    if not same:
         return url
-    for address in service_addresses:
-        if on_link(address):
-            netloc = address if parts.port is None else f"{address}:{parts.port}"
-            return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-    return url
+    if on_link(host, local_networks):
+        return url
+    scoped = [a for a in same if on_link(a, local_networks)]
+    candidates = scoped + url_address_order(
+        [a for a in service_addresses if a not in same and on_link(a, local_networks)]
+    )
+    if not candidates:
+        return url
+    address = url_host(candidates[0])
+    netloc = address if parts.port is None else f"{address}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(strip_zone(a)) == ipaddress.ip_address(strip_zone(b))
+    except ValueError:
+        return False
 
 
 def tie_keeper(own_manifest_url: str, other_manifest_urls: Iterable[str]) -> bool:

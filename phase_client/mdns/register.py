@@ -31,16 +31,18 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from zeroconf import IPVersion, ServiceInfo, Zeroconf
+from zeroconf import ServiceInfo, Zeroconf
 
 from . import _zeroconf
-from .interfaces import choose_ipv4
+from .browse import ip_version_of
+from .interfaces import choose_addresses, zeroconf_interfaces
 from .records import (
     SERVICE_TYPE,
     decode_txt_wire,
     full_service_name,
     instance_label,
     mdns_hostname,
+    strip_zone,
     tie_keeper,
 )
 
@@ -71,14 +73,15 @@ class Announcement:
     # "version" read by the tie rule and the log lines
 
 
-# The announcements for the local IPv4 addresses in use (called in zeroconf's loop thread).
+# The announcements for the local addresses in use, IPv4 and IPv6, link-local ones with their
+# zone (called in zeroconf's loop thread).
 Compose = Callable[[list[str]], list[Announcement]]
 
 
 class RegistrarOptions(TypedDict, total=False):
     """``MdnsRegistrar``'s settings, for callers that pass them through."""
 
-    interfaces: list[str] | None  # interface names or IPv4 addresses; None: every non-loopback
+    interfaces: list[str] | None  # interface names or addresses; None: every non-loopback
     hostname: str | None  # the machine's host name (default: socket.gethostname())
     ttl: int
     rescan_interval: float
@@ -160,7 +163,7 @@ class MdnsRegistrar:
 
     def _rescan(self) -> None:
         """Open, move or close the zeroconf session to match this machine's addresses now."""
-        pairs = choose_ipv4(self.interfaces)
+        pairs = choose_addresses(self.interfaces)
         addresses = [addr for _, addr in pairs]
         with self._session_lock:
             if self._stopping.is_set() or (addresses == self._addresses and self._zc is not None):
@@ -172,7 +175,7 @@ class MdnsRegistrar:
                 self._close_session(goodbye=set(self._addresses) <= set(addresses))
             elif not addresses and not self._addresses:
                 if not self._warned_no_interface:
-                    log.warning("mDNS: no interface with a non-loopback IPv4 address yet")
+                    log.warning("mDNS: no interface with a non-loopback IP address yet")
                     self._warned_no_interface = True
                 return
             self._addresses = addresses
@@ -180,7 +183,7 @@ class MdnsRegistrar:
                 self._open_session(pairs)
 
     def _open_session(self, pairs: list[tuple[str, str]]) -> None:
-        zc = self._zc = self._open_zeroconf(self._addresses)
+        zc = self._zc = self._open_zeroconf(zeroconf_interfaces(pairs))
         if zc is None:
             return
         self._lock = asyncio.Lock()
@@ -234,8 +237,8 @@ class MdnsRegistrar:
 
         def create() -> None:  # a fresh thread has no running loop: zeroconf starts its own
             try:
-                box["zc"] = Zeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
-            except OSError as exc:
+                box["zc"] = Zeroconf(interfaces=addresses, ip_version=ip_version_of(addresses))
+            except (OSError, RuntimeError) as exc:  # RuntimeError: no such IPv6 address
                 box["error"] = exc
 
         thread = threading.Thread(target=create, name="mdns-open", daemon=True)
@@ -260,7 +263,7 @@ class MdnsRegistrar:
             port=announcement.port,
             properties=announcement.properties,
             server=self.hostname,
-            parsed_addresses=self._addresses,
+            parsed_addresses=[strip_zone(a) for a in self._addresses],  # A and AAAA
             host_ttl=self.ttl,
             other_ttl=self.ttl,
         )

@@ -41,6 +41,7 @@ type), whether it comes from the file or from a flag.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -167,6 +168,38 @@ FLAGS = {  # numeric flag (argparse dest) -> (the flag, its rule)
     "evict_below_rate": ("--evict-below-rate", NUMBERS["evict_below_rate"]),
     "dht_port": ("--dht-port", DHT_NUMBERS["port"]),
 }
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
+
+
+def check_host(text: str, what: str) -> str:
+    """A host for ``--bind``/``--advertise-host``: an IPv4 or IPv6 literal (brackets allowed
+    and dropped: ``[fd00::5]`` -> ``fd00::5``) or a DNS name; UsageError otherwise.
+
+    ``--advertise-host`` refuses a link-local IPv6 address with a zone (``fe80::1%eth0``): the
+    zone names an interface of the provider, which means nothing on a client (clients add
+    their own zone to a link-local address they hear about by mDNS, see docs/ipv6.md).
+    """
+    host = text.strip()
+    if not host and what == "--bind":
+        return host  # every address, as "0.0.0.0" (kept as it was)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ":" in host or host.replace(".", "").isdigit():
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise UsageError(f"{what} {text!r} is not an IP address or host name") from None
+        if what == "--advertise-host" and "%" in host:
+            raise UsageError(
+                f"{what} {text!r}: a zone (%...) names one of this machine's interfaces, "
+                "which means nothing to a client; give a global or unique-local address"
+            )
+        return str(address) if "%" not in host else host
+    if not host or not _HOST_NAME.match(host):
+        raise UsageError(f"{what} {text!r} is not an IP address or host name")
+    return host
 
 
 def check_number(value: object, rule: NumberRule, name: str) -> Any:
@@ -488,9 +521,13 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
         expected_channels=tuple(file.get("channels", ())),
         expected_arches=tuple(file.get("architectures", ())),
         port=port,
-        bind=_first(flags.get("bind"), file.get("bind"), DEFAULT_BIND),
+        bind=check_host(_first(flags.get("bind"), file.get("bind"), DEFAULT_BIND), "--bind"),
         name=_first(flags.get("name"), file.get("name"), socket.gethostname() or "plasmd"),
-        advertise_host=_first(flags.get("advertise_host"), file.get("advertise_host")),
+        advertise_host=(
+            check_host(advertise, "--advertise-host")
+            if (advertise := _first(flags.get("advertise_host"), file.get("advertise_host")))
+            else None
+        ),
         state_dir=Path(_first(flags.get("state_dir"), file.get("state_dir"), default_state_dir())),
         key=Path(k) if (k := _first(flags.get("key"), file.get("key"))) is not None else None,
         default_channel=check_channel(default_channel) if default_channel else None,

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from ..errors import UsageError
 from ..hostport import url_host
 from ..keys import SigningKey
-from ..mdns.interfaces import primary_ipv4
+from ..mdns.interfaces import primary_address
 from .advertise import Advertiser, Offer
 from .catalog import Catalog, Snapshot, describe_changes
 from .config import ServeConfig
@@ -37,11 +38,32 @@ SETTLE_STEP = 0.25  # seconds between the first scan's re-scans while files sett
 
 
 def advertised_host(config: ServeConfig) -> str:
+    """The host of the offers' URLs (DHT records, status): ``--advertise-host``, else a specific
+    ``--bind`` address, else this machine's first IPv4 address, else its first global or
+    unique-local IPv6 address. mDNS picks per link (``mdns.records.manifest_url_for``)."""
     if config.advertise_host:
         return config.advertise_host
     if config.bind not in ("0.0.0.0", "::", ""):
         return config.bind
-    return primary_ipv4()
+    return primary_address()
+
+
+def dht_listen_host(config: ServeConfig) -> str | None:
+    """Where the DHT node listens: the ``--bind`` address, ``::`` (both stacks) for ``--bind
+    ::``, else (the default) IPv4 everywhere, as before."""
+    if not config.bind or config.bind == "0.0.0.0":
+        return None
+    return config.bind
+
+
+class DualStackServer(ProviderServer):
+    """``--bind ::`` serves IPv6 and IPv4 (v4-mapped) on one socket, whatever the system's
+    ``net.ipv6.bindv6only`` default says; a specific IPv6 address serves IPv6 only."""
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
 
 def make_mdns_advertiser(config: ServeConfig) -> Advertiser | None:
@@ -70,8 +92,9 @@ def make_dht_advertiser(config: ServeConfig, identity: SigningKey) -> Advertiser
         "bootstrap": list(settings.bootstrap),
         "state_file": config.state_dir / "dht-routing.json",  # contacts kept across restarts
     }
-    if config.bind and ":" not in config.bind:  # the DHT speaks IPv4; keep it on the same address
-        options["listen_host"] = config.bind
+    listen_host = dht_listen_host(config)
+    if listen_host is not None:
+        options["listen_host"] = listen_host
     if settings.ttl is not None:
         options["ttl"] = settings.ttl
     if settings.republish_interval is not None:
@@ -194,7 +217,7 @@ class Provider:
     def bind(self) -> None:
         address = (self.config.bind, self.config.port)
         try:
-            self.server = ProviderServer(
+            self.server = DualStackServer(
                 address,
                 self,
                 self.config.idle_timeout,
