@@ -17,6 +17,14 @@ namespace per process (``hostname`` = node name), so two nodes look like two mac
 Nodes have no default route, which is exactly the situation of a freshly booted client before
 it learns a gateway: there is no route for multicast either, so mDNS code must pick interfaces.
 
+IPv6 (opt-in, per link; the defaults are unchanged): ``add_node(name, ipv6=True)`` also gives
+the link a unique-local address in the segment's prefix ``fd00:213:<X+N>::/64`` (same host
+number as the IPv4 one), ``ipv4=False`` leaves IPv4 out entirely, so
+``lan.add_node("p", ipv4=False, ipv6=True)`` is a machine on an IPv6-only LAN and
+``ipv4=False, ipv6=False`` one with nothing but its kernel's link-local ``fe80::`` address.
+Every link skips IPv6 duplicate address detection, so its IPv6 addresses (the link-local one
+too) are usable at once instead of "tentative" for about a second.
+
 ``close()`` (or leaving the ``with`` block) kills every process started through the LAN and
 deletes every namespace, which also deletes the veth pairs and the bridge.
 """
@@ -59,6 +67,24 @@ class Node:
     hostname: str
     address: str | None  # eth0's address; None for a node with only loopback
     addresses: dict[str, str] = field(default_factory=dict)  # interface -> IPv4 address
+    addresses6: dict[str, str] = field(default_factory=dict)  # interface -> ULA (ipv6=True)
+    links: list[str] = field(default_factory=list)  # every interface, eth0 first
+
+    @property
+    def address6(self) -> str | None:
+        """eth0's unique-local IPv6 address, if it has one."""
+        return self.addresses6.get("eth0")
+
+    def link_local(self, interface: str = "eth0") -> str:
+        """The kernel's ``fe80::`` address of ``interface`` (without zone)."""
+        out = subprocess.run(
+            ["ip", "-n", self.netns, "-6", "-o", "addr", "show", "dev", interface, "scope", "link"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=IP_TIMEOUT,
+        ).stdout.split()
+        return out[out.index("inet6") + 1].split("/", 1)[0]
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """``argv`` wrapped to run inside this namespace, with this node's host name."""
@@ -113,11 +139,20 @@ class Segment:
     def subnet(self) -> str:
         return f"10.213.{self.third_octet}.0/24"
 
+    @property
+    def prefix6(self) -> str:
+        """The segment's unique-local IPv6 prefix (used by links made with ``ipv6=True``)."""
+        return f"fd00:213:{self.third_octet:x}::/64"
+
     def take_address(self) -> str:
         if self.next_host > 254:
             raise ValueError("a test segment holds at most 253 addresses")
         self.next_host += 1
         return f"10.213.{self.third_octet}.{self.next_host - 1}"
+
+    def address6(self, address: str) -> str:
+        """The IPv6 address with the host number of IPv4 ``address`` in this segment."""
+        return f"fd00:213:{self.third_octet:x}::{int(address.rsplit('.', 1)[1]):x}"
 
 
 @dataclass
@@ -168,17 +203,22 @@ class Lan:
         _ip("-n", netns, "link", "set", "lo", "up")
         return netns
 
-    def add_node(self, name: str, segment: int = 0) -> Node:
-        """A namespace with ``eth0`` on a segment, at the segment's next free address."""
+    def add_node(
+        self, name: str, segment: int = 0, *, ipv4: bool = True, ipv6: bool = False
+    ) -> Node:
+        """A namespace with ``eth0`` on a segment, at the segment's next free address (IPv4,
+        and/or the unique-local IPv6 one with ``ipv6``; ``address`` is None without IPv4)."""
         node = Node(self, self._add_netns(name), hostname=name, address=None)
-        node.address = self.connect(node, segment)
+        address = self.connect(node, segment, ipv4=ipv4, ipv6=ipv6)
+        node.address = address if ipv4 else None
         self.nodes.append(node)
         return node
 
-    def connect(self, node: Node, segment: int) -> str:
-        """One more interface (eth0, eth1, ...) for ``node`` on ``segment``; returns its address."""
+    def connect(self, node: Node, segment: int, *, ipv4: bool = True, ipv6: bool = False) -> str:
+        """One more interface (eth0, eth1, ...) for ``node`` on ``segment``; returns its IPv4
+        address, or without ``ipv4`` its IPv6 address (``ipv6``) or its link-local one."""
         seg = self.segments[segment]
-        interface = f"eth{len(node.addresses)}"
+        interface = f"eth{len(node.links)}"
         self.links += 1
         outside, inside = f"v{self.suffix}{self.links:02x}h", f"v{self.suffix}{self.links:02x}n"
         address = seg.take_address()
@@ -192,10 +232,27 @@ class Lan:
         _ip("-n", self.hub, "link", "set", outside, "master", seg.bridge)
         _ip("-n", self.hub, "link", "set", outside, "up")
         _ip("-n", node.netns, "link", "set", inside, "name", interface)
-        _ip("-n", node.netns, "addr", "add", f"{address}/24", "dev", interface)
+        node.links.append(interface)
+        # IPv6 addresses (the kernel's link-local one too) usable at once: no duplicate address
+        # detection, which would keep them "tentative" (unbindable) for the link's first second.
+        sysctl = f"net.ipv6.conf.{interface}.accept_dad=0"
+        subprocess.run(
+            ["ip", "netns", "exec", node.netns, "sysctl", "-qw", sysctl],
+            check=True,
+            capture_output=True,
+            timeout=IP_TIMEOUT,
+        )
+        if ipv4:
+            _ip("-n", node.netns, "addr", "add", f"{address}/24", "dev", interface)
+            node.addresses[interface] = address
+        if ipv6:
+            address6 = seg.address6(address)
+            _ip("-n", node.netns, "addr", "add", f"{address6}/64", "dev", interface, "nodad")
+            node.addresses6[interface] = address6
         _ip("-n", node.netns, "link", "set", interface, "up")
-        node.addresses[interface] = address
-        return address
+        if ipv4:
+            return address
+        return node.addresses6[interface] if ipv6 else node.link_local(interface)
 
     def add_isolated(self, name: str) -> Node:
         """A namespace with only loopback: a machine whose network is not up."""

@@ -71,7 +71,23 @@ class DhtNode(Server):
         )
 
     async def listen(self, port: int, interface: str = "0.0.0.0") -> None:
-        await super().listen(port, interface)
+        """Bind UDP ``interface``:``port``. ``::`` serves both stacks (IPv4 peers as
+        ``::ffff:a.b.c.d``), whatever the system's ``net.ipv6.bindv6only`` says."""
+        if interface != "::":
+            await super().listen(port, interface)
+        else:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(("::", port))
+            except OSError:
+                sock.close()
+                raise
+            loop = asyncio.get_running_loop()
+            self.transport, self.protocol = await loop.create_datagram_endpoint(
+                self._create_protocol, sock=sock
+            )
+            self.refresh_table()
         assert self.transport is not None
         self.port = int(self.transport.get_extra_info("sockname")[1])
 
@@ -214,6 +230,8 @@ class DhtNode(Server):
 
 async def _resolve(host: str, port: int, family: int) -> list[tuple[str, int]]:
     loop = asyncio.get_running_loop()
+    if family == socket.AF_INET6:  # a dual-stack socket reaches IPv4 contacts too
+        family = socket.AF_UNSPEC
     try:
         infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
     except (OSError, UnicodeError):
@@ -225,7 +243,8 @@ async def _resolve(host: str, port: int, family: int) -> list[tuple[str, int]]:
 async def resolve_all(
     addrs: Sequence[tuple[str, int]], family: int = socket.AF_INET
 ) -> list[tuple[str, int]]:
-    """Bootstrap contacts as (ip, port) of ``family``: host names resolved, duplicates dropped."""
+    """Bootstrap contacts as (ip, port) of ``family`` (for ``AF_INET6``, the socket of a
+    dual-stack node, of both families): host names resolved, duplicates dropped."""
     found = await asyncio.gather(*(_resolve(h, p, family) for h, p in addrs))
     unique: dict[tuple[str, int], None] = {}
     for group in found:

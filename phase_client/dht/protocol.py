@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import ipaddress
 import logging
+import socket
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import umsgpack
 from kademlia.node import Node
@@ -95,6 +97,47 @@ class XorRoutingTable(RoutingTable):
         return heapq.nsmallest(k or self.ksize, candidates, key=node.distance_to)
 
 
+def plain_address(address: tuple[Any, ...]) -> Address:
+    """A sender's address as contacts hold it: (host, port), an IPv4 peer reaching a dual-stack
+    (``::``) socket as its IPv4 address (``::ffff:10.0.0.5`` -> ``10.0.0.5``), so the same peer
+    is one contact, whichever socket family heard it, and IPv4-only nodes can use it."""
+    host, port = str(address[0]), int(address[1])
+    if host.startswith("::ffff:"):
+        try:
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+        except ValueError:
+            mapped = None
+        if mapped is not None:
+            host = str(mapped)
+    return host, port
+
+
+class FamilyTransport:
+    """The node's datagram transport, sending to contacts of either family where it can: an
+    IPv4 contact through a dual-stack IPv6 socket as ``::ffff:a.b.c.d``; a contact of the other
+    family on a single-family socket is unreachable, and a datagram to it is dropped (the RPC
+    times out) instead of raising in the event loop."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self.family = sock.family if sock is not None else socket.AF_INET
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+        host, port = address[0], address[1]
+        ipv6 = ":" in host
+        if self.family == socket.AF_INET6 and not ipv6:
+            address = (f"::ffff:{host}", port)
+        elif self.family == socket.AF_INET and ipv6:
+            log.debug("not sending to %s: this node has no IPv6 socket", host)
+            return
+        # A datagram transport (asyncio's own class does not subclass DatagramTransport).
+        cast(asyncio.DatagramTransport, self.transport).sendto(data, address)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class RecordProtocol(RpcudpAdapter):
     storage: RecordStorage
 
@@ -117,6 +160,9 @@ class RecordProtocol(RpcudpAdapter):
         # while, and asking again would cost a full RPC timeout each time.
         self.dead: dict[tuple[str, int], float] = {}
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(FamilyTransport(transport))
+
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -124,6 +170,7 @@ class RecordProtocol(RpcudpAdapter):
 
     # --- incoming datagrams -----------------------------------------------------------------
     async def receive_datagram(self, datagram: bytes, address: Address) -> None:
+        address = plain_address(address)
         kind = datagram[:1]
         if len(datagram) > MAX_DATAGRAM or len(datagram) <= HEADER or kind not in (REQUEST, REPLY):
             self.dropped += 1

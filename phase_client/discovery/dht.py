@@ -30,12 +30,14 @@ BOOTSTRAP_SHARE = 0.6  # of the timeout; the lookup keeps the rest even if boots
 
 
 def _listen_host(bootstrap: Sequence[tuple[str, int]]) -> str:
-    """IPv6 wildcard only when every contact is an IPv6 literal; otherwise IPv4."""
-    try:
-        if bootstrap and all(ipaddress.ip_address(h).version == 6 for h, _ in bootstrap):
-            return "::"
-    except ValueError:
-        pass
+    """The IPv6 wildcard (both stacks: IPv4 contacts are reached as ``::ffff:a.b.c.d``) when a
+    contact is an IPv6 literal; otherwise IPv4 (a machine may have no IPv6 at all)."""
+    for host, _ in bootstrap:
+        try:
+            if ipaddress.ip_address(host).version == 6:
+                return "::"
+        except ValueError:
+            continue
     return "0.0.0.0"
 
 
