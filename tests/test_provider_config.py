@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +21,7 @@ from phase_client.provider.config import (
     resolve,
 )
 from phase_client.provider.signer import generate
-from tests.conftest import key_from_byte, run_tool
+from tests.conftest import REPO, key_from_byte, run_tool
 from tests.provider_helpers import make_tree, serve_args
 
 SEED_CONFIG = """
@@ -404,3 +409,52 @@ def test_cli_bad_numbers_exit_2_in_one_line(
     if flag is not None:
         args += list(flag)
     assert_usage_error(run_tool("plasmd", "serve", *args), needle)
+
+
+def test_state_directory_of_systemd_comes_first() -> None:
+    env = {"STATE_DIRECTORY": "/var/lib/plasmd-x:/other", "HOME": "/h"}
+    assert default_state_dir(env, uid=61234) == Path("/var/lib/plasmd-x")
+
+
+def test_serve_as_a_user_with_no_home_given_a_state_dir(tmp_path: Path) -> None:
+    """What systemd's DynamicUser= gives plasmd.service: a uid in no user database and no
+    $HOME. With --state-dir it serves (the default, which needs a home, is not even looked at);
+    without, one usage line."""
+    base = Path(tempfile.mkdtemp(prefix="phase-nohome-"))
+    try:
+        os.chmod(base, 0o755)
+        (base / "art" / "stable" / "x86_64").mkdir(parents=True)
+        (base / "art" / "stable" / "x86_64" / "vmlinuz").write_bytes(b"K" * 1024)
+        for path in (base / "art", base / "art" / "stable", base / "art" / "stable" / "x86_64"):
+            path.chmod(0o755)
+        (base / "art" / "stable" / "x86_64" / "vmlinuz").chmod(0o644)
+        (base / "state").mkdir()
+        os.chown(base / "state", 61234, 61234)
+        env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_STATE_HOME")}
+        env["PYTHONPATH"] = str(REPO)
+        as_nobody = ["setpriv", "--reuid=61234", "--regid=61234", "--clear-groups", "--"]
+        serve = [sys.executable, "-m", "phase_client", "plasmd", "serve", "--artifacts",
+                 str(base / "art"), "--bind", "127.0.0.1", "--port", "0", "--no-mdns",
+                 "--no-dht", "--settle-time", "0"]  # fmt: skip
+        with subprocess.Popen(
+            [*as_nobody, *serve, "--state-dir", str(base / "state")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd="/", env=env,
+        ) as proc:  # fmt: skip
+            assert proc.stderr is not None
+            lines = []
+            for line in proc.stderr:  # bounded: it serves (or dies) within seconds
+                lines.append(line)
+                if "Advertising stable/x86_64" in line or "error" in line:
+                    break
+            proc.terminate()
+            proc.wait(timeout=30)
+        assert any("Advertising stable/x86_64" in line for line in lines), lines
+        result = subprocess.run(
+            [*as_nobody, *serve], capture_output=True, text=True, timeout=60, cwd="/", env=env
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().endswith(
+            "no state directory: give --state-dir (there is no home directory)"
+        ), result.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -288,14 +288,22 @@ class ServeConfig:
 
 
 def default_state_dir(env: Mapping[str, str] | None = None, uid: int | None = None) -> Path:
-    """/var/lib/plasmd for root, else $XDG_STATE_HOME/plasmd (~/.local/state/plasmd)."""
+    """$STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/plasmd for root, else
+    $XDG_STATE_HOME/plasmd (~/.local/state/plasmd). UsageError when none can be known."""
     env = os.environ if env is None else env
     uid = os.geteuid() if uid is None else uid
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
     if uid == 0:
         return Path("/var/lib/plasmd")
-    base = env.get("XDG_STATE_HOME") or str(
-        Path(env.get("HOME", "~")).expanduser() / ".local/state"
-    )
+    try:
+        base = env.get("XDG_STATE_HOME") or str(
+            Path(env.get("HOME", "~")).expanduser() / ".local/state"
+        )
+    except RuntimeError:  # no $HOME and no home in the user database
+        raise UsageError(
+            "no state directory: give --state-dir (there is no home directory)"
+        ) from None
     return Path(base) / "plasmd"
 
 
@@ -528,7 +536,10 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
             if (advertise := _first(flags.get("advertise_host"), file.get("advertise_host")))
             else None
         ),
-        state_dir=Path(_first(flags.get("state_dir"), file.get("state_dir"), default_state_dir())),
+        # The default only when neither says: it needs a home (a DynamicUser= has none).
+        state_dir=Path(
+            _first(flags.get("state_dir"), file.get("state_dir")) or default_state_dir()
+        ),
         key=Path(k) if (k := _first(flags.get("key"), file.get("key"))) is not None else None,
         default_channel=check_channel(default_channel) if default_channel else None,
         default_arch=check_arch(default_arch) if default_arch else None,
