@@ -228,7 +228,9 @@ def test_scripts_pass_shellcheck() -> None:
 class StickLan(BootLan):
     """test_boot_lan's LAN; the VM boots a stick image through firmware instead of -kernel."""
 
-    def boot_stick(self, image: Path, firmware: str, serial: Path) -> subprocess.Popen[bytes]:
+    def boot_stick(
+        self, image: Path, firmware: str, serial: Path, nic: str = "virtio-net-pci"
+    ) -> subprocess.Popen[bytes]:
         hub, bridge = self.lan.hub, self.lan.segments[0].bridge
         index = len(self.vms)
         tap = f"tap{self.lan.suffix}{index}"
@@ -260,7 +262,7 @@ class StickLan(BootLan):
                     *("-netdev", f"tap,id=lan,ifname={tap},script=no,downscript=no"),
                     *(
                         "-device",
-                        f"virtio-net-pci,netdev=lan,mac=52:54:00:12:35:{index + 0x56:02x}",
+                        f"{nic},netdev=lan,mac=52:54:00:12:35:{index + 0x56:02x}",
                     ),
                 ],
                 stdin=subprocess.DEVNULL,
@@ -345,6 +347,24 @@ def test_uefi_stick_boots_a_signed_stage2(
     else:
         assert "secureboot: Secure boot disabled" in log, log
         assert "locked down" not in log, log
+    assert_stage1_reached_stage2(log, provider.manifest_url)
+
+
+@pytest.mark.qemu
+@pytest.mark.netns
+@pytest.mark.slow
+@pytest.mark.parametrize(("nic", "driver"), [("e1000e", "e1000e"), ("rtl8139", "8139cp")])
+def test_secure_boot_stick_boots_with_a_nic_of_real_hardware(
+    lan: StickLan, images: dict[str, Path], tmp_path: Path, nic: str, driver: str
+) -> None:
+    """Not virtio: Intel's 82574L (e1000e) and Realtek's RTL8139C+ (8139cp), drivers of the generic
+    kernel carried in the initramfs and loaded by their PCI modalias."""
+    provider = lan.provider("prov1", images, "--no-dht")
+    serial = tmp_path / "serial.log"
+    lan.boot_stick(stick_copy(images, tmp_path), "uefi-secure-boot", serial, nic=nic)
+    log = run_until(lan, serial, r"PHASE-STAGE2-CMDLINE .*\n", label=f"secure boot {nic}")
+    assert re.search(rf"\] {driver} 0000:\S+ eth0: ", log), log
+    assert "virtio_net" not in log, log
     assert_stage1_reached_stage2(log, provider.manifest_url)
 
 
