@@ -22,6 +22,8 @@ the link a unique-local address in the segment's prefix ``fd00:213:<X+N>::/64`` 
 number as the IPv4 one), ``ipv4=False`` leaves IPv4 out entirely, so
 ``lan.add_node("p", ipv4=False, ipv6=True)`` is a machine on an IPv6-only LAN and
 ``ipv4=False, ipv6=False`` one with nothing but its kernel's link-local ``fe80::`` address.
+``lan.advertise_prefix(router)`` sends router advertisements for segment 0's prefix from a
+node, so the others configure their own address in it (SLAAC), as with radvd.
 Every link skips IPv6 duplicate address detection, so its IPv6 addresses (the link-local one
 too) are usable at once instead of "tentative" for about a second.
 
@@ -260,6 +262,16 @@ class Lan:
         self.nodes.append(node)
         return node
 
+    def advertise_prefix(
+        self, node: Node, segment: int = 0, interface: str = "eth0"
+    ) -> subprocess.Popen[Any]:
+        """Send router advertisements for ``segment``'s prefix (``Segment.prefix6``) out of
+        ``node``'s ``interface`` (on that segment) every second, as radvd would: hosts on the
+        segment configure an address in it by themselves (SLAAC). Router lifetime 0: no default
+        route, only the prefix. The process is killed with the LAN."""
+        prefix = self.segments[segment].prefix6.split("/", 1)[0]
+        return node.popen([sys.executable, "-c", RA_SENDER, interface, prefix])
+
     def close(self) -> None:
         for proc in self.processes:
             if proc.poll() is None:
@@ -278,6 +290,22 @@ class Lan:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# A router advertisement (RFC 4861 4.2) with one prefix information option (4.6.2: /64, on-link
+# and autonomous: SLAAC), to ff02::1 every second. The kernel fills in the ICMPv6 checksum.
+RA_SENDER = """
+import ipaddress, socket, struct, sys, time
+interface, prefix = sys.argv[1], ipaddress.IPv6Address(sys.argv[2])
+sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(interface))
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 0, 0, 0)
+option = struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0) + prefix.packed
+while True:
+    sock.sendto(ra + option, ("ff02::1", 0, 0, socket.if_nametoindex(interface)))
+    time.sleep(1)
+"""
 
 
 def child_env() -> dict[str, str]:

@@ -186,3 +186,31 @@ def test_dual_stack_provider_is_listed_once(lan: Lan, tmp_path: Path) -> None:
     found = discover(v6only, "--all", "--bootstrap", f"[{provider.address6}]:{DHT_PORT}")
     url6 = f"http://[{provider.address6}]:{port}/stable/arm64/manifest.json"
     assert [(c["url"], c["source"]) for c in found] == [(url6, "mdns")], found
+
+
+def global_ipv6(node: Node, timeout: float = 30.0) -> str:
+    """``node``'s first usable global IPv6 address, once it has one (SLAAC takes ~1 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = node.run(["ip", "-6", "-o", "addr", "show", "scope", "global", "-tentative"], 30)
+        if words := out.stdout.split():
+            return words[words.index("inet6") + 1].split("/", 1)[0]
+        assert time.monotonic() < deadline, f"no SLAAC address in {node.netns}: {describe(out)}"
+        time.sleep(0.2)  # polling the address table: the kernel tells nobody
+
+
+def test_slaac_lan_provider_found_at_its_own_address(lan: Lan, tmp_path: Path) -> None:
+    router = lan.add_node("router", ipv4=False, ipv6=True)
+    provider = lan.add_node("prov", ipv4=False, ipv6=False)
+    client = lan.add_node("client", ipv4=False, ipv6=False)
+    lan.advertise_prefix(router)
+    prefix = lan.segments[0].prefix6.split("::", 1)[0] + ":"
+    provider_address, client_address = global_ipv6(provider), global_ipv6(client)
+    assert provider_address.startswith(prefix) and client_address.startswith(prefix)
+
+    served = Served(provider, tmp_path, "--no-dht")
+    port = int(served.wait_for(r"Listening on http://\[::\]:(\d+)/").group(1))
+    served.wait_for("mDNS: advertising stable/arm64")
+    (candidate,) = discover(client, "--source", "mdns")
+    assert candidate["url"] == f"http://[{provider_address}]:{port}/stable/arm64/manifest.json"
+    assert candidate["rtt_ms"] is not None
