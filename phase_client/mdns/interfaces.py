@@ -94,11 +94,6 @@ def local_networks(addresses: Sequence[str] | None = None) -> list[str]:
     return networks
 
 
-def ipv4_networks(addresses: Sequence[str]) -> list[str]:
-    """The IPv4 networks (``10.0.0.0/24``) that these local addresses are on."""
-    return [n for n in local_networks(addresses) if ":" not in n]
-
-
 def select_addresses(
     interfaces: Iterable[tuple[str, Sequence[str]]],
     wanted: Sequence[str] | None,
@@ -144,11 +139,6 @@ def choose_addresses(wanted: Sequence[str] | None) -> list[tuple[str, str]]:
         raise UsageError(f"mDNS: {exc}") from exc
 
 
-def choose_ipv4(wanted: Sequence[str] | None) -> list[tuple[str, str]]:
-    """Like ``choose_addresses``, IPv4 only."""
-    return [(n, a) for n, a in choose_addresses(wanted) if is_ip(a, 4)]
-
-
 def zeroconf_interfaces(pairs: Sequence[tuple[str, str]]) -> list[str]:
     """What zeroconf is opened on for these (interface, address) pairs: every IPv4 address and
     one IPv6 address per interface (IPv6 multicast is joined per interface; its link-local
@@ -174,12 +164,3 @@ def primary_address() -> str:
         if not is_link_local(address):
             return address
     return LOOPBACK
-
-
-def primary_ipv4() -> str:
-    """The first non-loopback IPv4 address of this host, else 127.0.0.1 (no packets sent)."""
-    try:
-        pairs = select_ipv4(interface_addresses(), None)
-    except OSError:
-        pairs = []
-    return pairs[0][1] if pairs else LOOPBACK
