@@ -5,6 +5,7 @@ providers. The namespace LAN tests are in ``tests/test_ipv6_netns.py``."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,6 +15,7 @@ from phase_client.discovery.model import Candidate
 from phase_client.discovery.rank import deduplicate, is_lan, rank
 from phase_client.errors import UsageError
 from phase_client.hostport import host_from_url, parse_host_port, url_host
+from phase_client.mdns import interfaces
 from phase_client.mdns.browse import ip_version_of, scoped_addresses
 from phase_client.mdns.interfaces import select_addresses, zeroconf_interfaces
 from phase_client.mdns.records import (
@@ -207,3 +209,22 @@ def test_dual_stack_provider_is_one_candidate() -> None:
     assert deduplicate([dht_v6, mdns, dht_v4]) == [mdns]
     assert deduplicate([dht_v6, dht_v4]) == [dht_v6]  # one peer, one channel/arch
     assert deduplicate([mdns, other_port]) == [mdns, other_port]  # another server
+
+
+def test_addresses_not_to_announce_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = tmp_path / "if_inet6"
+    table.write_text(
+        "fd000213000100000000000000000005 02 40 00 80     eth0\n"  # permanent: usable
+        "fd000213000100000000000000000006 02 40 00 c0     eth0\n"  # tentative
+        "fd0002130001000012345678abcdef01 02 40 00 01     eth0\n"  # temporary (privacy)
+        "fd000213000100000000000000000007 02 40 00 20     eth0\n"  # deprecated
+        "fe800000000000000000000000000009 02 40 20 88     eth0\n"  # DAD failed
+        "garbage line\n"
+    )
+    monkeypatch.setattr(interfaces, "IF_INET6", str(table))
+    assert interfaces._unusable_ipv6() == {
+        ("eth0", "fd00:213:1::6"),
+        ("eth0", "fd00:213:1:0:1234:5678:abcd:ef01"),
+        ("eth0", "fd00:213:1::7"),
+        ("eth0", "fe80::9"),
+    }

@@ -3,8 +3,9 @@ the project (mDNS on both sides, and ``plasmd serve``'s default URL host).
 
 Interfaces are enumerated with ``ifaddr``, python-zeroconf's own dependency (and what zeroconf
 tells callers to use), so it is always installed with it. IPv6 addresses still in duplicate
-address detection (``tentative`` in ``ip addr``: nothing can bind them yet) are left out while
-``/proc/net/if_inet6`` says so; a link-local IPv6 address carries its zone (``fe80::1%eth0``).
+address detection (``tentative`` in ``ip addr``: nothing can bind them yet), temporary (privacy)
+and deprecated ones are left out while ``/proc/net/if_inet6`` says so; a link-local IPv6
+address carries its zone (``fe80::1%eth0``).
 ``select_addresses``/``select_ipv4`` and ``zeroconf_interfaces`` are the pure rules.
 """
 
@@ -18,12 +19,14 @@ from .records import is_ip, is_link_local, strip_zone
 
 LOOPBACK = "127.0.0.1"
 IF_INET6 = "/proc/net/if_inet6"
-# IFA_F_TENTATIVE | IFA_F_DADFAILED (linux/if_addr.h): not usable as a source address.
-_UNUSABLE_FLAGS = 0x40 | 0x08
+# linux/if_addr.h: IFA_F_TENTATIVE and IFA_F_DADFAILED (not usable yet, or ever),
+# IFA_F_TEMPORARY (a privacy address, for outgoing connections, replaced every few hours) and
+# IFA_F_DEPRECATED (going away): none of them is an address to announce a service on.
+_UNUSABLE_FLAGS = 0x40 | 0x08 | 0x01 | 0x20
 
 
 def _unusable_ipv6() -> set[tuple[str, str]]:
-    """(interface, address) pairs the kernel cannot use yet (tentative) or ever (DAD failed)."""
+    """(interface, address) pairs not to announce a service on (``_UNUSABLE_FLAGS``)."""
     found: set[tuple[str, str]] = set()
     try:
         with open(IF_INET6, encoding="ascii") as handle:
