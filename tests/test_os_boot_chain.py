@@ -57,7 +57,7 @@ def assert_booted_the_os(
     assert [w for w in words if w.startswith(("phase.version=", "phase.rootfs"))] == words[:2]
     assert "phase-os: root filesystem sha256 matches phase.rootfs_sha256" in log, log
     assert "phase-os: root filesystem mounted (squashfs under a tmpfs overlay)" in log, log
-    assert re.search(r"Reached target .*multi-user\.target", log), log
+    assert "PHASE-OS-TARGET multi-user.target=active" in log, log
     line = re.search(r"^PHASE-OS-UP .*$", log, re.M)
     assert line is not None, log
     assert line.group(0).strip() == (

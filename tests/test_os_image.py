@@ -126,7 +126,7 @@ def test_os_image_boots_to_multi_user_and_reports(image: dict[str, Any], tmp_pat
         terminate(proc)
     assert "phase-os: root filesystem sha256 matches phase.rootfs_sha256" in log, log
     assert "phase-os: root filesystem mounted (squashfs under a tmpfs overlay)" in log, log
-    assert re.search(r"Reached target .*multi-user\.target", log), log
+    assert "PHASE-OS-TARGET multi-user.target=active" in log, log
     line = re.search(r"^PHASE-OS-UP .*$", log, re.M)
     assert line is not None, log
     expected = f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay version=test-1"

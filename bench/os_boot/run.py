@@ -47,7 +47,7 @@ MILESTONES = [
     ("stage 2 early userspace", r"phase-os: kernel "),
     ("rootfs hash checked", r"phase-os: root filesystem sha256 matches"),
     ("switch_root to systemd", r"phase-os: root filesystem mounted"),
-    ("multi-user.target", r"Reached target .*multi-user\.target"),
+    ("multi-user.target", r"PHASE-OS-TARGET multi-user\.target=active"),
     ("PHASE-OS-UP", r"PHASE-OS-UP .*\n"),
 ]
 FAILURES = re.compile(
