@@ -30,43 +30,48 @@ images = test_e2e_qemu.images
 __all__ = ["images", "lan_images"]  # module fixtures, built once here too
 
 HTTP_PORT = 8080
+DHT_PORT = 4001
 START_TIMEOUT = 120.0
 
 
-def test_vm_boots_on_an_ipv6_only_lan_by_slaac_and_mdns(
-    lan_images: dict[str, Path], tmp_path: Path
-) -> None:
+def boot_ipv6_only(
+    built: dict[str, Path], work: Path, serve_args: tuple[str, ...], phase_args: str, ready: str
+) -> tuple[str, str]:
+    """The LAN of the module docstring, the provider started with ``serve_args`` and ready once
+    its log says ``ready``, then the VM with ``phase_args`` (``{provider}`` in them: the
+    provider's ULA address): (serial console, that address) once stage 2 has printed its
+    command line."""
     with Lan(prefix="p6b") as lan:
         router = lan.add_node("router", ipv4=False, ipv6=True)
         lan.advertise_prefix(router)
         node = lan.add_node("prov1", ipv4=False, ipv6=True)
-        log = tmp_path / "prov1.log"
+        log = work / "prov1.log"
         with log.open("wb") as out:
             provider = node.popen(
                 node.python(
-                    *("plasmd", "serve", "--artifacts", str(lan_images["art"])),
-                    *("--port", str(HTTP_PORT), "--key", str(lan_images["key"])),
-                    *("--state-dir", str(tmp_path / "state"), "--bind", "::", "--no-dht"),
+                    *("plasmd", "serve", "--artifacts", str(built["art"])),
+                    *("--port", str(HTTP_PORT), "--key", str(built["key"])),
+                    *("--state-dir", str(work / "state"), "--bind", "::", *serve_args),
                 ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        wait_for(log, "mDNS: advertising stable/x86_64", provider, deadline)
+        wait_for(log, ready, provider, time.monotonic() + START_TIMEOUT)
 
         tap = f"tap{lan.suffix}0"
         sh("ip", "-n", lan.hub, "tuntap", "add", "dev", tap, "mode", "tap")
         sh("ip", "-n", lan.hub, "link", "set", tap, "master", lan.segments[0].bridge, "up")
-        serial = tmp_path / "serial.log"
-        cmdline = "console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5"
+        serial = work / "serial.log"
+        extra = phase_args.format(provider=node.address6)
+        cmdline = f"console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5 {extra}"
         with serial.open("wb") as out:
             qemu = subprocess.Popen(
                 [
                     *("ip", "netns", "exec", lan.hub, "qemu-system-x86_64", "-accel", "tcg"),
                     *("-cpu", "max", "-m", "1024", "-smp", "1", "-display", "none"),
                     *("-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
-                    *("-kernel", str(lan_images["kernel"]), "-initrd", str(lan_images["stage1"])),
-                    *("-append", cmdline),
+                    *("-kernel", str(built["kernel"]), "-initrd", str(built["stage1"])),
+                    *("-append", cmdline.strip()),
                     *("-netdev", f"tap,id=lan,ifname={tap},script=no,downscript=no"),
                     *("-device", "virtio-net-pci,netdev=lan,mac=52:54:00:12:36:56"),
                 ],
@@ -82,15 +87,43 @@ def test_vm_boots_on_an_ipv6_only_lan_by_slaac_and_mdns(
             terminate(qemu)
             terminate(provider)
             subprocess.run(["ip", "-n", lan.hub, "link", "del", tap], capture_output=True)
+        prefix = lan.segments[0].prefix6.split("::", 1)[0]
+        # SLAAC: an address in the advertised prefix, none from DHCP (there is no server)
+        assert re.search(rf"phase: network up: eth0 {prefix}:[0-9a-f:]+\n", text), text
+        assert node.address6 is not None
+        return text, node.address6
 
-    prefix = lan.segments[0].prefix6.split("::", 1)[0]
-    # SLAAC: an address in the advertised prefix, none from DHCP (there is no server)
-    assert re.search(rf"phase: network up: eth0 {prefix}:[0-9a-f:]+\n", text), text
-    url = f"http://[{node.address6}]:{HTTP_PORT}/stable/x86_64/manifest.json"
-    assert f"phase: discovered {url} via mdns (version " in text, text
+
+def assert_booted(text: str, url: str, source: str) -> None:
+    assert f"phase: discovered {url} via {source} (version " in text, text
     assert f"phase: fetching {url}" in text, text
     assert re.search(r"INFO kernel: \d+ bytes verified", text), text
     assert "kexec-boot: kernel loaded; kexec -e" in text, text
     assert text.index("kexec -e") < text.index("PHASE-STAGE2-OK"), text
     line = re.search(r"PHASE-STAGE2-CMDLINE (.*)", text)
     assert line is not None and line.group(1).startswith(STAGE2_CMDLINE + " "), text
+
+
+def test_vm_boots_on_an_ipv6_only_lan_by_slaac_and_mdns(
+    lan_images: dict[str, Path], tmp_path: Path
+) -> None:
+    text, address = boot_ipv6_only(
+        lan_images, tmp_path, ("--no-dht",), "", "mDNS: advertising stable/x86_64"
+    )
+    url = f"http://[{address}]:{HTTP_PORT}/stable/x86_64/manifest.json"
+    assert_booted(text, url, "mdns")
+
+
+def test_vm_boots_on_an_ipv6_only_lan_through_the_dht(
+    lan_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """No mDNS at all: the VM's phase.bootstrap names the provider's DHT node by its ULA."""
+    text, address = boot_ipv6_only(
+        lan_images,
+        tmp_path,
+        ("--no-mdns", "--dht-port", str(DHT_PORT)),
+        f"phase.bootstrap=[{{provider}}]:{DHT_PORT}",
+        r"DHT: (published stable/x86_64|stable/x86_64 held only)",
+    )
+    url = f"http://[{address}]:{HTTP_PORT}/stable/x86_64/manifest.json"
+    assert_booted(text, url, "dht")
