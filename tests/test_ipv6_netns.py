@@ -214,3 +214,42 @@ def test_slaac_lan_provider_found_at_its_own_address(lan: Lan, tmp_path: Path) -
     (candidate,) = discover(client, "--source", "mdns")
     assert candidate["url"] == f"http://[{provider_address}]:{port}/stable/arm64/manifest.json"
     assert candidate["rtt_ms"] is not None
+
+
+def test_ipv4_only_and_dual_stack_dht_nodes_work_together(lan: Lan, tmp_path: Path) -> None:
+    """An IPv4-only DHT node (``plasmd dht-node``), a dual-stack provider that joins through
+    it over IPv4 and publishes to it, then clients of each family, each through the node it can
+    reach: the IPv4 one through the IPv4-only node, the IPv6-only one through the provider.
+    The record names the provider's IPv4 address (its primary one; docs/ipv6.md, limits)."""
+    seed = lan.add_node("seed")  # IPv4 only (the kernel's link-local address aside)
+    provider = lan.add_node("prov", ipv6=True)
+    client4 = lan.add_node("client4")
+    client6 = lan.add_node("client6", ipv4=False, ipv6=True)
+    node = seed.popen(
+        seed.python("plasmd", "dht-node", "--port", str(DHT_PORT), "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert node.stdout is not None
+    ready = json.loads(node.stdout.readline())  # printed once the port is bound
+    assert ready["ok"] and ready["port"] == DHT_PORT, ready
+    served = Served(
+        provider,
+        tmp_path,
+        "--no-mdns",
+        "--dht-port",
+        str(DHT_PORT),
+        "--bootstrap",
+        f"{seed.address}:{DHT_PORT}",
+    )
+    port = int(served.wait_for(r"Listening on http://\[::\]:(\d+)/").group(1))
+    served.wait_for(r"DHT: published stable/arm64 to [1-9]")  # the IPv4-only node took it
+
+    url = f"http://{provider.address}:{port}/stable/arm64/manifest.json"
+    for client, contact in (
+        (client4, f"{seed.address}:{DHT_PORT}"),
+        (client6, f"[{provider.address6}]:{DHT_PORT}"),
+    ):
+        found = discover(client, "--source", "dht", "--all", "--no-probe", "--bootstrap", contact)
+        assert [c["url"] for c in found] == [url], (client.hostname, found)
