@@ -318,7 +318,7 @@ def run_until(lan: StickLan, serial: Path, pattern: str, label: str = "") -> str
 
 def assert_stage1_reached_stage2(log: str, url: str) -> None:
     assert "phase: Phase Boot stage 1: " in log, log
-    assert re.search(r"phase: network up: eth0 10\.213\.\d+\.1\d\d/24", log), log
+    assert re.search(r"phase: network up: \w+ 10\.213\.\d+\.1\d\d/24", log), log
     assert f"phase: discovered {url} via mdns" in log, log
     assert "phase: manifest verified, artifacts fetched and checked" in log, log
     assert "kexec-boot: kernel loaded; kexec -e" in log, log
@@ -353,17 +353,26 @@ def test_uefi_stick_boots_a_signed_stage2(
 @pytest.mark.qemu
 @pytest.mark.netns
 @pytest.mark.slow
-@pytest.mark.parametrize(("nic", "driver"), [("e1000e", "e1000e"), ("rtl8139", "8139cp")])
+@pytest.mark.parametrize(
+    ("nic", "driver", "iface"),
+    [
+        ("e1000e", "e1000e", "eth0"),
+        ("rtl8139", "8139cp", "eth0"),
+        ("usb-net,bus=xhci.0", "cdc_subset", "usb0"),
+    ],
+)
 def test_secure_boot_stick_boots_with_a_nic_of_real_hardware(
-    lan: StickLan, images: dict[str, Path], tmp_path: Path, nic: str, driver: str
+    lan: StickLan, images: dict[str, Path], tmp_path: Path, nic: str, driver: str, iface: str
 ) -> None:
-    """Not virtio: Intel's 82574L (e1000e) and Realtek's RTL8139C+ (8139cp), drivers of the generic
-    kernel carried in the initramfs and loaded by their PCI modalias."""
+    """Not virtio: Intel's 82574L (e1000e), Realtek's RTL8139C+ (8139cp) and a USB NIC beside
+    the stick on the xHCI controller (cdc_subset): drivers of the generic kernel carried in the
+    initramfs and loaded by their PCI or USB modalias."""
     provider = lan.provider("prov1", images, "--no-dht")
     serial = tmp_path / "serial.log"
     lan.boot_stick(stick_copy(images, tmp_path), "uefi-secure-boot", serial, nic=nic)
     log = run_until(lan, serial, r"PHASE-STAGE2-CMDLINE .*\n", label=f"secure boot {nic}")
-    assert re.search(rf"\] {driver} 0000:\S+ eth0: ", log), log
+    assert re.search(rf"\] {driver} \S+ {iface}: ", log), log
+    assert re.search(rf"phase: network up: {iface} 10\.213\.", log), log
     assert "virtio_net" not in log, log
     assert_stage1_reached_stage2(log, provider.manifest_url)
 
