@@ -57,7 +57,8 @@ def test_a_booted_machine_serves_the_next_ones(
     lan2 = lan.add_routed_segment()
     serial1, serial2, serial3 = (tmp_path / f"vm{n}.log" for n in (1, 2, 3))
     vm1 = lan.boot(built, serial1, f"phase.bootstrap={provider.node.address}:4001", MEMORY)
-    log1 = wait_for(serial1, r"PHASE-OS-SERVE .*\n", vm1, time.monotonic() + CHAIN_DEADLINE)
+    # PHASE-OS-TIME: the last line phase-os-up prints.
+    log1 = wait_for(serial1, r"PHASE-OS-TIME .*\n", vm1, time.monotonic() + CHAIN_DEADLINE)
     # prov1 answers both by mDNS and in the DHT (VM1 has its node as phase.bootstrap=).
     assert_booted_the_os(log1, image, provider.manifest_url, via="(mdns|dht)")
     assert re.search(r"^PHASE-OS-SERVE plasmd=active", log1, re.M), log1
@@ -81,8 +82,8 @@ def test_a_booted_machine_serves_the_next_ones(
     )
     try:
         deadline = time.monotonic() + CHAIN_DEADLINE
-        log2 = wait_for(serial2, r"PHASE-OS-UP .*\n", vm2, deadline)
-        log3 = wait_for(serial3, r"PHASE-OS-UP .*\n", vm3, deadline)
+        log2 = wait_for(serial2, r"PHASE-OS-TIME .*\n", vm2, deadline)
+        log3 = wait_for(serial3, r"PHASE-OS-TIME .*\n", vm3, deadline)
         assert vm1.poll() is None, "VM1 must keep running (it is the provider now)"
     finally:
         terminate(vm2)
