@@ -46,17 +46,23 @@ class ServerProcess:
     """``python -m phase_client plasmd serve ...`` with its stderr collected line by line."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.attach(
+            subprocess.Popen(
+                [sys.executable, "-m", "phase_client", "plasmd", "serve", *args],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+
+    def attach(self, proc: subprocess.Popen[str]) -> None:
+        """Collect the log of ``proc`` (started elsewhere: a namespace, another user)."""
         self.lines: list[str] = []
         self.raw_lines: list[str] = []
         self._cond = threading.Condition()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "phase_client", "plasmd", "serve", *args],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        self.proc = proc
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.port = 0
@@ -72,7 +78,7 @@ class ServerProcess:
         with self._cond:
             self._cond.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0) -> re.Match:
+    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0) -> re.Match[str]:
         """The first log line from index ``start`` matching ``pattern`` (regex search)."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout

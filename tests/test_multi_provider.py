@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,12 +48,7 @@ class Provider(ServerProcess):
     def __init__(self, node: Node, argv: list[str]) -> None:
         # ServerProcess's own __init__ starts the process on the host; only that part differs.
         self.node = node
-        self.lines = []
-        self._cond = threading.Condition()
-        self.proc = node.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.port = 0
+        self.attach(node.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
 
     @property
     def url(self) -> str:
