@@ -4,7 +4,8 @@
 #                       kernel + our initramfs (with that kernel's NIC and USB storage drivers)
 #   make usb-kernel     build/usb/kernel: Debian's signed generic kernel (linux-image-<abi>-amd64)
 #   make test-usb       the stick's tests (image layout and reproducibility; QEMU boots with
-#                       OVMF Secure Boot and SeaBIOS on a namespace LAN: needs root)
+#                       OVMF Secure Boot and SeaBIOS on a namespace LAN: needs root;
+#                       scripts/write-usb.py on files)
 USB_ARCH = $(or $(ARCH),x86_64)
 USB_BUILD := $(BUILD)/usb
 USB_KERNEL_DIR := $(USB_BUILD)/kernel
@@ -46,4 +47,4 @@ usb: usb-initramfs
 		$(if $(USB_CMDLINE),--cmdline '$(USB_CMDLINE)') --output $(BUILD)/phase-usb-$(USB_ARCH).img
 
 test-usb: deps venv usb-kernel
-	$(VPY) -m pytest -q tests/test_usb.py $(PYTEST_ARGS)
+	$(VPY) -m pytest -q tests/test_usb.py tests/test_usb_write.py $(PYTEST_ARGS)
