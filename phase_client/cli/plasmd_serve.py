@@ -141,7 +141,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--advertise-host",
         metavar="HOST",
-        help="host put in advertised URLs (default: the primary IPv4 address)",
+        help="host put in advertised URLs (default: the primary IPv4 address, else the first "
+        "global or unique-local IPv6 address)",
     )
     add("--default-channel", metavar="CHANNEL", help="channel of /manifest.json (default stable)")
     add("--default-arch", metavar="ARCH", help="arch of /manifest.json (default: this host's)")
