@@ -78,7 +78,9 @@ class ServerProcess:
         with self._cond:
             self._cond.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0) -> re.Match[str]:
+    def wait_for(
+        self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0
+    ) -> re.Match[str]:
         """The first log line from index ``start`` matching ``pattern`` (regex search)."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
