@@ -755,3 +755,36 @@ def test_shell_scripts_pass_shellcheck() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout
+
+
+# kexec under lockdown with an unsigned kernel (Linux 6.1: kexec_file_load fails with ENODATA;
+# kexec_load would fail with EPERM). Records each call.
+LOCKED_DOWN_KEXEC = """#!/bin/sh
+printf '%s\\n' "$*" >>"$RECORD/calls"
+case "$1" in
+    -s) echo "kexec_file_load failed: No data available" >&2 ;;
+    *) echo "kexec_load failed: Operation not permitted" >&2 ;;
+esac
+exit 1
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_rejected_signature_is_one_line_and_no_fallback(
+    shell: list[str], tools: Path, tmp_path: Path
+) -> None:
+    d = fetch_dir(tmp_path / "img")
+    fake, record = fake_kexec(tmp_path, LOCKED_DOWN_KEXEC)
+    result = run_kexec_boot(
+        shell, tools, tmp_path, str(d),
+        path=f"{tools / 'bin'}:{fake}:/usr/bin:/bin", env={"RECORD": str(record)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "kexec-boot: cannot load the kernel: the kernel's signature was rejected "
+        "(lockdown / kexec signature enforcement)"
+    )
+    calls = (record / "calls").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("-s -l "), calls  # no kexec -l after it
+    assert "trying kexec -l" not in result.stdout
+    assert os.listdir(tmp_path / "run") == []

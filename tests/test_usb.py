@@ -391,13 +391,14 @@ def test_uefi_secure_boot_refuses_an_unsigned_stage2_kernel(
     # The manifest and the files verify (they are what the provider signed) ...
     assert "phase: manifest verified, artifacts fetched and checked" in log, log
     # ... but lockdown's kexec_file_load wants a kernel signed by a key the kernel trusts. An
-    # unsigned PE fails with ENODATA ("No data available"), kexec-boot's fallback kexec_load
-    # with EPERM (lockdown forbids it): its one line for that case is the last word.
+    # unsigned PE fails with ENODATA ("No data available"): kexec-boot says so in one line and
+    # does not try kexec_load (lockdown forbids it, and its EPERM would hide the reason).
     assert "kexec_file: Enforced kernel signature verification failed" in log, log
     assert (
-        "kexec-boot: cannot load the kernel: kexec is not permitted "
-        "(need root; or lockdown refused an unsigned kernel)"
+        "kexec-boot: cannot load the kernel: the kernel's signature was rejected "
+        "(lockdown / kexec signature enforcement)"
     ) in log, log
+    assert "trying kexec -l" not in log, log
     assert "phase: ERROR kexec-boot failed (exit 1)" in log, log
     assert "PHASE-STAGE2" not in log and "kexec -e" not in log, log
 
