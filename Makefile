@@ -5,7 +5,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 BUILD ?= build
 
-.PHONY: all deps venv test test-unit lint format clean
+.PHONY: test-serial all deps venv test test-unit lint format clean
 all: test
 
 deps:
@@ -19,8 +19,12 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The whole suite: unit, integration (real HTTP, namespaces, DHT on loopback) and e2e (QEMU).
+# The whole suite: unit, integration (real HTTP, namespaces, DHT on loopback) and e2e (QEMU),
+# in two lanes on two cores (scripts/run-tests.sh); `make test-serial` runs it in one.
 test: deps venv
+	scripts/run-tests.sh $(VPY) $(PYTEST_ARGS)
+
+test-serial: deps venv
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 # Everything but the namespace (root), QEMU and slow tests.

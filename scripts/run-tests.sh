@@ -1,0 +1,31 @@
+#!/bin/sh
+# make test: the whole suite in two lanes, one per core. The USB stick's firmware boots
+# (tests/test_usb*.py: their own images under build/usb, their own namespaces) run beside
+# everything else: each QEMU under TCG keeps one core busy, so one lane alone leaves the other
+# core mostly idle. Both lanes must pass; the USB lane's output follows the main lane's.
+#   scripts/run-tests.sh PYTHON [PYTEST_ARGS...]
+set -u
+py=$1
+shift
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here" || exit 2
+mkdir -p build
+usb_log=build/test-usb-lane.log
+usb_lane="tests/test_usb.py tests/test_usb_write.py"
+# shellcheck disable=SC2086 # the lane's files and the caller's pytest arguments are words
+"$py" -m pytest -q -p no:cacheprovider --basetemp=build/pytest-usb-lane $usb_lane "$@" \
+    >"$usb_log" 2>&1 &
+usb=$!
+# A background job ignores Ctrl-C in a script: stop it with us.
+trap 'kill "$usb" 2>/dev/null; wait "$usb" 2>/dev/null; exit 130' INT TERM
+ignore=""
+for file in $usb_lane; do ignore="$ignore --ignore=$file"; done
+# shellcheck disable=SC2086
+"$py" -m pytest -q $ignore "$@"
+main=$?
+wait "$usb"
+lane=$?
+trap - INT TERM
+printf '\n== the USB stick lane (%s), exit %s:\n' "$usb_lane" "$lane"
+cat "$usb_log"
+[ "$main" = 0 ] && [ "$lane" = 0 ]
