@@ -177,7 +177,7 @@ pids+=("$tail_pid")
 wait "$qemu_pid" || true
 wait "$tail_pid" 2>/dev/null || true
 
-if [ "$IMAGE" = os ] && ! grep -q "^PHASE-OS-UP state=running " "$work/serial.log"; then
+if [ "$IMAGE" = os ] && ! grep -Eq "(^|login: )PHASE-OS-UP state=running " "$work/serial.log"; then
     sed 's/^/    qemu: /' "$work/qemu.log" >&2
     line=$(grep -m1 -o 'PHASE-OS-UP.*' "$work/serial.log" || true)
     die "the OS did not come up within ${BOOT_TIMEOUT}s${line:+ ($line)}"

@@ -27,6 +27,7 @@ import pytest
 
 from . import test_e2e_qemu, test_os_image
 from .test_e2e_qemu import artifacts_dir, boot, sh, static_server, terminate, wait_for
+from .test_os_image import console_line
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
 
@@ -58,18 +59,15 @@ def assert_booted_the_os(
     assert "phase-os: root filesystem sha256 matches phase.rootfs_sha256" in log, log
     assert "phase-os: root filesystem mounted (squashfs under a tmpfs overlay)" in log, log
     assert "PHASE-OS-TARGET multi-user.target=active" in log, log
-    line = re.search(r"^PHASE-OS-UP .*$", log, re.M)
-    assert line is not None, log
-    assert line.group(0).strip() == (
+    assert console_line(log, "PHASE-OS-UP ") == (
         f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay "
         f"version={image['version']}"
     ), log
     assert log.index("kexec -e") < log.index("phase-os: kernel ") < log.index("PHASE-OS-UP")
     # The booted system got its own address on the LAN from the same DHCP server.
-    assert re.search(r"^PHASE-OS-NET .*en\w+=10\.213\.\d+\.1\d\d/24", log, re.M), log
+    assert re.search(r"(?:^|login: )PHASE-OS-NET .*en\w+=10\.213\.\d+\.1\d\d/24", log, re.M), log
     assert "Kernel panic" not in log
-    timing = re.search(r"^PHASE-OS-TIME (.*)$", log, re.M)
-    sys.stderr.write(f"\nchain: {timing.group(1).strip() if timing else 'no systemd-analyze'}\n")
+    sys.stderr.write(f"\nchain: {console_line(log, 'PHASE-OS-TIME ') or 'no systemd-analyze'}\n")
 
 
 def test_a_rootfs_not_the_signed_one_is_never_booted(

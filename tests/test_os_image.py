@@ -39,6 +39,13 @@ SHELL_DEADLINE = 180
 NO_ROOTFS_LINE = "phase-os: no root filesystem at /phase/rootfs.sqfs"
 
 
+def console_line(log: str, marker: str) -> str | None:
+    """The serial console's line that starts with ``marker`` (phase-os-up's lines), from the
+    marker on: the serial getty's prompt ("phase-os login: ") may come first on that line."""
+    found = re.search(rf"(?:^|login: )({re.escape(marker)}.*)$", log, re.M)
+    return found.group(1).strip() if found else None
+
+
 @pytest.fixture(scope="module")
 def image() -> dict[str, Any]:
     """Build (or find current) the OS image; return its stamp (files, kernel version...)."""
@@ -127,19 +134,18 @@ def test_os_image_boots_to_multi_user_and_reports(image: dict[str, Any], tmp_pat
     assert "phase-os: root filesystem sha256 matches phase.rootfs_sha256" in log, log
     assert "phase-os: root filesystem mounted (squashfs under a tmpfs overlay)" in log, log
     assert "PHASE-OS-TARGET multi-user.target=active" in log, log
-    line = re.search(r"^PHASE-OS-UP .*$", log, re.M)
-    assert line is not None, log
+    line = console_line(log, "PHASE-OS-UP ")
     expected = f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay version=test-1"
-    assert line.group(0).strip() == expected, log
+    assert line == expected, log
     # networkd's DHCP on the virtio NIC (an en* name) got QEMU's user-network address.
-    assert re.search(r"^PHASE-OS-NET .*en\w+=10\.0\.2\.15/24", log, re.M), log
+    assert re.search(r"(?:^|login: )PHASE-OS-NET .*en\w+=10\.0\.2\.15/24", log, re.M), log
     assert "PHASE-OS-POWEROFF" in log and "reboot: Power down" in log, log
     assert proc.returncode == 0
     assert "Kernel panic" not in log
-    timing = re.search(r"^PHASE-OS-TIME (.*)$", log, re.M)
+    timing = console_line(log, "PHASE-OS-TIME ")
     sys.stderr.write(
         f"\nOS image: PHASE-OS-UP {up:.1f} s after QEMU started "
-        f"({timing.group(1).strip() if timing else 'no systemd-analyze line'})\n"
+        f"({timing or 'no systemd-analyze line'})\n"
     )
 
 

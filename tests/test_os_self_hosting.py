@@ -31,6 +31,7 @@ from . import test_e2e_qemu, test_os_image
 from .test_boot_lan import BootLan, lan  # noqa: F401 (the LAN fixture)
 from .test_e2e_qemu import terminate, wait_for
 from .test_os_boot_chain import CHAIN_DEADLINE, MEMORY, OS_ARTIFACTS, assert_booted_the_os
+from .test_os_image import console_line
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow]
 
@@ -61,8 +62,8 @@ def test_a_booted_machine_serves_the_next_ones(
     log1 = wait_for(serial1, r"PHASE-OS-TIME .*\n", vm1, time.monotonic() + CHAIN_DEADLINE)
     # prov1 answers both by mDNS and in the DHT (VM1 has its node as phase.bootstrap=).
     assert_booted_the_os(log1, image, provider.manifest_url, via="(mdns|dht)")
-    assert re.search(r"^PHASE-OS-SERVE plasmd=active", log1, re.M), log1
-    address = re.search(r"^PHASE-OS-NET .*en\w+=(10\.213\.\d+\.\d+)/24", log1, re.M)
+    assert re.search(r"(?:^|login: )PHASE-OS-SERVE plasmd=active", log1, re.M), log1
+    address = re.search(r"(?:^|login: )PHASE-OS-NET .*en\w+=(10\.213\.\d+\.\d+)/24", log1, re.M)
     assert address is not None, log1
     vm1_host = address.group(1)
     vm1_url = f"http://{vm1_host}:8080/stable/x86_64/manifest.json"
@@ -95,9 +96,7 @@ def test_a_booted_machine_serves_the_next_ones(
         assert provider.manifest_url not in log, log
         # The same signed manifest (version, sequence, signer) VM1 booted, then the same OS.
         assert verified_line(log) == verified_line(log1), (log1, log)
-        line = re.search(r"^PHASE-OS-UP .*$", log, re.M)
-        assert line is not None, log
-        assert line.group(0).strip() == (
+        assert console_line(log, "PHASE-OS-UP ") == (
             f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay "
             f"version={image['version']}"
         ), log

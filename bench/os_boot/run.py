@@ -114,14 +114,14 @@ def one_boot(built: dict[str, Path], memory: int, deadline: float, work: Path) -
         if lan.qemu is not None:
             terminate(lan.qemu)
         lan.close()
-    up = re.search(r"^PHASE-OS-UP (.*)$", text, re.M)
+    up = re.search(r"(?:^|login: )(PHASE-OS-UP .*)$", text, re.M)
     failure = FAILURES.search(text)
-    analyze = re.search(r"^PHASE-OS-TIME (.*)$", text, re.M)
+    analyze = re.search(r"(?:^|login: )PHASE-OS-TIME (.*)$", text, re.M)
     stamps = re.findall(r"^\[\s*([\d.]+)\] phase: (.*)$", text, re.M)
     return {
         "memory_mib": memory,
-        "booted": bool(up and "state=running" in up.group(1)),
-        "up_line": up.group(0).strip() if up else None,
+        "booted": bool(up and "state=running " in up.group(1)),
+        "up_line": up.group(1).strip() if up else None,
         "failure": None if up else (failure.group(0).strip() if failure else "deadline"),
         "milestones_s": {name: round(seen[name], 1) for name, _ in MILESTONES if name in seen},
         "systemd_analyze": analyze.group(1).strip() if analyze else None,
