@@ -117,10 +117,43 @@ def qemu(
         )
 
 
+def staged_initrd(directory: Path) -> tuple[Path, str]:
+    """What stage 1 hands to kexec for build/os, made the way it does (phase-verify
+    --stage-into, a throw-away key): the initrd (initramfs.img, then the carry archive with the
+    rootfs and the mirror) and the command line. Returns (initrd, cmdline)."""
+    key, fetched, staged = directory / "k", directory / "fetched", directory / "staged"
+    fetched.mkdir()
+    py = [sys.executable, "-m", "phase_client"]
+    subprocess.run([*py, "plasmd", "keygen", "--out", str(key)], check=True, timeout=60,
+                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*py, "plasmd", "manifest", "generate", "--artifacts", str(IMAGE.parent.parent),
+         "--channel", "stable", "--arch", "x86_64", "--key", str(key),
+         "--output", str(fetched / "manifest.json")],
+        check=True, timeout=300, capture_output=True, cwd=REPO,
+    )  # fmt: skip
+    # Copies, as phase-fetch writes them (phase-verify follows no link).
+    files = {"kernel": "vmlinuz", "initramfs": "initramfs.img", "rootfs": "rootfs.sqfs"}
+    for name, filename in files.items():
+        shutil.copyfile(IMAGE / filename, fetched / name)
+    cmdline = json.loads((fetched / "manifest.json").read_bytes()).get("cmdline", "")
+    (fetched / "cmdline").write_text(cmdline + "\n")
+    subprocess.run(
+        [*py, "verify", str(fetched / "manifest.json"), "--key", f"{key}.pub",
+         "--check-dir", str(fetched), "--stage-into", str(staged)],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    return staged / "initrd", (staged / "cmdline").read_text()
+
+
 def test_os_image_boots_to_multi_user_and_reports(image: dict[str, Any], tmp_path: Path) -> None:
-    full = initrd(tmp_path, with_rootfs=True)
-    sha = image["files"]["rootfs.sqfs"]["sha256"]
-    append = f"console=ttyS0 phase.version=test-1 phase.test=poweroff phase.rootfs_sha256={sha}"
+    """Booted directly from the initrd stage 1 would hand to kexec (so the mirror travels
+    too), with phase.serve=0: the system comes up, reports, and does not serve."""
+    full, cmdline = staged_initrd(tmp_path)
+    # The manifest's version is the last phase.version= (the booted system reads that one).
+    versions = re.findall(r"phase\.version=(\S+)", cmdline)
+    assert versions and "phase.rootfs_sha256=" in cmdline, cmdline
+    append = f"console=ttyS0 {cmdline} phase.test=poweroff phase.serve=0"
     serial = tmp_path / "serial.log"
     started = time.monotonic()
     proc = qemu(full, append, serial)
@@ -131,11 +164,17 @@ def test_os_image_boots_to_multi_user_and_reports(image: dict[str, Any], tmp_pat
         proc.wait(timeout=60)
     finally:
         terminate(proc)
+    # Carried, but not served: the opt-out is the condition that stopped plasmd.service.
+    assert console_line(log, "PHASE-OS-SERVE ") == "PHASE-OS-SERVE plasmd=inactive", log
+    assert "ConditionKernelCommandLine=!phase.serve=0" in log, log
     assert "phase-os: root filesystem sha256 matches phase.rootfs_sha256" in log, log
     assert "phase-os: root filesystem mounted (squashfs under a tmpfs overlay)" in log, log
     assert "PHASE-OS-TARGET multi-user.target=active" in log, log
     line = console_line(log, "PHASE-OS-UP ")
-    expected = f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay version=test-1"
+    expected = (
+        f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay "
+        f"version={versions[-1]}"
+    )
     assert line == expected, log
     # networkd's DHCP on the virtio NIC (an en* name) got QEMU's user-network address.
     assert re.search(r"(?:^|login: )PHASE-OS-NET .*en\w+=10\.0\.2\.15/24", log, re.M), log
