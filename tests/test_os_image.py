@@ -172,8 +172,7 @@ def test_os_image_boots_to_multi_user_and_reports(image: dict[str, Any], tmp_pat
     assert "PHASE-OS-TARGET multi-user.target=active" in log, log
     line = console_line(log, "PHASE-OS-UP ")
     expected = (
-        f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay "
-        f"version={versions[-1]}"
+        f"PHASE-OS-UP state=running kernel={image['kernel']} root=overlay version={versions[-1]}"
     )
     assert line == expected, log
     # networkd's DHCP on the virtio NIC (an en* name) got QEMU's user-network address.
