@@ -141,6 +141,14 @@ class BootLan:
             assert re.search(pattern, text) and proc.poll() is None, text
         return Provider(node, proc, log)
 
+    def add_tap(self, name: str, segment: int = 0) -> str:
+        """A tap device in the hub namespace on ``segment``'s bridge, removed by ``close``."""
+        hub, bridge = self.lan.hub, self.lan.segments[segment].bridge
+        sh("ip", "-n", hub, "tuntap", "add", "dev", name, "mode", "tap")
+        self.taps.append(name)
+        sh("ip", "-n", hub, "link", "set", name, "master", bridge, "up")
+        return name
+
     def boot(
         self,
         built: dict[str, Path],
@@ -152,12 +160,8 @@ class BootLan:
         """QEMU in the hub namespace, its NIC a tap of its own on ``segment``'s bridge (and a
         MAC of its own: VMs booted here see each other); serial console to file; ``memory``
         MiB."""
-        hub, bridge = self.lan.hub, self.lan.segments[segment].bridge
-        index = len(self.vms)
-        tap = f"tap{self.lan.suffix}{index}"
-        sh("ip", "-n", hub, "tuntap", "add", "dev", tap, "mode", "tap")
-        self.taps.append(tap)
-        sh("ip", "-n", hub, "link", "set", tap, "master", bridge, "up")
+        hub, index = self.lan.hub, len(self.vms)
+        tap = self.add_tap(f"tap{self.lan.suffix}{index}", segment)
         cmdline = f"console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5 {phase_args}"
         with serial.open("wb") as out:
             self.qemu = subprocess.Popen(

@@ -233,14 +233,10 @@ class StickLan(BootLan):
     ) -> subprocess.Popen[bytes]:
         """The stick on xHCI, booted by ``firmware``; one NIC per entry of ``nics`` (QEMU
         device names), each on a tap of its own on the LAN."""
-        hub, bridge = self.lan.hub, self.lan.segments[0].bridge
-        index = len(self.vms)
+        hub, index = self.lan.hub, len(self.vms)
         network = []
         for n, nic in enumerate(nics):
-            tap = f"tap{self.lan.suffix}{index}{n}"
-            sh("ip", "-n", hub, "tuntap", "add", "dev", tap, "mode", "tap")
-            self.taps.append(tap)
-            sh("ip", "-n", hub, "link", "set", tap, "master", bridge, "up")
+            tap = self.add_tap(f"tap{self.lan.suffix}{index}{n}")
             mac = f"52:54:00:12:{0x35 + n:02x}:{index + 0x56:02x}"
             network += ["-netdev", f"tap,id=lan{n},ifname={tap},script=no,downscript=no"]
             network += ["-device", f"{nic},netdev=lan{n},mac={mac}"]

@@ -102,8 +102,9 @@ def staged_cmdline(manifest: Manifest) -> str:
         added.append(f"phase.version={manifest.version}")
     if "rootfs" in manifest.artifacts:
         added.append(f"phase.rootfs_sha256={manifest.artifacts['rootfs'].sha256}")
-    # A word the signed cmdline already ends up with is not repeated.
-    return " ".join([signed] * bool(signed) + [w for w in added if w not in signed.split()])
+    # A word the signed cmdline already has is not repeated.
+    words = signed.split()
+    return " ".join(filter(None, [signed, *(w for w in added if w not in words)]))
 
 
 def memory_needed(plan: BootPlan, manifest: Manifest, consume: bool = False) -> int:
