@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from phase_client.discovery import orchestrate
 from phase_client.discovery.model import Candidate, Query
 from phase_client.discovery.orchestrate import find_providers
 from phase_client.discovery.probe import probe_all
@@ -214,3 +215,48 @@ def test_probing_dht_lookup_collects_every_record(http_server: str) -> None:
     result = find_providers(Query(timeout=5), source="dht", bootstrap=[("h", 1)], dht_lookup=dht)
     assert dht.calls[0].want_all is True  # type: ignore[attr-defined]
     assert [c.url for c in result] == [f"{http_server}/x/manifest.json"]
+
+
+def quiet_lan(delay: float, then_sleep: float, found: list[Candidate]):  # type: ignore[no-untyped-def]
+    """An mDNS lookup that says "the LAN answered nothing" after ``delay`` but keeps running."""
+
+    def lookup(query: Query, interfaces: object, quiet: threading.Event) -> list[Candidate]:
+        time.sleep(delay)
+        quiet.set()
+        time.sleep(then_sleep)
+        return list(found)
+
+    return lookup
+
+
+def test_quiet_lan_ends_the_grace_before_it_runs_out(
+    http_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a grace of 30 s, only the quiet signal can let the DHT answer through early.
+    monkeypatch.setattr(orchestrate, "LAN_GRACE", 30.0)
+    wan = cand(f"{http_server}/stable/x86_64/manifest.json", "dht")
+    started = time.monotonic()
+    result = find_providers(
+        Query(timeout=60),
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=quiet_lan(0.1, 30, []),
+        dht_lookup=fake_source([wan]),
+    )
+    assert [c.url for c in result] == [wan.url]
+    assert time.monotonic() - started < 20  # hang detector: the grace (30 s) did not run out
+
+
+def test_a_lan_that_is_not_quiet_keeps_the_grace(
+    http_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The LAN answers after 1.5 s and never says it is quiet: the DHT answer (at once) waits.
+    monkeypatch.setattr(orchestrate, "LAN_GRACE", 30.0)
+    lan = cand(f"{http_server}/stable/x86_64/manifest.json", "mdns")
+    wan = cand(f"{http_server}/stable/x86_64/manifest.json?wan", "dht")
+    result = find_providers(
+        Query(timeout=60),
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=fake_source([lan], delay=1.5),
+        dht_lookup=fake_source([wan]),
+    )
+    assert [c.source for c in result] == ["mdns"]

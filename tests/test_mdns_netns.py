@@ -472,3 +472,46 @@ def test_multi_homed_provider_gives_each_network_its_own_address(lan: Lan) -> No
         assert [c["url"] for c in found] == [f"http://{address}:8080/stable/arm64/manifest.json"]
         ipv4 = [a for a in found[0]["addresses"] if ":" not in a]
         assert sorted(ipv4) == sorted([provider_node.address, second_address])
+
+
+QUIET_PROBE = """
+import json, threading, time
+from phase_client.discovery.mdns import discover_mdns
+from phase_client.discovery.model import Query
+quiet = threading.Event()
+started = time.monotonic()
+watch = {}
+def note():
+    if quiet.wait(10):
+        watch["quiet_ms"] = (time.monotonic() - started) * 1000
+threading.Thread(target=note, daemon=True).start()
+query = Query(channel="stable", arch="arm64", timeout=3.0, want_all=True)
+found = discover_mdns(query, quiet=quiet)
+print(json.dumps({"found": [c.version for c in found], "quiet": quiet.is_set(), **watch}))
+"""
+
+
+def mdns_quiet(node: Node) -> dict[str, Any]:
+    """discover_mdns with a quiet event, listening 3 s: what it found and whether (and when)
+    it said the LAN answered nothing."""
+    result = node.run([sys.executable, "-c", QUIET_PROBE], timeout=60)
+    assert result.returncode == 0, describe(result)
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def test_the_lan_says_quiet_only_when_nothing_it_answered_fits(lan: Lan) -> None:
+    provider_node, client = lan.add_node("prov"), lan.add_node("client")
+    # Nothing on the LAN: quiet soon after the question, long before the 3 s are over.
+    empty = mdns_quiet(client)
+    assert empty["found"] == [] and empty["quiet"], empty
+    assert empty["quiet_ms"] < 2500, empty  # it came from the quiet rule, not from the end
+    # A provider of another arch answers and is resolved, then refused: still quiet.
+    provider = Provider(provider_node)
+    provider.command("start", [{"channel": "stable", "arch": "x86_64", "version": "x"}])
+    other = mdns_quiet(client)
+    assert other["found"] == [] and other["quiet"], other
+    # A provider that fits: never quiet.
+    provider.command("update", STABLE_ARM64)
+    fits = mdns_quiet(client)
+    assert fits["found"] == ["2025.11.26"] and not fits["quiet"], fits

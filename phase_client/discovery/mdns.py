@@ -10,6 +10,7 @@ loaded. Malformed TXT records are skipped (logged at debug level), never raised.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -58,12 +59,17 @@ def candidate_from_service(
     return candidate, info
 
 
-def discover_mdns(query: Query, interfaces: Sequence[str] | None = None) -> list[Candidate]:
+def discover_mdns(
+    query: Query,
+    interfaces: Sequence[str] | None = None,
+    quiet: threading.Event | None = None,
+) -> list[Candidate]:
     """Providers of ``query.channel``/``query.arch`` on the LAN, best first (maybe empty).
 
     ``interfaces``: interface names or addresses to browse on (default: every interface with a
-    non-loopback IPv4 or IPv6 address). Raises NoSourceError when mDNS cannot run at all (no
-    interface, no multicast socket), so the caller can move on to the DHT.
+    non-loopback IPv4 or IPv6 address). ``quiet`` is set as soon as the LAN has clearly answered
+    nothing (see ``mdns.browse``), before the lookup returns. Raises NoSourceError when mDNS
+    cannot run at all (no interface, no multicast socket), so the caller can move on to the DHT.
     """
     addresses = client_addresses(interfaces)
     started = time.monotonic()
@@ -96,7 +102,7 @@ def discover_mdns(query: Query, interfaces: Sequence[str] | None = None) -> list
             )
         return candidate
 
-    found = browse(addresses, query.timeout, accept, query.want_all, GRACE_SECONDS)
+    found = browse(addresses, query.timeout, accept, query.want_all, GRACE_SECONDS, quiet)
     if not found:
         log.info("mDNS: no provider of %s/%s answered", query.channel, arch)
     return found

@@ -2,8 +2,10 @@
 
 In ``auto`` mode both sources start at once (the DHT lookup costs round trips, so it should not
 wait for the mDNS timeout). A reachable LAN provider wins: a DHT answer is used only once mDNS
-has come back empty, or once a LAN grace period has passed with no LAN answer (on a LAN, mDNS
-answers in a few hundred milliseconds; waiting the whole timeout would only delay WAN boots).
+has come back empty, or the LAN has clearly answered nothing (no answer some 300 ms after the
+question, nothing being resolved: see ``mdns.browse`` for why that is safe), or at the latest
+once ``LAN_GRACE`` has passed with no LAN answer (waiting the whole timeout would only delay
+WAN boots).
 With ``want_all`` both are listed, LAN first. Sources run in daemon threads so that returning
 early never waits for a slower source to finish.
 """
@@ -26,7 +28,8 @@ log = logging.getLogger(__name__)
 # Part of the timeout kept for probing what the sources found.
 PROBE_SHARE = 0.25
 PROBE_MAX = 2.0
-# How long a DHT answer waits for a LAN answer that may still come.
+# The longest a DHT answer waits for a LAN answer that may still come (a LAN that answered
+# something, still being resolved); a LAN that answered nothing ends the wait sooner.
 LAN_GRACE = 1.0
 POLL = 0.02
 
@@ -62,10 +65,14 @@ class _Background:
         return list(self._found) if self._done.is_set() else []
 
 
-def _mdns_lookup(query: Query, interfaces: Sequence[str] | None = None) -> list[Candidate]:
+def _mdns_lookup(
+    query: Query,
+    interfaces: Sequence[str] | None = None,
+    quiet: threading.Event | None = None,
+) -> list[Candidate]:
     from .mdns import discover_mdns
 
-    return discover_mdns(query, interfaces)
+    return discover_mdns(query, interfaces, quiet)
 
 
 def _dht_lookup(query: Query, bootstrap: Sequence[tuple[str, int]]) -> list[Candidate]:
@@ -100,6 +107,8 @@ def find_providers(
     """Ranked, reachable candidates (best first); empty when none was found in time.
 
     ``networks``: this machine's networks for the ranking (default: read from its interfaces).
+    ``mdns_lookup(query, interfaces, quiet)`` sets the ``threading.Event`` ``quiet`` once the
+    LAN has clearly answered nothing.
     """
     started = time.monotonic()
     deadline = started + query.timeout
@@ -107,8 +116,9 @@ def find_providers(
     search = replace(query, timeout=max(0.1, query.timeout - probe_budget))
 
     mdns = dht = None
+    lan_quiet = threading.Event()
     if source in ("auto", "mdns"):
-        mdns = _Background("mdns", lambda: mdns_lookup(search, interfaces))
+        mdns = _Background("mdns", lambda: mdns_lookup(search, interfaces, lan_quiet))
     if source == "dht" or (source == "auto" and bootstrap):
         # With probing, collect every record: the first one found may be a dead provider's.
         dht_query = replace(search, want_all=True) if probe else search
@@ -131,7 +141,7 @@ def find_providers(
     while pending:
         now = time.monotonic()
         for lookup in list(pending):
-            lan_pending = mdns in pending and lookup is not mdns
+            lan_pending = mdns in pending and lookup is not mdns and not lan_quiet.is_set()
             if not lookup.done or (lan_pending and now < lan_grace):
                 continue
             pending.remove(lookup)

@@ -5,12 +5,22 @@ caller's ``accept``, which turns it into a result or refuses it (None); without 
 browse ends ``grace`` seconds after the first accepted one (other providers answer the same query
 within a millisecond or two), with ``want_all`` it listens for the whole timeout and an instance
 that says goodbye meanwhile is dropped. Results come in order of arrival.
+
+``quiet``: an event set once the LAN has clearly answered nothing, so a caller holding an answer
+from elsewhere (the DHT) need not wait for the whole timeout. It is set when ``QUIET_AFTER``
+seconds have passed since our question went out and nothing was accepted, and no instance is
+still being resolved. Why that is safe: responders answer a question asking for a unicast
+response (QU) at once, and delay a multicast answer to a shared PTR record by 20-120 ms
+(RFC 6762 sections 5.4 and 6); on one link the round trip adds milliseconds. An answer that
+does arrive later is still collected, and a wrong guess costs only a WAN provider instead of a
+LAN one: every manifest is verified the same way wherever it came from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +37,9 @@ from .records import SERVICE_TYPE, instance_label, is_ip, is_link_local, strip_z
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 0.05
+# The 120 ms a responder may hold a shared answer (RFC 6762 section 6), the same again for a
+# slow link or an emulated machine's scheduler, and a margin.
+QUIET_AFTER = 0.3
 RESOLVE_TIMEOUT_MS = 3000
 
 T = TypeVar("T")
@@ -49,6 +62,7 @@ def browse(
     accept: Callable[[ResolvedService, bool], T | None],
     want_all: bool = False,
     grace: float = GRACE_SECONDS,
+    quiet: threading.Event | None = None,
 ) -> list[T]:
     """Browse from ``addresses`` (local (interface, address) pairs, IPv4 and IPv6); see the
     module's docstring.
@@ -58,7 +72,7 @@ def browse(
 
     Raises NoSourceError when no multicast socket can be opened on them.
     """
-    return asyncio.run(_browse(list(addresses), timeout, accept, want_all, grace))
+    return asyncio.run(_browse(list(addresses), timeout, accept, want_all, grace, quiet))
 
 
 async def _browse(
@@ -67,6 +81,7 @@ async def _browse(
     accept: Callable[[ResolvedService, bool], T | None],
     want_all: bool,
     grace: float,
+    quiet: threading.Event | None = None,
 ) -> list[T]:
     deadline = time.monotonic() + timeout
     found: dict[str, T] = {}
@@ -123,12 +138,17 @@ async def _browse(
             del resolving[name]
 
     browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    watch: asyncio.Future[None] | None = None
     try:
         # Ask at once instead of after the browser's random 20-120 ms first-query delay: RFC
         # 6762 5.1 allows a one-shot querier to ask immediately, and a question asking for a
         # unicast response (QU) is answered at once, while answers to a plain multicast question
         # wait another 20-120 ms. The browser's own queries follow as usual.
         await _zeroconf.send_ptr_query(azc.zeroconf, SERVICE_TYPE)
+        if quiet is not None:
+            watch = asyncio.ensure_future(
+                _say_when_quiet(quiet, deadline, lambda: bool(found), lambda: bool(resolving))
+            )
         if want_all:
             await asyncio.sleep(max(0.0, deadline - time.monotonic()))
         else:
@@ -139,6 +159,8 @@ async def _browse(
             else:
                 await asyncio.sleep(max(0.0, min(grace, deadline - time.monotonic())))
     finally:
+        if watch is not None:
+            watch.cancel()
         await browser.async_cancel()
         tasks = list(resolving.values())
         for task in tasks:
@@ -146,6 +168,24 @@ async def _browse(
         await asyncio.gather(*tasks, return_exceptions=True)
         await azc.async_close()
     return list(found.values())
+
+
+async def _say_when_quiet(
+    quiet: threading.Event,
+    deadline: float,
+    answered: Callable[[], bool],
+    resolving: Callable[[], bool],
+) -> None:
+    """Set ``quiet`` once ``QUIET_AFTER`` has passed with nothing accepted and nothing pending."""
+    await asyncio.sleep(QUIET_AFTER)
+    while time.monotonic() < deadline:
+        if answered():
+            return
+        if not resolving():
+            log.debug("mDNS: no answer %.0f ms after the question", QUIET_AFTER * 1000)
+            quiet.set()
+            return
+        await asyncio.sleep(0.02)
 
 
 def ip_version_of(interfaces: Sequence[str]) -> IPVersion:
