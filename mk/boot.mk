@@ -16,7 +16,7 @@ ROOT ?=
 zipapp: venv
 	$(VPY) scripts/build-zipapp.py --output $(BUILD)/phase.pyz
 	@mkdir -p $(BUILD)/bin
-	@for tool in phase-verify phase-fetch phase-discover; do \
+	@for tool in phase-verify phase-fetch phase-discover phase-boot; do \
 		ln -sfn ../phase.pyz $(BUILD)/bin/$$tool; done
 
 kernel:

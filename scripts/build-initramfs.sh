@@ -126,7 +126,7 @@ sys.exit(0 if magic in main or "if \"\" and" in main else 1)' "$ZIPAPP"; then
     # Phase tools.
     mkdir -p "$root/usr/lib/phase" "$root/usr/share/phase" "$root/etc/phase/keys"
     install -m 0755 "$ZIPAPP" "$root/usr/lib/phase/phase.pyz"
-    for tool in phase-verify phase-fetch phase-discover; do
+    for tool in phase-verify phase-fetch phase-discover phase-boot; do
         ln -s /usr/lib/phase/phase.pyz "$root/usr/bin/$tool"
     done
     # The libraries PyNaCl's and cffi's native modules link (libpthread for _cffi_backend).
