@@ -2,10 +2,12 @@
 
 Pure-Python modules import straight from the zip. PyNaCl cannot: its ``nacl._sodium`` and cffi's
 ``_cffi_backend`` are shared libraries, and the dynamic loader needs real files. The build stores
-them (with the rest of the ``nacl`` package, which must sit beside ``_sodium``) under ``_native/``
-in the zip; the first run extracts that part once into a private directory named after its content
-hash, and every later run only checks that the directory exists. This is what shiv does for a
-whole application, limited to the ~2 MB that needs it.
+them (with the rest of the ``nacl`` package, which must sit beside ``_sodium``) under
+``_native/<machine>/`` in the zip, one part per machine it was built for (``x86_64``,
+``aarch64``: ``os.uname().machine``); the first run extracts this machine's part once into a
+private directory named after its content hash, and every later run only checks that the
+directory exists. This is what shiv does for a whole application, limited to the ~2-3 MB per
+machine that needs it.
 
 Where: ``$PHASE_PYZ_ROOT``, else ``$XDG_RUNTIME_DIR/phase-pyz``, else ``/run/phase-pyz`` for root,
 else ``~/.cache/phase-pyz``. The root must belong to us and not be writable by others: anyone who
@@ -51,8 +53,8 @@ def private_dir(path: str) -> str:
     return path
 
 
-def extract(archive: str, target: str, root: str) -> None:
-    """Unpack the ``_native/`` entries of ``archive`` into ``target``, atomically."""
+def extract(archive: str, target: str, root: str, machine: str) -> None:
+    """Unpack the ``_native/<machine>/`` entries of ``archive`` into ``target``, atomically."""
     import shutil
     import tempfile
     import zipfile
@@ -60,10 +62,11 @@ def extract(archive: str, target: str, root: str) -> None:
     staging = tempfile.mkdtemp(prefix=".extract-", dir=root)
     try:
         with zipfile.ZipFile(archive) as zf:
+            prefix = f"{NATIVE_PREFIX}{machine}/"
             for info in zf.infolist():
-                if not info.filename.startswith(NATIVE_PREFIX) or info.is_dir():
+                if not info.filename.startswith(prefix) or info.is_dir():
                     continue
-                relative = info.filename[len(NATIVE_PREFIX) :]
+                relative = info.filename[len(prefix) :]
                 if relative.startswith("/") or ".." in relative.split("/"):
                     raise ZipbootError(f"bad entry {info.filename!r} in {archive}")
                 dest = os.path.join(staging, relative)
@@ -87,22 +90,36 @@ def extract(archive: str, target: str, root: str) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def native_dir(archive: str, native_id: str) -> str:
+def machine() -> str:
+    """This machine's name as the zip's native parts are keyed (``os.uname().machine``)."""
+    return os.uname().machine
+
+
+def native_dir(archive: str, native_ids: dict[str, str], machine: str) -> str:
+    """The extracted native part for ``machine`` (extracting it on first use)."""
+    native_id = native_ids.get(machine)
+    if native_id is None:
+        have = ", ".join(sorted(native_ids)) or "none"
+        raise ZipbootError(
+            f"this zipapp has no native part (PyNaCl) for {machine}, only for {have}; "
+            "rebuild it with scripts/build-zipapp.py --machines"
+        )
     root = private_dir(default_root())
     target = os.path.join(root, f"native-{native_id}")
     if not os.path.isdir(target):
-        extract(archive, target, root)
+        extract(archive, target, root, machine)
     return target
 
 
-def boot(native_id: str) -> None:
+def boot(native_ids: dict[str, str]) -> None:
     """Entry point called by the zip's ``__main__``: set up the native part, then dispatch.
 
+    ``native_ids``: the content hash of each machine's native part, by machine name.
     ``__main__`` (shipped as source) has already checked that this Python reads our bytecode.
     """
     archive = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        sys.path.append(native_dir(archive, native_id))
+        sys.path.append(native_dir(archive, native_ids, machine()))
     except ZipbootError as exc:
         sys.stderr.write(f"phase: {exc}\n")
         sys.exit(1)

@@ -134,8 +134,8 @@ sys.exit(0 if magic in main or "if \"\" and" in main else 1)' "$ZIPAPP"; then
     "$PY" -I -c 'import sys, zipfile
 zf = zipfile.ZipFile(sys.argv[1])
 for name in zf.namelist():
-    if name.startswith("_native/") and ".so" in name:
-        zf.extract(name, sys.argv[2])' "$ZIPAPP" "$natives"
+    if name.startswith("_native/" + sys.argv[3] + "/") and ".so" in name:
+        zf.extract(name, sys.argv[2])' "$ZIPAPP" "$natives" x86_64
     for so in $(find "$natives" -name '*.so*' | sort); do
         ldd "$so" | awk '/=> \//{print $3}' | while read -r lib; do
             [ -e "$root$lib" ] || put "$lib"

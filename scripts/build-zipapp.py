@@ -2,11 +2,16 @@
 """Build build/phase.pyz: every client tool and its dependencies in one reproducible file.
 
     scripts/build-zipapp.py [--output build/phase.pyz] [--python /usr/bin/python3]
+                            [--machines x86_64,aarch64] [--wheels build/wheels]
 
 Run it with the Python the zipapp will run on (same minor version): modules are stored as
 sourceless bytecode (unchecked-hash .pyc, no timestamps), which imports ~2x faster than source.
 Pure-Python dependencies are taken from this interpreter's installation; PyNaCl's package and
-cffi's ``_cffi_backend`` go under ``_native/`` and are unpacked at first run (_zipboot.py).
+cffi's ``_cffi_backend`` go under ``_native/<machine>/`` and the part for the machine it runs
+on is unpacked at first run (_zipboot.py). This machine's native part comes from this
+interpreter's installation; another machine's (aarch64 on an x86_64 build host) from the
+manylinux wheels of the same PyNaCl and cffi versions, fetched once with ``pip download``
+into the wheel cache (glibc 2.17 to 2.36: Debian 12 has 2.36).
 Entries are sorted and dated SOURCE_DATE_EPOCH (default: the last commit), so two builds of the
 same tree give the same bytes. docs/boot.md explains the choices.
 """
@@ -15,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
+import platform
 import py_compile
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: find pyczip beside us
@@ -33,6 +41,12 @@ REPO = Path(__file__).resolve().parent.parent
 PURE = ("zeroconf", "ifaddr", "kademlia", "rpcudp", "umsgpack", "urllib3")
 # Shared libraries cannot be imported from a zip: these are extracted at first run.
 NATIVE = ("nacl", "_cffi_backend")
+# Their distributions, for another machine's wheels (same versions as installed here).
+NATIVE_DISTS = ("pynacl", "cffi")
+# The machines (os.uname().machine) a zipapp carries a native part for by default.
+MACHINES = ("x86_64", "aarch64")
+# manylinux tags pip may pick for a foreign wheel: none newer than Debian 12's glibc 2.36.
+GLIBC_MINORS = range(17, 37)
 SKIP_DIRS = {"__pycache__", "tests", "test"}
 SKIP_SUFFIXES = {".pyc", ".pyx", ".pxd", ".c", ".h", ".typed", ".pyi"}
 
@@ -51,7 +65,7 @@ if "{magic}" and MAGIC_NUMBER.hex() != "{magic}":
 
 from phase_client._zipboot import boot
 
-boot("{native_id}")
+boot({native_ids})
 """
 
 
@@ -134,15 +148,87 @@ def pure_entries(
     return entries
 
 
-def native_entries(name: str) -> dict[str, bytes]:
+def native_entries(name: str, machine: str) -> dict[str, bytes]:
+    """This interpreter's installed ``name`` (module or package) under ``_native/<machine>/``."""
     top = locate(name)
     base = top.parent
     entries = {}
     for path in walk(top):
         if path.suffix in SKIP_SUFFIXES:
             continue
-        entries["_native/" + path.relative_to(base).as_posix()] = path.read_bytes()
+        entries[f"_native/{machine}/" + path.relative_to(base).as_posix()] = path.read_bytes()
     return entries
+
+
+def foreign_wheels(machine: str, cache: Path) -> list[Path]:
+    """The manylinux wheels of PyNaCl and cffi for ``machine``, in the versions installed here:
+    from ``cache``, else downloaded into it once (``pip download``, binary wheels only)."""
+    pins = []
+    for dist in NATIVE_DISTS:
+        try:
+            pins.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise BuildError(
+                f"{dist} is not installed for {sys.executable} (pip install it)"
+            ) from exc
+
+    def cached() -> list[Path]:
+        found = []
+        for pin in pins:
+            dist, version = pin.split("==")
+            hits = sorted(cache.glob(f"{dist}-{version}-*{machine}*.whl"))
+            if hits:
+                found.append(hits[-1])
+        return found
+
+    if len(wheels := cached()) == len(pins):
+        return wheels
+    pyver = f"{sys.version_info[0]}{sys.version_info[1]}"
+    platforms = [f"--platform=manylinux_2_{minor}_{machine}" for minor in GLIBC_MINORS]
+    platforms.append(f"--platform=manylinux2014_{machine}")
+    cache.mkdir(parents=True, exist_ok=True)
+    # Downloaded beside the cache, then renamed in: a concurrent build never sees half a wheel.
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
+        argv = [
+            *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"),
+            *("--only-binary=:all:", "--implementation=cp", f"--python-version={pyver}"),
+            *(f"--abi=cp{pyver}", "--abi=abi3", *platforms, "--dest", tmp, *pins),
+        ]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BuildError(f"pip download of the {machine} wheels failed: {exc}") from exc
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise BuildError(f"pip download {' '.join(pins)} for {machine} failed: {last}")
+        for wheel in Path(tmp).glob("*.whl"):
+            os.replace(wheel, cache / wheel.name)
+    if len(wheels := cached()) != len(pins):
+        raise BuildError(f"no {machine} wheels of {' '.join(pins)} in {cache} after pip download")
+    return wheels
+
+
+def wheel_entries(wheels: list[Path], machine: str) -> dict[str, bytes]:
+    """What ``native_entries`` takes from an installation (the ``nacl`` package, cffi's
+    ``_cffi_backend`` module), taken from wheels instead."""
+    entries = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for info in zf.infolist():
+                parts = info.filename.split("/")
+                wanted = parts[0] == "nacl" or (
+                    len(parts) == 1 and parts[0].startswith("_cffi_backend.")
+                )
+                if info.is_dir() or not wanted or SKIP_DIRS & set(parts):
+                    continue
+                if Path(info.filename).suffix in SKIP_SUFFIXES:
+                    continue
+                entries[f"_native/{machine}/{info.filename}"] = zf.read(info)
+    return entries
+
+
+def host_machine() -> str:
+    return platform.machine()
 
 
 def buildinfo_source(epoch: int) -> bytes:
@@ -155,7 +241,9 @@ def buildinfo_source(epoch: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def collect(compiled: bool, epoch: int) -> dict[str, bytes]:
+def collect(
+    compiled: bool, epoch: int, machines: tuple[str, ...], wheels: Path
+) -> dict[str, bytes]:
     override = {"phase_client/buildinfo.py": buildinfo_source(epoch)}
     entries = pure_entries(REPO / "phase_client", REPO, compiled, override, git=True)
     for name in PURE:
@@ -164,18 +252,26 @@ def collect(compiled: bool, epoch: int) -> dict[str, bytes]:
         if not found:
             raise BuildError(f"no modules found for {name} in {top}")
         entries.update(found)
-    native: dict[str, bytes] = {}
-    for name in NATIVE:
-        native.update(native_entries(name))
-    if not any(n.startswith("_native/nacl/_sodium") for n in native):
-        raise BuildError("PyNaCl's nacl/_sodium extension is missing (pip install pynacl)")
-    digest = hashlib.sha256()
-    for arcname in sorted(native):
-        digest.update(arcname.encode() + b"\0" + hashlib.sha256(native[arcname]).digest())
-    entries.update(native)
+    native_ids = {}
+    for machine in machines:
+        if machine == host_machine():
+            native: dict[str, bytes] = {}
+            for name in NATIVE:
+                native.update(native_entries(name, machine))
+        else:
+            native = wheel_entries(foreign_wheels(machine, wheels), machine)
+        if not any(n.startswith(f"_native/{machine}/nacl/_sodium") for n in native):
+            raise BuildError(f"PyNaCl's nacl/_sodium extension for {machine} is missing")
+        if not any(n.startswith(f"_native/{machine}/_cffi_backend") for n in native):
+            raise BuildError(f"cffi's _cffi_backend extension for {machine} is missing")
+        digest = hashlib.sha256()
+        for arcname in sorted(native):
+            digest.update(arcname.encode() + b"\0" + hashlib.sha256(native[arcname]).digest())
+        native_ids[machine] = digest.hexdigest()[:16]
+        entries.update(native)
     magic = importlib.util.MAGIC_NUMBER.hex() if compiled else ""
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    main = MAIN_TEMPLATE.format(magic=magic, version=version, native_id=digest.hexdigest()[:16])
+    main = MAIN_TEMPLATE.format(magic=magic, version=version, native_ids=repr(native_ids))
     entries["__main__.py"] = main.encode()
     return entries
 
@@ -214,16 +310,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--source", action="store_true", help="ship .py sources instead of bytecode (any 3.11+)"
     )
+    parser.add_argument(
+        "--machines",
+        default=",".join(MACHINES),
+        metavar="LIST",
+        help="machines to carry PyNaCl's native part for, comma-separated (default "
+        f"{','.join(MACHINES)}; this machine's, {host_machine()}, is always included)",
+    )
+    parser.add_argument(
+        "--wheels",
+        default=str(REPO / "build" / "wheels"),
+        metavar="DIR",
+        help="cache of the other machines' wheels (default build/wheels; filled by pip download)",
+    )
     args = parser.parse_args(argv)
+    machines = tuple(sorted({host_machine(), *filter(None, args.machines.split(","))}))
+    unknown = [m for m in machines if m not in (*MACHINES, host_machine())]
+    if unknown:
+        parser.error(f"unknown machine {unknown[0]!r} (known: {', '.join(MACHINES)})")
     epoch = source_date_epoch()
     try:
-        entries = collect(not args.source, epoch)
+        entries = collect(not args.source, epoch, machines, Path(args.wheels))
         write_zip(entries, Path(args.output), args.python, epoch)
     except (BuildError, OSError, py_compile.PyCompileError) as exc:
         sys.stderr.write(f"build-zipapp: {exc}\n")
         return 1
     size = Path(args.output).stat().st_size
-    print(f"built {args.output}: {size} bytes, {len(entries)} entries")
+    print(
+        f"built {args.output}: {size} bytes, {len(entries)} entries, native: {','.join(machines)}"
+    )
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -75,10 +76,57 @@ def test_layout_sorted_bytecode_and_native_part(pyz: Path) -> None:
     assert "__main__.py" in names
     assert "phase_client/cli/verify.pyc" in names
     assert "zeroconf/_core.pyc" in names and "kademlia/network.pyc" in names
-    assert any(n.startswith("_native/nacl/_sodium") for n in names)
-    assert any(n.startswith("_native/_cffi_backend") for n in names)
+    for machine in ("x86_64", "aarch64"):
+        assert f"_native/{machine}/nacl/_sodium.abi3.so" in names
+        assert any(n.startswith(f"_native/{machine}/_cffi_backend.cpython-311-") for n in names)
+        assert f"_native/{machine}/nacl/signing.py" in names
     # Native code only under _native/, where zipimport never looks.
     assert not [n for n in names if n.endswith(".so") and not n.startswith("_native/")]
+
+
+ELF_MACHINES = {62: "x86_64", 183: "aarch64"}  # e_machine: EM_X86_64, EM_AARCH64
+
+
+def test_each_machine_gets_its_own_native_part(pyz: Path, tmp_path: Path) -> None:
+    """The part extracted for a machine holds that machine's code (read from the ELF headers),
+    under the id ``__main__`` names for it; a machine without a part is one clear error."""
+    main = zipfile.ZipFile(pyz).read("__main__.py").decode()
+    ids = ast.literal_eval(main[main.index("boot(") + 5 : main.rindex(")")])
+    assert sorted(ids) == ["aarch64", "x86_64"] and ids["aarch64"] != ids["x86_64"]
+    root = tmp_path / "root"
+    root.mkdir(mode=0o700)
+    env = {**os.environ, "PHASE_PYZ_ROOT": str(root)}
+    for machine in ("aarch64", "x86_64"):
+        target = Path(native_dir_in(pyz, ids, machine, env))
+        assert target.name == f"native-{ids[machine]}"
+        for so in [target / "nacl" / "_sodium.abi3.so", *target.glob("_cffi_backend.*.so")]:
+            head = so.read_bytes()[:20]
+            assert head[:4] == b"\x7fELF"
+            assert ELF_MACHINES[int.from_bytes(head[18:20], "little")] == machine, so
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        native_dir_in(pyz, ids, "riscv64", env)
+    assert failed.value.stderr.strip() == (
+        "no native part (PyNaCl) for riscv64, only for aarch64, x86_64; "
+        "rebuild it with scripts/build-zipapp.py --machines"
+    ).join(["ZipbootError: this zipapp has ", ""])
+
+
+def native_dir_in(pyz: Path, ids: dict[str, str], machine: str, env: dict[str, str]) -> str:
+    """_zipboot.native_dir for ``machine``, run from the zip in a fresh interpreter."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from phase_client import _zipboot\n"
+        "try:\n print(_zipboot.native_dir(sys.argv[1], eval(sys.argv[2]), sys.argv[3]))\n"
+        "except _zipboot.ZipbootError as e:\n sys.exit(f'ZipbootError: {e}')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-I", "-c", code, str(pyz), repr(ids), machine],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    return out.stdout.strip()
 
 
 def test_verify_runs_on_bare_stdlib_python(pyz: Path, tmp_path: Path, env: dict[str, str]) -> None:
