@@ -32,7 +32,12 @@ phase_client.manifest.host_arch = lambda: "x86_64"
 
 DEFAULT_OUT = REPO / "packaging"
 COMPLETION = "bash-completion/phase"
-PROGRAMS = {"verify": "phase-verify", "fetch": "phase-fetch", "discover": "phase-discover"}
+PROGRAMS = {
+    "verify": "phase-verify",
+    "fetch": "phase-fetch",
+    "discover": "phase-discover",
+    "boot": "phase-boot",
+}
 FILE_WORDS = ("FILE", "PRIVDIR", "KEY", "PATH")
 DIR_WORDS = ("DIR",)
 
