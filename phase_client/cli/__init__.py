@@ -14,9 +14,12 @@ TOOLS = {
     "verify": "phase_client.cli.verify",
     "fetch": "phase_client.cli.fetch",
     "discover": "phase_client.cli.discover",
+    "boot": "phase_client.cli.boot",
     "plasmd": "phase_client.cli.plasmd",
 }
-ALIASES = {f"phase-{name}": name for name in ("verify", "fetch", "discover")} | {"plasmd": "plasmd"}
+ALIASES = {f"phase-{name}": name for name in ("verify", "fetch", "discover", "boot")} | {
+    "plasmd": "plasmd"
+}
 
 USAGE = """usage: phase TOOL [ARGS...]
 
@@ -24,6 +27,7 @@ tools:
   discover   find a boot-image provider (mDNS on the LAN, then the DHT)
   fetch      download a signed manifest and its artifacts, verified
   verify     check a manifest's signatures, freshness and rollback state
+  boot       discover, fetch, verify, stage and kexec, in one process (the initramfs's)
   plasmd     the provider: serve, keygen, manifest generate|sign, dht-node
 
 Run 'phase TOOL --help' for the options of a tool; 'phase --version' for the version.
@@ -68,6 +72,10 @@ def fetch_main() -> None:
 
 def discover_main() -> None:
     sys.exit(run_tool("discover", sys.argv[1:]))
+
+
+def boot_main() -> None:
+    sys.exit(run_tool("boot", sys.argv[1:]))
 
 
 def plasmd_main() -> None:

@@ -1,0 +1,196 @@
+"""phase-boot's flow in one process: discover -> fetch and verify -> stage -> hand off to kexec.
+
+The boot ran three Python processes (phase-discover, phase-fetch, and phase-verify inside
+kexec-boot), each paying the interpreter's start, its imports and the native unpack. Here the
+same steps run once, in order, each the code its tool runs:
+
+1. ``discover``: ``discovery.orchestrate.find_providers`` (mDNS, then the DHT), as
+   ``phase-discover --list``, when no manifest URL was given.
+2. ``fetch``: the root chain walk (``fetch.rootchain.update_root``) and ``fetch.fetcher.fetch``,
+   as ``phase-fetch``: the manifest's signatures, freshness, channel/arch and rollback state are
+   checked once, before any artifact byte is asked for; each artifact is hashed as it arrives
+   and kept only if it matches; the rollback state is recorded.
+3. ``stage``: ``boot.stage.stage``, as ``phase-verify --check-dir --stage-into``: the memory
+   check, then every byte kexec will load is read from the fetch directory, hashed and copied
+   into a fresh private (0700) directory, compared with the verified manifest's sizes and
+   sha256. Those copies are what is handed to kexec (``handoff.py``); nothing re-reads the
+   fetch directory after they were hashed.
+
+What is no longer done is the second verification of the same manifest by a second process
+(kexec-boot's phase-verify read back ``DIR/manifest.json``, which this process wrote after
+verifying it): the verified manifest never leaves memory. Every check still happens, once.
+
+Each step is a method, so a caller (the CLI) can say which one failed; ``Booter`` holds no
+argument parsing and prints nothing: progress goes to the ``say`` callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NoSourceError
+
+if TYPE_CHECKING:
+    from ..discovery.model import Candidate
+    from ..fetch.download import Settings
+    from ..fetch.result import FetchResult
+    from ..root import Root
+    from ..state import StateStore
+
+log = logging.getLogger(__name__)
+
+STAGE_PREFIX = "phase-boot."
+
+
+@dataclass
+class BootRequest:
+    """Everything one boot needs. With ``manifests`` empty, providers are discovered."""
+
+    channel: str
+    arch: str
+    output: Path  # the fetch directory (phase-fetch --output)
+    start: Root  # the root of trust the chain walk starts from
+    manifests: list[str] = field(default_factory=list)
+    state: StateStore | None = None
+    source: str = "auto"  # discovery: auto | mdns | dht
+    bootstrap: Sequence[tuple[str, int]] = ()
+    discover_timeout: float = 10.0
+    probe: bool = True
+    settings: Settings | None = None
+    stage: Path | None = None  # the private directory to create; None: stage_path()
+    meminfo: Path | None = Path("/proc/meminfo")
+    consume: bool = False
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What kexec loads, all in the private directory ``directory``, every byte hashed."""
+
+    directory: Path
+    kernel: Path
+    initrd: Path | None
+    dtb: Path | None
+    cmdline: str  # the staged command line (signed cmdline, phase.version=, ...)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "kernel": str(self.kernel),
+            "initrd": str(self.initrd) if self.initrd else None,
+            "dtb": str(self.dtb) if self.dtb else None,
+            "cmdline": self.cmdline,
+        }
+
+
+def stage_path(environ: dict[str, str] | None = None) -> Path:
+    """A new, unguessable name for the private directory: under $TMPDIR, else /run (when
+    writable), else /tmp, as kexec-boot names its own."""
+    env = os.environ if environ is None else environ
+    parent = env.get("TMPDIR") or ("/run" if os.access("/run", os.W_OK) else "/tmp")
+    return Path(parent) / f"{STAGE_PREFIX}{secrets.token_hex(8)}"
+
+
+class Booter:
+    """The boot's steps over one ``BootRequest``; ``say`` hears one line per step."""
+
+    def __init__(self, request: BootRequest, say: Callable[[str], None] | None = None) -> None:
+        self.request = request
+        self.say = say or (lambda message: log.info("%s", message))
+
+    def discover(self) -> list[str]:
+        """Manifest URLs of the reachable providers, best first (phase-discover --list).
+        NoSourceError when none answered within the timeout."""
+        from ..discovery.model import Query
+        from ..discovery.orchestrate import find_providers
+
+        request = self.request
+        query = Query(channel=request.channel, arch=request.arch, timeout=request.discover_timeout)
+        found: list[Candidate] = find_providers(
+            query, source=request.source, bootstrap=request.bootstrap, probe=request.probe
+        )
+        if not found:
+            where = "mDNS, DHT" if request.bootstrap and request.source != "mdns" else "mDNS"
+            if request.source == "dht":
+                where = "DHT"
+            raise NoSourceError(
+                f"discovery: no provider of {request.channel}/{request.arch} found ({where})"
+            )
+        for candidate in found:
+            self.say(
+                f"discovered {candidate.url} via {candidate.source} "
+                f"(version {candidate.version or '-'})"
+            )
+        return [candidate.url for candidate in found]
+
+    def fetch(self, manifests: list[str]) -> FetchResult:
+        """phase-fetch's work: walk the root chain, verify the first manifest that verifies,
+        stream and hash its artifacts into ``output``, record the rollback state."""
+        from ..fetch.download import Settings
+        from ..fetch.fetcher import FetchRequest, fetch
+        from ..fetch.progress import Progress
+        from ..fetch.rootchain import places_for, update_root
+        from ..root import release_policy
+
+        request = self.request
+        settings = request.settings or Settings()
+        self.say(f"fetching {' '.join(manifests)}")
+        update = update_root(
+            request.start,
+            places_for(manifests, request.state, settings),
+            request.state,
+            persist=True,
+        )
+        fetch_request = FetchRequest(
+            manifests=manifests,
+            output=request.output,
+            policy=release_policy(update.root, request.channel, request.arch),
+            state=request.state,
+            settings=settings,
+            before_commit=update.keep_in if request.start.document is not None else None,
+        )
+        result = fetch(fetch_request, Progress(enabled=False))
+        self.say("manifest verified, artifacts fetched and checked")
+        return result
+
+    def stage(self, result: FetchResult) -> Staged:
+        """Hash every byte kexec will load into a fresh private directory (boot/stage.py)."""
+        from ..manifest import dump_document
+        from .stage import stage, staged_cmdline
+
+        request = self.request
+        manifest = result.verified.manifest
+        private = request.stage or stage_path()
+        # The bytes phase-fetch wrote as DIR/manifest.json: what travels with a rootfs.
+        manifest_bytes = dump_document(dict(manifest.document))
+        stage(
+            manifest,
+            manifest_bytes,
+            request.output,
+            private,
+            request.meminfo,
+            consume=request.consume,
+        )
+        signed_by = ", ".join(result.verified.signed_by)
+        self.say(
+            f"VERIFIED {manifest.channel}/{manifest.arch} version {manifest.version} sequence "
+            f"{manifest.sequence} signed by {signed_by}; files match; staged in {private}"
+        )
+        return Staged(
+            directory=private,
+            kernel=private / "kernel",
+            initrd=private / "initrd" if (private / "initrd").exists() else None,
+            dtb=private / "dtb" if (private / "dtb").exists() else None,
+            cmdline=staged_cmdline(manifest),
+        )
+
+    def run(self) -> tuple[FetchResult, Staged]:
+        """Every step, in order."""
+        manifests = list(self.request.manifests) or self.discover()
+        result = self.fetch(manifests)
+        return result, self.stage(result)

@@ -1,0 +1,296 @@
+"""phase-boot: discover, fetch and verify, stage, and hand off to kexec, in one process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+from ..errors import EXIT_OK, NoSourceError, PhaseError, UsageError
+from ._common import (
+    Parser,
+    add_source_arguments,
+    add_verbosity,
+    bootstrap_nodes,
+    exit_codes_help,
+    failure_of,
+    print_json,
+    report,
+    run,
+    seconds,
+    setup_logging,
+    success,
+)
+from ._trust import add_trust_arguments, root_from_args, state_from_args
+
+PROG = "phase-boot"
+
+EPILOG = """steps (each the code of the tool named; docs/boot.md):
+  1. discover   without --manifest: mDNS, then the DHT (phase-discover --list)
+  2. fetch      walk the root chain; verify the manifest (signatures, expiry, channel/arch,
+                rollback state) before any artifact byte is asked for; stream each artifact
+                into DIR, hashed as it arrives; record the rollback state (phase-fetch)
+  3. stage      refuse unless MemAvailable covers the copies and kexec's; copy into a new
+                private directory (0700) every byte kexec loads, hashed as it is copied and
+                compared with the verified manifest (phase-verify --check-dir --stage-into)
+  4. hand off   exec kexec-boot --kernel PRIVDIR/kernel --initrd PRIVDIR/initrd --cmdline
+                '<staged command line>': kexec -s (else -l), sync, kexec -e. kexec-boot is
+                taken from PATH, else from beside this program
+
+Only one interpreter starts: the copies kexec loads were hashed by this process a moment
+before, so kexec-boot does not start phase-verify again. If kexec-boot fails, PRIVDIR is left
+for the caller to remove (the initramfs's init does).
+
+""" + exit_codes_help(
+    {
+        0: "--dry-run or --stage-only: every check passed (a real boot does not return)",
+        1: "verification or integrity failure; or kexec-boot failed to load the kernel",
+        2: "usage error, unreadable keys, DIR or PRIVDIR cannot be written, not enough memory",
+        3: "no provider found, or no source reachable",
+    }
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG,
+        description="Boot from the network in one process: find a provider (mDNS, then the "
+        "DHT) unless --manifest is given, fetch and verify its signed manifest and artifacts "
+        "(as phase-fetch), stage what kexec loads into a private directory, hashed as it is "
+        "copied (as phase-verify --stage-into), and exec kexec-boot on those copies.",
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        metavar="URL|PATH",
+        help="manifest URL or file; repeat for alternative providers (default: discover them)",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="DIR", help="where the artifacts are fetched to (required)"
+    )
+    add_trust_arguments(parser)
+    found = parser.add_argument_group("discovery (without --manifest)")
+    add_source_arguments(
+        found, "where to look (default auto: mDNS, then the DHT)", "DHT bootstrap node; repeatable"
+    )
+    found.add_argument(
+        "--discover-timeout",
+        type=seconds(3600),
+        default=10.0,
+        metavar="S",
+        help="seconds to search (default 10)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds(),
+        default=20.0,
+        metavar="S",
+        help="fetch: seconds without a byte before a connection counts as cut (default 20)",
+    )
+    staging = parser.add_argument_group("staging and hand-off")
+    staging.add_argument(
+        "--stage-into",
+        metavar="PRIVDIR",
+        help="the private directory to create (0700; it must not exist; default a new "
+        "random name under $TMPDIR, else /run, else /tmp)",
+    )
+    staging.add_argument(
+        "--consume",
+        action="store_true",
+        help="remove DIR's artifact files once staged (RAM holds the image three times, not "
+        "four); the memory check counts their room as freed",
+    )
+    staging.add_argument(
+        "--meminfo",
+        metavar="FILE",
+        default="/proc/meminfo",
+        help="where MemAvailable is read (default /proc/meminfo)",
+    )
+    staging.add_argument(
+        "--umount",
+        metavar="DIR",
+        help="unmount DIR (the state device's mount point) once the rollback state is "
+        "written, before kexec",
+    )
+    staging.add_argument(
+        "--append", action="append", default=[], metavar="ARGS", help="kexec-boot --append ARGS"
+    )
+    staging.add_argument(
+        "--kexec-boot",
+        metavar="PATH",
+        help="the kexec-boot to exec (default: from PATH, else beside this program)",
+    )
+    staging.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="everything but the load: run kexec-boot --dry-run on the staged copies (it "
+        "prints the kexec commands), then remove them",
+    )
+    staging.add_argument(
+        "--stage-only",
+        action="store_true",
+        help="stop after staging: print PRIVDIR (and leave it) instead of handing off",
+    )
+    parser.add_argument(
+        "--init-lines",
+        action="store_true",
+        help="print each step on stdout as the initramfs's init prints its own: "
+        "'[UPTIME] phase: MESSAGE' (seconds since boot, from /proc/uptime)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --dry-run or --stage-only: print a JSON summary on stdout",
+    )
+    add_verbosity(parser)
+    return parser
+
+
+class Console:
+    """Step lines: stage 1's own form with --init-lines, else INFO log lines."""
+
+    def __init__(self, init_lines: bool, quiet: bool, uptime: str = "/proc/uptime") -> None:
+        self.init_lines = init_lines
+        self.quiet = quiet
+        self.uptime = uptime
+
+    def _stamp(self) -> str:
+        try:
+            with open(self.uptime, encoding="ascii") as f:
+                return f.read().split()[0]
+        except (OSError, IndexError, UnicodeDecodeError):
+            return "?"
+
+    def __call__(self, message: str) -> None:
+        if self.init_lines:
+            sys.stdout.write(f"[{self._stamp():>12}] phase: {message}\n")
+            sys.stdout.flush()
+        elif not self.quiet:
+            sys.stderr.write(f"{PROG}: {message}\n")
+            sys.stderr.flush()
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C: part files and a half-made PRIVDIR are removed on the way.
+    raise KeyboardInterrupt
+
+
+def _failed(args: argparse.Namespace, say: Console, exc: PhaseError, line: str) -> int:
+    report(PROG, args, failure_of(exc), f"{PROG}: {exc}")
+    say(f"ERROR {line}")
+    return exc.exit_code
+
+
+def _unmount(directory: str) -> None:
+    result = subprocess.run(
+        ["umount", directory], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        why = (result.stderr.strip().splitlines() or ["?"])[-1]
+        sys.stderr.write(f"{PROG}: warning: cannot unmount {directory}: {why}\n")
+
+
+def handle(args: argparse.Namespace) -> int:
+    from ..boot.handoff import find_kexec_boot, kexec_boot_argv
+    from ..boot.orchestrate import Booter, BootRequest
+    from ..fetch.download import Settings
+    from ..manifest import host_arch
+    from .fetch import check_location, check_output
+
+    setup_logging(args.verbose, args.quiet)
+    manifests = [check_location(m, "--manifest") for m in args.manifest]
+    if manifests and (args.bootstrap or args.source != "auto"):
+        raise UsageError("--source and --bootstrap are for discovery, not with --manifest")
+    if not args.output:
+        raise UsageError("no output directory given (--output DIR)")
+    check_output(args.output)
+    if args.json and not (args.dry_run or args.stage_only):
+        raise UsageError("--json goes with --dry-run or --stage-only (a boot does not return)")
+    if args.dry_run and args.stage_only:
+        raise UsageError("give --dry-run or --stage-only, not both")
+    if args.stage_into and os.path.lexists(args.stage_into):
+        raise UsageError(f"--stage-into {args.stage_into}: exists (the directory must be new)")
+    bootstrap = bootstrap_nodes(args) if not manifests else []
+    if args.source == "dht" and not bootstrap:
+        raise UsageError("--source dht needs --bootstrap HOST:PORT (or phase.bootstrap=)")
+    program = None
+    if not args.stage_only:
+        program = args.kexec_boot or find_kexec_boot(sys.argv[0])
+        if program is None:
+            raise UsageError("kexec-boot not found in PATH nor beside this program (--kexec-boot)")
+    request = BootRequest(
+        channel=args.channel or "stable",
+        arch=args.arch or host_arch(),
+        output=Path(args.output),
+        start=root_from_args(args),
+        manifests=manifests,
+        state=state_from_args(args),
+        source=args.source,
+        bootstrap=bootstrap,
+        discover_timeout=args.discover_timeout,
+        settings=Settings(connect_timeout=min(5.0, args.timeout / 4), read_timeout=args.timeout),
+        stage=Path(args.stage_into) if args.stage_into else None,
+        meminfo=Path(args.meminfo),
+        consume=args.consume,
+    )
+    say = Console(args.init_lines, args.quiet)
+    booter = Booter(request, say)
+    signal.signal(signal.SIGTERM, _terminate)
+
+    if not manifests:
+        try:
+            manifests = booter.discover()
+        except NoSourceError as exc:
+            return _failed(args, say, exc, str(exc))
+    try:
+        result = booter.fetch(manifests)
+    except PhaseError as exc:
+        return _failed(args, say, exc, f"fetch from {' '.join(manifests)} failed")
+    if args.umount:
+        _unmount(args.umount)
+    try:
+        staged = booter.stage(result)
+    except PhaseError as exc:
+        return _failed(args, say, exc, f"refusing to boot: {exc}")
+
+    if args.stage_only:
+        if args.json:
+            print_json(success({**result.to_json(), "stage": staged.to_json()}))
+        elif not args.quiet:
+            sys.stdout.write(f"{staged.directory}\n")
+        return EXIT_OK
+    assert program is not None
+    argv = kexec_boot_argv(program, staged, append=args.append, dry_run=args.dry_run)
+    if args.dry_run:
+        try:
+            # kexec-boot's commands go to stderr under --json: stdout is the summary's.
+            out = sys.stderr if args.json else sys.stdout
+            out.flush()
+            code = subprocess.run(argv, stdout=out, stdin=subprocess.DEVNULL, check=False)
+        finally:
+            shutil.rmtree(staged.directory, ignore_errors=True)
+        if args.json and code.returncode == 0:
+            fields = {**result.to_json(), "stage": staged.to_json(), "kexec_boot": argv}
+            print_json(success(fields))
+        return code.returncode
+    say(f"kexec: booting {result.verified.manifest.cmdline or ''}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(program, argv)
+    except OSError as exc:
+        shutil.rmtree(staged.directory, ignore_errors=True)
+        error = UsageError(f"cannot run {program}: {exc.strerror or exc}")
+        return _failed(args, say, error, f"kexec-boot failed ({exc.strerror or exc})")
+    return EXIT_OK  # not reached: execv does not return
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(PROG, build_parser(), handle, argv)

@@ -1,0 +1,217 @@
+"""phase-boot: one process from discovery to the kexec hand-off, over real HTTP on loopback.
+
+The real initramfs/kexec-boot runs in its --dry-run mode (or a stand-in records the exact
+command it was exec'd with); the load itself runs under QEMU (test_e2e_qemu.py, test_boot_lan.py).
+Each failure path is one line on stderr, the init's ERROR line on stdout, and no staged copy left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phase_client.keys import SigningKey
+
+from .conftest import REPO
+from .fetch_servers import Behaviour, FileServer, dead_url, publish, signed_manifest
+
+KEY = SigningKey.from_seed(b"\x42" * 32)
+OTHER = SigningKey.from_seed(b"\x43" * 32)
+KEXEC_BOOT = REPO / "initramfs" / "kexec-boot"
+FILES = {"kernel": b"K" * 300_000, "initramfs": b"I" * 70_000}
+VERSION_WORD = "phase.version=2026.11.24"
+
+
+def key_arg(key: SigningKey = KEY) -> str:
+    return key.public.keyid
+
+
+def phase_boot(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    proc_cmdline = tmp_path / "proc-cmdline"
+    proc_cmdline.write_text("BOOT_IMAGE=/vmlinuz console=ttyS1 phase.channel=stable\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_proxy")}
+    env |= {"KEXEC_BOOT_PROC_CMDLINE": str(proc_cmdline), "TMPDIR": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, "-m", "phase_client", "boot", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env,
+    )
+
+
+@pytest.fixture
+def served() -> Any:
+    with FileServer() as server:
+        document = signed_manifest(KEY, FILES)
+        yield server, publish(server, document, FILES)
+
+
+def common(tmp_path: Path, url: str, key: SigningKey = KEY) -> list[str]:
+    return [
+        "--manifest",
+        url,
+        "--key",
+        key_arg(key),
+        "--output",
+        str(tmp_path / "out"),
+        "--stage-into",
+        str(tmp_path / "stage"),
+        "--kexec-boot",
+        str(KEXEC_BOOT),
+        "--init-lines",
+    ]
+
+
+def test_dry_run_fetches_verifies_stages_and_hands_the_copies_to_kexec_boot(
+    tmp_path: Path, served: Any
+) -> None:
+    _, url = served
+    result = phase_boot(tmp_path, *common(tmp_path, url), "--consume", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"] phase: fetching {url}\n" in out
+    assert "] phase: manifest verified, artifacts fetched and checked\n" in out
+    stage = tmp_path / "stage"
+    assert "phase: VERIFIED stable/x86_64 version 2026.11.24 sequence 100 signed by " in out
+    assert f"; files match; staged in {stage}\n" in out
+    # kexec-boot's own dry run, on the staged copies, with its command-line carry-over.
+    assert (
+        f"kexec -s -l {stage}/kernel --initrd={stage}/initrd "
+        f"'--command-line=console=ttyS0 quiet {VERSION_WORD} console=ttyS1 phase.channel=stable'"
+    ) in out
+    assert not stage.exists()  # removed after the dry run
+    # --consume: the fetched artifacts went once staged; the manifest stays.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cmdline", "manifest.json"]
+
+
+def test_stage_only_leaves_exactly_the_hashed_bytes(tmp_path: Path, served: Any) -> None:
+    _, url = served
+    args = [a for a in common(tmp_path, url) if a != "--init-lines"]
+    result = phase_boot(tmp_path, *args, "--stage-only", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    stage = tmp_path / "stage"
+    assert summary["ok"] and summary["stage"]["directory"] == str(stage)
+    assert summary["stage"]["cmdline"] == f"console=ttyS0 quiet {VERSION_WORD}"
+    assert (stage / "kernel").read_bytes() == FILES["kernel"]
+    assert (stage / "initrd").read_bytes() == FILES["initramfs"]
+    assert oct((stage).stat().st_mode & 0o777) == "0o700"
+    digest = hashlib.sha256(FILES["kernel"]).hexdigest()
+    assert summary["artifacts"]["kernel"]["sha256"] == digest
+
+
+def test_the_exec_hands_kexec_boot_the_staged_files_and_the_exact_command_line(
+    tmp_path: Path, served: Any
+) -> None:
+    """A stand-in kexec-boot records its argv and fails like a refused load: phase-boot has
+    exec'd it (its exit code is phase-boot's), and the staged copies are left for the init."""
+    _, url = served
+    record = tmp_path / "argv"
+    stand_in = tmp_path / "kexec-boot"
+    stand_in.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\nexit 1\n')
+    stand_in.chmod(0o755)
+    args = common(tmp_path, url)
+    args[args.index(str(KEXEC_BOOT))] = str(stand_in)
+    result = phase_boot(tmp_path, *args, "--append", "x=1")
+    assert result.returncode == 1, result.stderr
+    assert "] phase: kexec: booting console=ttyS0 quiet\n" in result.stdout
+    stage = tmp_path / "stage"
+    assert record.read_text().splitlines() == [
+        "--kernel",
+        f"{stage}/kernel",
+        "--initrd",
+        f"{stage}/initrd",
+        "--cmdline",
+        f"console=ttyS0 quiet {VERSION_WORD}",
+        "--append",
+        "x=1",
+    ]
+    assert (stage / "kernel").read_bytes() == FILES["kernel"]
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("phase-boot: "), result.stderr
+    return lines[-1]
+
+
+def test_a_manifest_signed_by_another_key_is_refused_in_one_line(
+    tmp_path: Path, served: Any
+) -> None:
+    _, url = served
+    result = phase_boot(tmp_path, *common(tmp_path, url, OTHER), "--dry-run")
+    assert result.returncode == 1
+    assert last_line(result).startswith("phase-boot: "), result.stderr
+    assert f"] phase: ERROR fetch from {url} failed\n" in result.stdout
+    assert not (tmp_path / "stage").exists()
+
+
+def test_tampered_bytes_are_never_staged(tmp_path: Path, served: Any) -> None:
+    server, url = served
+    server.behave("/stable/x86_64/vmlinuz", Behaviour(tamper=True))
+    result = phase_boot(tmp_path, *common(tmp_path, url), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "kernel" in last_line(result)
+    assert not (tmp_path / "stage").exists()
+    assert not (tmp_path / "out" / "kernel").exists()
+
+
+def test_too_little_memory_is_one_line_before_any_copy(tmp_path: Path, served: Any) -> None:
+    _, url = served
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 1024 kB\nMemAvailable: 1024 kB\n")
+    result = phase_boot(tmp_path, *common(tmp_path, url), "--meminfo", str(meminfo), "--dry-run")
+    assert result.returncode == 2
+    assert "not enough memory to stage and load this image" in last_line(result)
+    assert "] phase: ERROR refusing to boot: not enough memory" in result.stdout
+    assert not (tmp_path / "stage").exists()
+
+
+def test_an_unreachable_provider_exits_3(tmp_path: Path) -> None:
+    url = dead_url("/stable/x86_64/manifest.json")
+    result = phase_boot(tmp_path, *common(tmp_path, url), "--dry-run")
+    assert result.returncode == 3
+    assert last_line(result).startswith("phase-boot: no manifest reachable")
+
+
+def test_nothing_discovered_exits_3(tmp_path: Path) -> None:
+    dead = dead_url().removeprefix("http://").rstrip("/")
+    args = common(tmp_path, "x")[2:]  # no --manifest: discover
+    result = phase_boot(
+        tmp_path,
+        *args,
+        "--source",
+        "dht",
+        "--bootstrap",
+        dead,
+        "--discover-timeout",
+        "1",
+        "--dry-run",
+    )
+    assert result.returncode == 3, result.stderr
+    assert "no provider of stable/x86_64 found" in last_line(result)
+    assert "] phase: ERROR discovery: no provider of stable/x86_64 found" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--json"], "--json goes with --dry-run or --stage-only"),
+        (["--source", "dht"], "not with --manifest"),
+        (["--kexec-boot", "/nonexistent", "--dry-run", "--stage-only"], "not both"),
+    ],
+)
+def test_usage_errors(tmp_path: Path, extra: list[str], words: str) -> None:
+    result = phase_boot(tmp_path, *common(tmp_path, "http://127.0.0.1:9/m.json"), *extra)
+    assert result.returncode == 2
+    assert words in last_line(result)
