@@ -259,7 +259,7 @@ def test_boot_fetch_verify_kexec_stage2(
     assert re.search(r"INFO kernel: \d+ bytes verified", log), log
     assert re.search(r"INFO initramfs: \d+ bytes verified", log), log
     assert "phase: manifest verified, artifacts fetched and checked" in log, log
-    assert re.search(r"kexec-boot: VERIFIED stable/x86_64 .*; files match", log), log
+    assert re.search(r"phase: VERIFIED stable/x86_64 .*; files match; staged in", log), log
     assert "kexec-boot: kernel loaded; kexec -e" in log, log
     assert "PHASE-STAGE2-OK kernel=" in log, log
     line = re.search(r"PHASE-STAGE2-CMDLINE (.*)", log)
