@@ -33,7 +33,13 @@ from ..errors import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from ..errors import EXIT_OK as EXIT_OK
 from ..errors import EXIT_UNREACHABLE as EXIT_UNREACHABLE
 from ..errors import EXIT_USAGE as EXIT_USAGE
-from ..hostport import bootstrap_from_proc, parse_host_port
+from ..hostport import (
+    Contact,
+    bootstrap_from_proc,
+    parse_contact,
+    parse_host_port,
+    split_contacts,
+)
 from ._trust import argtype
 
 log = logging.getLogger(__name__)
@@ -189,16 +195,30 @@ def add_bootstrap_argument(parser: argparse.ArgumentParser | Any, help_text: str
 def add_source_arguments(
     parser: argparse.ArgumentParser | Any, source_help: str, bootstrap_help: str
 ) -> None:
-    """Where discovery looks: ``--source auto|mdns|dht`` and ``--bootstrap HOST:PORT``."""
+    """Where discovery looks: ``--source auto|mdns|dht|libp2p`` and ``--bootstrap HOST:PORT``
+    (the private DHT) or ``--bootstrap MULTIADDR`` (libp2p Kademlia)."""
     parser.add_argument(
-        "--source", choices=("auto", "mdns", "dht"), default="auto", help=source_help
+        "--source", choices=("auto", "mdns", "dht", "libp2p"), default="auto", help=source_help
     )
-    add_bootstrap_argument(parser, bootstrap_help)
+    parser.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        type=argtype(parse_contact),
+        metavar="HOST:PORT|MULTIADDR",
+        help=bootstrap_help,
+    )
+
+
+def bootstrap_contacts(args: argparse.Namespace) -> list[Contact]:
+    """``--bootstrap`` values (``HOST:PORT`` and libp2p multiaddrs), else ``phase.bootstrap=``
+    of the kernel command line."""
+    return list(args.bootstrap) or bootstrap_from_proc()
 
 
 def bootstrap_nodes(args: argparse.Namespace) -> list[tuple[str, int]]:
-    """``--bootstrap`` values, else ``phase.bootstrap=`` of the kernel command line."""
-    return list(args.bootstrap) or bootstrap_from_proc()
+    """The ``HOST:PORT`` contacts of ``bootstrap_contacts`` (the private DHT's)."""
+    return split_contacts(bootstrap_contacts(args))[0]
 
 
 class _Where(logging.Formatter):

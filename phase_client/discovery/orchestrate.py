@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ..errors import PhaseError
+from ..hostport import Contact, split_contacts
 from .model import Candidate, Query
 from .probe import probe_all
 from .rank import deduplicate, rank
@@ -81,6 +82,12 @@ def _dht_lookup(query: Query, bootstrap: Sequence[tuple[str, int]]) -> list[Cand
     return discover_dht(query, list(bootstrap))
 
 
+def _libp2p_lookup(query: Query, bootstrap: Sequence[str]) -> list[Candidate]:
+    from .libp2p import discover_libp2p
+
+    return discover_libp2p(query, list(bootstrap))
+
+
 def _networks() -> list[str]:
     """This machine's IPv4 subnets and IPv6 prefixes: a DHT provider on them is on the LAN."""
     from ..mdns.interfaces import local_networks
@@ -96,12 +103,13 @@ def find_providers(
     query: Query,
     *,
     source: str = "auto",
-    bootstrap: Sequence[tuple[str, int]] = (),
+    bootstrap: Sequence[Contact] = (),
     probe: bool = True,
     rng: random.Random | None = None,
     interfaces: Sequence[str] | None = None,
     mdns_lookup: Callable[..., list[Candidate]] = _mdns_lookup,
     dht_lookup: Callable[[Query, Sequence[tuple[str, int]]], list[Candidate]] = _dht_lookup,
+    libp2p_lookup: Callable[[Query, Sequence[str]], list[Candidate]] = _libp2p_lookup,
     networks: Sequence[str] | None = None,
 ) -> list[Candidate]:
     """Ranked, reachable candidates (best first); empty when none was found in time.
@@ -109,21 +117,25 @@ def find_providers(
     ``networks``: this machine's networks for the ranking (default: read from its interfaces).
     ``mdns_lookup(query, interfaces, quiet)`` sets the ``threading.Event`` ``quiet`` once the
     LAN has clearly answered nothing.
+    ``bootstrap``: ``(host, port)`` contacts of the private DHT and libp2p multiaddr texts.
     """
+    contacts, multiaddrs = split_contacts(bootstrap)
     started = time.monotonic()
     deadline = started + query.timeout
     probe_budget = min(PROBE_MAX, query.timeout * PROBE_SHARE) if probe else 0.0
     search = replace(query, timeout=max(0.1, query.timeout - probe_budget))
 
-    mdns = dht = None
+    mdns = dht = p2p = None
     lan_quiet = threading.Event()
     if source in ("auto", "mdns"):
         mdns = _Background("mdns", lambda: mdns_lookup(search, interfaces, lan_quiet))
-    if source == "dht" or (source == "auto" and bootstrap):
-        # With probing, collect every record: the first one found may be a dead provider's.
-        dht_query = replace(search, want_all=True) if probe else search
-        dht = _Background("dht", lambda: dht_lookup(dht_query, bootstrap))
-    lookups = [lookup for lookup in (mdns, dht) if lookup is not None]
+    # With probing, collect every record: the first one found may be a dead provider's.
+    dht_query = replace(search, want_all=True) if probe else search
+    if source == "dht" or (source == "auto" and contacts):
+        dht = _Background("dht", lambda: dht_lookup(dht_query, contacts))
+    if source == "libp2p" or (source == "auto" and multiaddrs):
+        p2p = _Background("libp2p", lambda: libp2p_lookup(dht_query, multiaddrs))
+    lookups = [lookup for lookup in (mdns, dht, p2p) if lookup is not None]
 
     def finish(found: list[Candidate]) -> list[Candidate]:
         found = deduplicate(found)
