@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,10 +31,9 @@ def uses_dtb(machine: str | None = None) -> bool:
 def find_kexec_boot(argv0: str, path: str | None = None) -> str | None:
     """kexec-boot from PATH, else beside ``argv0`` (a build/bin link, pip's bin directory),
     else beside the file ``argv0`` links to; None when there is none."""
-    found = shutil.which(PROGRAM, path=path)
-    if found:
-        return found
-    for here in (Path(argv0).parent, Path(os.path.realpath(argv0)).parent):
+    search = os.environ.get("PATH", os.defpath) if path is None else path
+    places = [Path(d) for d in search.split(os.pathsep) if d]
+    for here in (*places, Path(argv0).parent, Path(os.path.realpath(argv0)).parent):
         candidate = here / PROGRAM
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +92,7 @@ def stage_path(environ: dict[str, str] | None = None) -> Path:
     writable), else /tmp, as kexec-boot names its own."""
     env = os.environ if environ is None else environ
     parent = env.get("TMPDIR") or ("/run" if os.access("/run", os.W_OK) else "/tmp")
-    return Path(parent) / f"{STAGE_PREFIX}{secrets.token_hex(8)}"
+    return Path(parent) / f"{STAGE_PREFIX}{os.urandom(8).hex()}"
 
 
 class Booter:

@@ -32,7 +32,6 @@ import contextlib
 import errno
 import os
 import re
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +161,8 @@ def stage(
         _write_new(target / "cmdline", staged_cmdline(manifest).encode())
         fsync_dir(target)
     except BaseException:
+        import shutil  # only on this path: shutil costs more to import than staging's checks
+
         shutil.rmtree(target, ignore_errors=True)
         raise
     if consume:

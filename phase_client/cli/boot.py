@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
@@ -189,6 +187,8 @@ def _failed(args: argparse.Namespace, say: Console, exc: PhaseError, line: str) 
 
 
 def _unmount(directory: str) -> None:
+    import subprocess
+
     result = subprocess.run(
         ["umount", directory], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
     )
@@ -269,6 +269,9 @@ def handle(args: argparse.Namespace) -> int:
     assert program is not None
     argv = kexec_boot_argv(program, staged, append=args.append, dry_run=args.dry_run)
     if args.dry_run:
+        import shutil
+        import subprocess
+
         try:
             # kexec-boot's commands go to stderr under --json: stdout is the summary's.
             out = sys.stderr if args.json else sys.stdout
@@ -286,6 +289,8 @@ def handle(args: argparse.Namespace) -> int:
     try:
         os.execv(program, argv)
     except OSError as exc:
+        import shutil
+
         shutil.rmtree(staged.directory, ignore_errors=True)
         error = UsageError(f"cannot run {program}: {exc.strerror or exc}")
         return _failed(args, say, error, f"kexec-boot failed ({exc.strerror or exc})")
