@@ -114,21 +114,30 @@ class Stream:
         return 0
 
     async def readexactly(self, n: int) -> bytes:
-        while len(self._buf) < n:
+        """``n`` bytes; taken from the window as they come, so ``n`` may exceed it (the
+        caller bounds ``n``)."""
+        out = bytearray()
+        while len(out) < n:
+            if self._buf:
+                take = min(n - len(out), len(self._buf))
+                out += self._buf[:take]
+                del self._buf[:take]
+                self._consume(take)
+                continue
             if self.remote_closed:
                 raise StreamClosed(
                     "stream reset by the peer" if self.was_reset else "stream closed by the peer"
                 )
             self._readable.clear()
             await self._readable.wait()
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        self._consumed += n
+        return bytes(out)
+
+    def _consume(self, count: int) -> None:
+        self._consumed += count
         if self._consumed >= INITIAL_WINDOW // 2 and not self.remote_closed:
             self.recv_window += self._consumed
             self.session._send(Header(TYPE_WINDOW, self._flags(), self.id, self._consumed))
             self._consumed = 0
-        return data
 
     async def send(self, data: bytes) -> None:
         view = memoryview(data)
