@@ -266,6 +266,11 @@ class LyingProtocol(RecordProtocol):
     def rpc_find_node(self, sender: Any, nodeid: Any, key: Any) -> Any:
         return [*super().rpc_find_node(sender, nodeid, key), [b"bad", 1, 2], "junk", [1, 2, 3]]
 
+    def rpc_get_providers(self, sender: Any, nodeid: Any, key: Any) -> Any:
+        forged = self.forged  # type: ignore[attr-defined]
+        nodes = self.rpc_find_node(sender, nodeid, key)
+        return {"nodes": nodes, "records": [forged, b"junk", 7], "total": 10**9}
+
 
 class LyingNode(DhtNode):
     protocol_class = LyingProtocol
@@ -291,7 +296,8 @@ def test_lying_nodes_cannot_inject_or_break_lookups() -> None:
             for liar in net.extra:
                 assert liar.protocol.sent  # they are part of the network
             client = await net.join([net.extra[0].address, net.nodes[8].address])
-            found: list[ProviderRecord] = await client.get(KEY, timeout=30)
+            # A whole walk (no quorum stop), so that every liar is asked.
+            found: list[ProviderRecord] = await client.get(KEY, timeout=30, quorum=None)
             assert [r.url for r in found] == [URL1]
             assert client.last_crawl.invalid >= 4
             assert client.protocol.dropped > 0
@@ -378,5 +384,49 @@ def test_a_publisher_keeps_its_own_records_when_the_other_holders_die() -> None:
             for key in keys:
                 found = await client.get(key, timeout=10)
                 assert [r.url for r in found] == [URL1], key
+
+    run(scenario())
+
+
+def test_one_pass_finds_records_with_the_nodes_and_pages_only_what_did_not_fit() -> None:
+    # Two providers: their records ride in the get_providers replies, no find_node and no
+    # find_records is sent, and the walk ends at a quorum of holders. Twelve: more than fit
+    # beside the contacts, so the nodes holding them are paged through with find_records, and
+    # every record is still found.
+    async def scenario() -> None:
+        async with SimNetwork(40) as net:
+            few = [SigningKey.generate() for _ in range(2)]
+            for index, identity in enumerate(few):
+                await net.nodes[index + 1].set(KEY, make(identity, URL1, name=f"p{index}"))
+            client = await net.join([net.nodes[7].address])
+            before = dict(client.protocol.sent)
+            found = await client.get(KEY, timeout=30)
+            sent = {k: v - before.get(k, 0) for k, v in client.protocol.sent.items()}
+            assert {r.peer_id for r in found} == {k.public.peer_id for k in few}
+            assert sent.get("find_node", 0) == 0 and sent.get("find_records", 0) == 0, sent
+            # It stopped once three holders had answered, long before the k = 20 closest.
+            assert client.last_crawl.holders == 3 and sent["get_providers"] < 20, sent
+            # Without the quorum, the walk asks the k closest, still one message each.
+            client = await net.join([net.nodes[7].address])
+            before = dict(client.protocol.sent)
+            found = await client.get(KEY, timeout=30, quorum=None)
+            sent = {k: v - before.get(k, 0) for k, v in client.protocol.sent.items()}
+            assert {r.peer_id for r in found} == {k.public.peer_id for k in few}
+            assert sent["get_providers"] >= 20 and sent.get("find_records", 0) == 0, sent
+
+            many = [SigningKey.generate() for _ in range(12)]
+            for index, identity in enumerate(many):
+                await net.nodes[index + 10].set(KEY, make(identity, URL2, name=f"m{index}"))
+            client = await net.join([net.nodes[7].address])
+            before = dict(client.protocol.sent)
+            found = await client.get(KEY, timeout=30)
+            sent = {k: v - before.get(k, 0) for k, v in client.protocol.sent.items()}
+            assert {r.peer_id for r in found} == {k.public.peer_id for k in few + many}
+            assert sent.get("find_records", 0) > 0, sent
+            # Every reply stays one unfragmented datagram, records or not.
+            for node in net.nodes:
+                reply = node.protocol.rpc_get_providers(("127.0.0.1", 9), b"", DIGEST)
+                assert len(umsgpack.packb(reply)) <= records.REPLY_BUDGET
+                assert len(reply["nodes"]) >= 8 or len(reply["nodes"]) == len(net.nodes) - 1
 
     run(scenario())

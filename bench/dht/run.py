@@ -4,7 +4,8 @@
 For each size N it builds a network of N real nodes on 127.0.0.1 (one process, one asyncio loop),
 publishes provider records from two providers, then runs lookups from fresh lookup-only clients
 that join through a random member, and measures per lookup: wall time (all records, and first
-record only) and RPCs sent (find_node for the walk, find_records for the fetch). As the reference,
+record only) and RPCs sent (get_providers for the walk, which brings records with the closer
+nodes, and find_records for the pages that did not fit). As the reference,
 a stock ``kademlia.network.Server`` network of the same size stores one value and answers
 ``get`` from fresh clients; the ratio phase/stock is what to watch (absolute times depend on the
 machine). Results: a Markdown table on stdout and JSON in --out.
@@ -86,7 +87,7 @@ async def phase_round(size: int, lookups: int, rng: random.Random) -> dict[str, 
                 times.append((time.perf_counter() - started) * 1000)
                 if not first_only:
                     sent = client.protocol.sent - before
-                    walk.append(sent["find_node"])
+                    walk.append(sent["find_node"] + sent["get_providers"])
                     fetch.append(sent["find_records"])
                     found.append(len(result))
                 client.stop()
@@ -221,7 +222,7 @@ def machine() -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| nodes | lookup all (ms, median / p90) | first record (ms) | find_node | find_records "
+        "| nodes | lookup all (ms, median / p90) | first record (ms) | walk msgs | find_records "
         "| msgs/lookup | both found | stock get (ms) | stock msgs | stock found "
         "| time ratio phase/stock |\n"
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"

@@ -3,8 +3,10 @@
 The stock ``ValueSpiderCrawl`` stops at the first round that returns any value and keeps the most
 common answer of at most alpha nodes: with several providers per key that loses all but one, and
 with replicas that disagree it answers differently run to run. Here the lookup walks to the k
-closest live nodes (without the stock crawl's lockstep rounds) and asks every node that answers,
-as it answers, for every page of records it holds; each record is verified and the newest per
+closest live nodes (without the stock crawl's lockstep rounds). Each step is one
+``get_providers`` message, answered with closer nodes and the records held (like libp2p's
+GET_PROVIDERS), so one pass finds both; only a node holding more records than fit beside its
+nodes is then paged through with ``find_records``. Each record is verified and the newest per
 provider kept. Results gathered so far survive a caller's timeout (``found`` fills as they come).
 """
 
@@ -22,6 +24,11 @@ from .protocol import RecordProtocol
 from .records import ProviderRecord
 
 MAX_SEEN = 4096  # bounds the memory a lookup spends remembering records it has checked
+# Holders (nodes that answered with at least one valid record) after which a lookup for every
+# provider stops walking. Each provider stores its record on the k closest nodes, so every
+# holder near the key has every record; the union of three covers a holder that missed a
+# republish or withholds some (a withheld record is a denial only: nothing unverified is used).
+QUORUM = 3
 MAX_WALK_QUERIES = 1000  # bounds a walk's iterations (each sends or waits for at least one query)
 
 
@@ -36,8 +43,11 @@ class RecordCrawl(NodeSpiderCrawl):
         ksize: int,
         alpha: int,
         clock: Callable[[], int],
+        quorum: int | None = QUORUM,
     ) -> None:
         super().__init__(protocol, Node(digest), peers, ksize, alpha)
+        self.quorum = quorum  # None: walk to the k closest whatever they hold
+        self.holders = 0  # nodes that answered with at least one valid record
         self.digest = digest
         self.clock = clock
         self.found: dict[str, ProviderRecord] = {}
@@ -46,13 +56,17 @@ class RecordCrawl(NodeSpiderCrawl):
         self.first = asyncio.Event()  # set when the first valid record arrives
         self._fetched: set[bytes] = set()
         self._seen: set[bytes] = set()  # wire records already judged: replicas send equal bytes
+        self._valid: set[bytes] = set()  # those of them that were valid
         self._fetches: list[asyncio.Future[None]] = []
 
-    def offer(self, raws: list[object]) -> None:
+    def offer(self, raws: list[object]) -> int:
+        """Verify and keep ``raws``; returns how many of them are valid records."""
         now = self.clock()
+        valid = 0
         for raw in raws:
             if isinstance(raw, bytes):
                 if raw in self._seen:
+                    valid += raw in self._valid
                     continue
                 if len(self._seen) < MAX_SEEN:
                     self._seen.add(raw)
@@ -60,10 +74,14 @@ class RecordCrawl(NodeSpiderCrawl):
             if record is None:
                 self.invalid += 1
                 continue
+            valid += 1
+            if isinstance(raw, bytes) and raw in self._seen:
+                self._valid.add(raw)
             current = self.found.get(record.peer_id)
             if current is None or record.newer_than(current):
                 self.found[record.peer_id] = record
             self.first.set()
+        return valid
 
     async def _fetch(self, node: Node) -> None:
         ok, reply = await self.protocol.call_find_records(node, self.digest, 0)
@@ -79,6 +97,21 @@ class RecordCrawl(NodeSpiderCrawl):
             if ok:
                 self.offer(reply["records"])
 
+    @property
+    def quorum_met(self) -> bool:
+        return self.quorum is not None and self.holders >= self.quorum
+
+    def _took(self, node: Node, raws: list[object], total: int) -> None:
+        """``node``'s records that came with its nodes; page through the rest if some did not."""
+        self.answered += 1
+        if self.offer(raws):
+            self.holders += 1
+        if len(raws) >= total:
+            self._fetched.add(node.id)
+        else:
+            self.answered -= 1  # counted again by its find_records
+            self._start_fetch(node)
+
     def _start_fetch(self, node: Node) -> None:
         if node.id not in self._fetched:
             self._fetched.add(node.id)
@@ -90,8 +123,9 @@ class RecordCrawl(NodeSpiderCrawl):
         The stock crawl sends alpha queries and waits for all of them, so every round with one
         dead peer costs a full RPC timeout. Here a new query goes out as soon as any answer
         arrives, and a query unanswered after ``soft_timeout`` stops counting against alpha, so
-        dead peers delay the walk only when nothing else is left to ask. Every node that
-        answers is asked for its records at once (a caller's timeout keeps what arrived).
+        dead peers delay the walk only when nothing else is left to ask. Every answer brings the
+        node's records with its closer nodes (a caller's timeout keeps what arrived). The walk
+        ends early once ``quorum`` holders have answered.
         """
         soft_timeout = max(0.05, self.protocol.wait_timeout / 4)
         pending: dict[asyncio.Future[Any], tuple[Node, float]] = {}
@@ -104,7 +138,9 @@ class RecordCrawl(NodeSpiderCrawl):
                     if len(pending) - slow >= self.alpha:
                         break
                     self.nearest.mark_contacted(peer)
-                    query = asyncio.ensure_future(self.protocol.call_find_node(peer, self.node))
+                    query = asyncio.ensure_future(
+                        self.protocol.call_get_providers(peer, self.digest)
+                    )
                     pending[query] = (peer, now)
                 if not pending:
                     break
@@ -113,12 +149,14 @@ class RecordCrawl(NodeSpiderCrawl):
                 )
                 for answered in done:
                     peer, _ = pending.pop(answered)
-                    ok, contacts = answered.result()
+                    ok, reply = answered.result()
                     if ok:
-                        self.nearest.push([Node(*contact) for contact in contacts])
-                        self._start_fetch(peer)
+                        self.nearest.push([Node(*contact) for contact in reply["nodes"]])
+                        self._took(peer, reply["records"], reply["total"])
                     else:
                         self.nearest.remove([peer.id])
+                if self.quorum_met:
+                    break
         finally:
             for unanswered in pending:
                 unanswered.cancel()
@@ -126,8 +164,10 @@ class RecordCrawl(NodeSpiderCrawl):
 
     async def find_records(self) -> list[ProviderRecord]:
         try:
-            for node in await self.walk():
-                self._start_fetch(node)
+            nodes = await self.walk()
+            if not self.quorum_met:  # a whole walk: every node in it must have been asked
+                for node in nodes:
+                    self._start_fetch(node)
             await asyncio.gather(*self._fetches)
         finally:
             for fetch in self._fetches:

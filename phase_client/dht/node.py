@@ -30,7 +30,7 @@ from kademlia.node import Node
 
 from ..fsutil import atomic_write
 from . import records
-from .crawler import RecordCrawl
+from .crawler import QUORUM, RecordCrawl
 from .protocol import RecordProtocol
 from .records import ProviderRecord, RecordError
 from .storage import RecordStorage, wall_clock
@@ -179,16 +179,23 @@ class DhtNode(Server):
         return records.parse_record(raw, self.clock(), expected_digest=dkey)
 
     async def get(
-        self, key: str, timeout: float | None = None, first_only: bool = False
+        self,
+        key: str,
+        timeout: float | None = None,
+        first_only: bool = False,
+        quorum: int | None = QUORUM,
     ) -> list[ProviderRecord]:
         """Verified union of the records under ``key`` (newest first); partial on timeout.
 
         ``first_only``: return as soon as any valid record has arrived (a boot client that
-        wants one provider now rather than all of them).
+        wants one provider now rather than all of them). ``quorum``: stop once that many
+        nodes have answered with records (``crawler.QUORUM``); None walks to the k closest.
         """
         digest = records.key_digest(key)
         nearest = self.protocol.router.find_neighbors(Node(digest))
-        crawl = RecordCrawl(self.protocol, digest, nearest, self.ksize, self.alpha, self.clock)
+        crawl = RecordCrawl(
+            self.protocol, digest, nearest, self.ksize, self.alpha, self.clock, quorum
+        )
         crawl.offer([r.raw for r in self.storage.records(digest)])
         self.last_crawl = crawl
         if not nearest or (first_only and crawl.found):

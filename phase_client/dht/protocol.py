@@ -5,8 +5,11 @@ Changes from ``kademlia.protocol.KademliaProtocol``:
   only if it is a valid, signed provider record for that key and its sources' share leaves room
   (``admission``); the answer says whether it was kept.
 - ``rpc_find_records`` (new) answers with one page of records that fits a single unfragmented UDP
-  reply, plus the page count; ``rpc_find_value`` never returns values (a stock crawler would
-  crash on a list), only closer nodes.
+  reply, plus the page count; ``rpc_get_providers`` (new) answers a lookup's step in one message,
+  like libp2p's GET_PROVIDERS: the closer nodes and the records held, as many as fit beside
+  them (with their total, so a client knows when to page through ``find_records``);
+  ``rpc_find_value`` never returns values (a stock crawler would crash on a list), only closer
+  nodes.
 - ``welcome_if_new`` computes the distance to the stored key itself (the stock code hashes the
   already-hashed key, so records rarely reached new nodes near them), and hands over at most
   HANDOFF_MAX records, the best-established first.
@@ -33,7 +36,7 @@ from kademlia.node import Node
 from kademlia.routing import RoutingTable
 
 from ._rpcudp import HEADER, MAX_BODY, REPLY, REQUEST, Address, RpcudpAdapter
-from .records import REPLY_BUDGET, MergeOutcome
+from .records import PER_ITEM_OVERHEAD, REPLY_BUDGET, MergeOutcome
 from .records import paginate as paginate_records
 from .storage import RecordStorage
 
@@ -50,6 +53,9 @@ CLIENT_ID = b""
 DEAD_FOR = 60.0  # seconds a peer that timed out is skipped without asking it again
 MAX_DEAD = 1024  # dead peers remembered at most
 HANDOFF_MAX = 128  # records handed to one new node (two full keys' worth)
+# Contacts a get_providers reply keeps room for beside the records (a record is ~460 bytes, a
+# contact ~37: two records and 10 contacts fit in one reply).
+MIN_NODES = 8
 
 
 def _is_id(value: Any) -> bool:
@@ -59,6 +65,11 @@ def _is_id(value: Any) -> bool:
 def _is_sender(value: Any) -> bool:
     """A member's node id, or CLIENT_ID."""
     return _is_id(value) or value == CLIENT_ID
+
+
+def _contact_size(contact: Any) -> int:
+    """Bytes of one (id, ip, port) contact in msgpack (see ``rpc_find_node``)."""
+    return 28 + len(contact[1])
 
 
 def _is_contact(value: Any) -> bool:
@@ -261,10 +272,36 @@ class RecordProtocol(RpcudpAdapter):
         # msgpack of one contact: 22 (bin8 id) + 1..2 + len(ip) (str) + 3 (uint16) + 1 (array).
         size = 3
         for count, contact in enumerate(neighbors):
-            size += 28 + len(contact[1])
+            size += _contact_size(contact)
             if size > REPLY_BUDGET:
                 return neighbors[:count]
         return neighbors
+
+    def rpc_get_providers(self, sender: tuple[str, int], nodeid: Any, key: Any) -> dict[str, Any]:
+        """One step of a record lookup in one unfragmented reply: the records held under ``key``
+        that fit beside ``MIN_NODES`` contacts, then as many closer nodes as fit (closest
+        first), and how many records are held in all (the client pages through the rest)."""
+        if not _is_sender(nodeid) or not _is_id(key):
+            self.dropped += 1
+            return {"nodes": [], "records": [], "total": 0}
+        contacts = self.rpc_find_node(sender, nodeid, key)
+        held = [r.raw for r in self.storage.records(key)]
+        # The map's keys, its three headers and the total: 32 bytes at most.
+        room = REPLY_BUDGET - 32 - sum(_contact_size(c) for c in contacts[:MIN_NODES])
+        sent: list[bytes] = []
+        for raw in held:  # in find_records' page order; stop at the first that does not fit
+            if room < len(raw) + PER_ITEM_OVERHEAD:
+                break
+            room -= len(raw) + PER_ITEM_OVERHEAD
+            sent.append(raw)
+        room += sum(_contact_size(c) for c in contacts[:MIN_NODES])
+        nodes = []
+        for contact in contacts:
+            room -= _contact_size(contact)
+            if room < 0:
+                break
+            nodes.append(contact)
+        return {"nodes": nodes, "records": sent, "total": len(held)}
 
     def rpc_find_value(self, sender: tuple[str, int], nodeid: Any, key: Any) -> list[Any]:
         # Values are sets of records, fetched page by page with find_records; answering a stock
@@ -307,6 +344,28 @@ class RecordProtocol(RpcudpAdapter):
         address = (node_to_ask.ip, node_to_ask.port)
         result = await self.find_node(address, self.sender_id, node_to_find.id)
         return self._checked_nodes(result, node_to_ask)
+
+    async def call_get_providers(self, node_to_ask: Node, digest: bytes) -> Any:
+        """(True, {"nodes": [contacts], "records": [bytes...], "total": n}) or (False, None)."""
+        if self.is_dead(node_to_ask):
+            return self.handle_call_response((False, None), node_to_ask)
+        self.sent["get_providers"] += 1
+        address = (node_to_ask.ip, node_to_ask.port)
+        ok, data = await self.get_providers(address, self.sender_id, digest)
+        if ok:
+            if (
+                isinstance(data, dict)
+                and isinstance(data.get("nodes"), list)
+                and isinstance(data.get("records"), list)
+                and isinstance(data.get("total"), int)
+            ):
+                contacts = [c for c in data["nodes"] if _is_contact(c)]
+                self.dropped += len(data["nodes"]) - len(contacts)
+                data = {"nodes": contacts, "records": data["records"], "total": data["total"]}
+            else:
+                self.dropped += 1
+                ok, data = False, None
+        return self.handle_call_response((ok, data), node_to_ask)
 
     async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> Any:
         return await self.call_find_node(node_to_ask, node_to_find)
