@@ -788,3 +788,195 @@ def test_a_rejected_signature_is_one_line_and_no_fallback(
     assert len(calls) == 1 and calls[0].startswith("-s -l "), calls  # no kexec -l after it
     assert "trying kexec -l" not in result.stdout
     assert os.listdir(tmp_path / "run") == []
+
+
+# --- arm64: Image.gz, device tree, no kexec_file_load -------------------------------------------
+
+
+def arm64_image(size: int = 64 * 1024) -> bytes:
+    """Bytes with an arm64 Image header's magic ("ARMd" at byte 56): 4 KiB random, then zeros
+    (a large one compresses to little)."""
+    body = bytearray(size)
+    body[: min(size, 4096)] = os.urandom(min(size, 4096))
+    body[56:60] = b"ARMd"
+    return bytes(body)
+
+
+# kexec as on Debian's arm64 cloud kernel (no CONFIG_KEXEC_FILE): kexec -s is ENOSYS, kexec -l
+# is attempted. Records each call and the kernel file's bytes (the last argument not an option).
+ARM64_KEXEC = """#!/bin/sh
+printf '%s\\n' "$*" >>"$RECORD/calls"
+for arg in "$@"; do
+    case "$arg" in
+        -*) ;;
+        *) cat "$arg" >"$RECORD/kernel" ;;
+    esac
+done
+case "$1" in
+    -s) echo "kexec_file_load failed: Function not implemented" >&2 ;;
+    *) echo "kexec_load failed: Invalid argument" >&2 ;;
+esac
+exit 1
+"""
+
+
+def arm64_env(tmp_path: Path, record: Path, fdt: bool = True, acpi: bool = False) -> dict[str, str]:
+    """The environment of an aarch64 machine for kexec-boot: its device tree and/or ACPI."""
+    (tmp_path / "fdt").write_bytes(b"\xd0\x0d\xfe\xed" + b"\0" * 60)
+    (tmp_path / "acpi").mkdir(exist_ok=True)
+    return {
+        "KEXEC_BOOT_MACHINE": "aarch64",
+        "RECORD": str(record),
+        "KEXEC_BOOT_FDT": str(tmp_path / ("fdt" if fdt else "no-fdt")),
+        "KEXEC_BOOT_ACPI": str(tmp_path / ("acpi" if acpi else "no-acpi")),
+    }
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_arm64_gzip_kernel_is_decompressed_from_the_hashed_copy(
+    shell: list[str], tools: Path, tmp_path: Path
+) -> None:
+    """An Image.gz kernel on arm64: the staged (hashed) copy is decompressed in the private
+    staging directory, its size and sha256 printed, and kexec loads that Image; kexec -s's
+    ENOSYS (no kexec_file_load in the kernel) is explained and kexec -l tried."""
+    import gzip
+
+    image = arm64_image()
+    d = fetch_dir(tmp_path / "img", kernel=gzip.compress(image, mtime=0))
+    fake, record = fake_kexec(tmp_path, ARM64_KEXEC)
+    path = f"{tools / 'bin'}:{fake}:/usr/bin:/bin"
+    result = run_kexec_boot(
+        shell, tools, tmp_path, str(d), path=path, env=arm64_env(tmp_path, record)
+    )
+    stage = staged_in(result)
+    lines = result.stdout.splitlines()
+    assert len(lines) > 2, (result.stdout, result.stderr)
+    assert lines[1] == (
+        f"kexec-boot: kernel is a gzip-compressed Image ({(d / 'kernel').stat().st_size} bytes): "
+        f"decompressed to {stage}/Image, {len(image)} bytes, "
+        f"sha256 {hashlib.sha256(image).hexdigest()}"
+    ), result.stdout
+    assert lines[2] == (
+        f"kexec-boot: no dtb artifact: the new kernel gets this machine's device tree "
+        f"({tmp_path}/fdt)"
+    )
+    assert (
+        "kexec -s failed (this kernel does not implement that kexec system call); trying kexec -l"
+        in result.stdout
+    )
+    assert (record / "kernel").read_bytes() == image
+    calls = (record / "calls").read_text().splitlines()
+    assert [c.split()[:2] for c in calls] == [["-s", "-l"], ["-l", f"{stage}/Image"]], calls
+    assert f"{stage}/kernel" not in "".join(calls)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == "kexec-boot: cannot load the kernel: kexec_load failed: Invalid argument"
+    )
+    assert os.listdir(tmp_path / "run") == []  # the Image went with the staging directory
+
+
+def test_arm64_plain_image_and_x86_gzip_are_loaded_as_they_are(tools: Path, tmp_path: Path) -> None:
+    import gzip
+
+    d = fetch_dir(tmp_path / "img", kernel=arm64_image())
+    env = arm64_env(tmp_path, tmp_path)
+    result = run_kexec_boot(["busybox", "sh"], tools, tmp_path, "--dry-run", str(d), env=env)
+    assert result.returncode == 0, result.stderr
+    assert f" {staged_in(result)}/kernel " in result.stdout and "gzip" not in result.stdout
+    # x86_64 boots bzImages; a gzip file there is kexec's to judge, not decompressed here.
+    d = fetch_dir(tmp_path / "x86", kernel=gzip.compress(b"K" * 4096, mtime=0))
+    env = {"KEXEC_BOOT_MACHINE": "x86_64"}
+    result = run_kexec_boot(["busybox", "sh"], tools, tmp_path, "--dry-run", str(d), env=env)
+    assert result.returncode == 0, result.stderr
+    assert f" {staged_in(result)}/kernel " in result.stdout and "gzip" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("kernel", "available_mib", "line"),
+    [
+        (
+            b"\x1f\x8b" + b"\0" * 100,
+            1000,
+            "cannot decompress the gzip-compressed kernel (corrupt, or no room in ",
+        ),
+        (None, 1000, "the decompressed kernel is not an Image for aarch64 (no Image header magic)"),
+        (
+            None,
+            40,
+            "cannot decompress the gzip-compressed kernel: it needs 64 MiB, 40 MiB available",
+        ),
+    ],
+    ids=["corrupt", "not-an-image", "no-room"],
+)
+def test_arm64_gzip_kernel_failures_are_one_line(
+    tools: Path, tmp_path: Path, kernel: bytes | None, available_mib: int, line: str
+) -> None:
+    import gzip
+
+    if kernel is None:
+        big = available_mib < 64
+        kernel = gzip.compress(arm64_image(64 << 20) if big else b"\0" * 4096, mtime=0)
+    d = fetch_dir(tmp_path / "img", kernel=kernel)
+    fake, record = fake_kexec(tmp_path, ARM64_KEXEC)
+    env = {
+        **arm64_env(tmp_path, record),
+        "KEXEC_BOOT_MEMINFO": str(meminfo(tmp_path / "meminfo", available_mib << 10)),
+    }
+    path = f"{tools / 'bin'}:{fake}:/usr/bin:/bin"
+    result = run_kexec_boot(["busybox", "sh"], tools, tmp_path, str(d), path=path, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"kexec-boot: {line}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (record / "calls").exists()  # nothing was loaded
+    assert os.listdir(tmp_path / "run") == []
+
+
+@pytest.mark.parametrize(
+    ("fdt", "acpi", "line"),
+    [
+        (
+            False,
+            True,
+            "kexec-boot: no dtb artifact: the new kernel gets this machine's ACPI tables",
+        ),
+        (False, False, None),
+    ],
+    ids=["acpi", "neither"],
+)
+def test_arm64_without_a_dtb_artifact(
+    tools: Path, tmp_path: Path, fdt: bool, acpi: bool, line: str | None
+) -> None:
+    d = fetch_dir(tmp_path / "img", kernel=arm64_image())
+    env = arm64_env(tmp_path, tmp_path, fdt=fdt, acpi=acpi)
+    result = run_kexec_boot(["busybox", "sh"], tools, tmp_path, "--dry-run", str(d), env=env)
+    if line is not None:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[1] == line
+        assert "--dtb" not in result.stdout
+    else:
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            "kexec-boot: no device tree for the new kernel: the manifest has no dtb artifact and "
+            f"this machine has neither {tmp_path}/no-fdt nor ACPI tables"
+        )
+    assert os.listdir(tmp_path / "run") == []
+
+
+def test_arm64_direct_kernel_gzip_is_decompressed_too(tools: Path, tmp_path: Path) -> None:
+    """--kernel FILE.gz on arm64: decompressed into a private directory of its own, removed
+    after the dry run."""
+    import gzip
+
+    image = arm64_image()
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(gzip.compress(image, mtime=0))
+    env = arm64_env(tmp_path, tmp_path)
+    result = run_kexec_boot(
+        ["busybox", "sh"], tools, tmp_path, "--dry-run", "--kernel", str(kernel), env=env
+    )
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"decompressed to (\S+)/Image, (\d+) bytes", result.stdout)
+    assert found and int(found.group(2)) == len(image), result.stdout
+    assert f"kexec -s -l {found.group(1)}/Image " in result.stdout
+    assert os.listdir(tmp_path / "run") == []
