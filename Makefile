@@ -21,10 +21,10 @@ venv: $(VENV)/.installed
 
 # The whole suite: unit, integration (real HTTP, namespaces, DHT on loopback) and e2e (QEMU),
 # in two lanes on two cores (scripts/run-tests.sh); `make test-serial` runs it in one.
-test: deps venv
+test: deps venv libp2p-js
 	scripts/run-tests.sh $(VPY) $(PYTEST_ARGS)
 
-test-serial: deps venv
+test-serial: deps venv libp2p-js
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 # Everything but the namespace (root), QEMU and slow tests.

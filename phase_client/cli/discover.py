@@ -1,4 +1,5 @@
-"""phase-discover: find providers of a channel/arch manifest (mDNS on the LAN, then the DHT)."""
+"""phase-discover: find providers of a channel/arch manifest (mDNS on the LAN, then the DHT:
+the private one through HOST:PORT bootstraps, libp2p Kademlia through multiaddr ones)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from typing import Any
 
 from ..discovery.model import Candidate, Query
 from ..errors import NoSourceError, UsageError
+from ..hostport import split_contacts
 from ..manifest import check_arch, check_channel, host_arch
 from ._common import (
     EXIT_OK,
     Parser,
     add_source_arguments,
     add_verbosity,
-    bootstrap_nodes,
+    bootstrap_contacts,
     exit_codes_help,
     print_json,
     run,
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
         description="Find a boot-image provider for a channel/arch: "
-        "mDNS (_phase-image._tcp) on the LAN first, then the Kademlia DHT. Prints "
+        "mDNS (_phase-image._tcp) on the LAN first, then the Kademlia DHT (ours through "
+        "HOST:PORT bootstraps, libp2p's through /ip4/A/tcp/P/p2p/ID multiaddrs). Prints "
         "the best manifest URL (or every provider with --all).",
         epilog=exit_codes_help(
             {0: "found", 3: "nothing found within the timeout"}, codes=(0, 2, 3, 70, 130)
@@ -69,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_source_arguments(
         parser,
-        "auto (default): mDNS, then the DHT if the LAN has no provider",
-        "DHT bootstrap node; repeatable",
+        "auto (default): mDNS, then the DHTs of the --bootstrap contacts if the LAN has no "
+        "provider; dht: our DHT alone; libp2p: libp2p Kademlia alone",
+        "DHT bootstrap node: HOST:PORT (our DHT) or a libp2p multiaddr "
+        "/ip4/A/tcp/P/p2p/12D3KooW... (libp2p Kademlia); repeatable",
     )
     parser.add_argument(
         "--interface",
@@ -103,7 +108,7 @@ def discover(args: argparse.Namespace) -> list[Candidate]:
     return find_providers(
         query,
         source=args.source,
-        bootstrap=bootstrap_nodes(args),
+        bootstrap=bootstrap_contacts(args),
         probe=not args.no_probe,
         interfaces=args.interface or None,
     )
@@ -111,11 +116,28 @@ def discover(args: argparse.Namespace) -> list[Candidate]:
 
 def handle(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, args.quiet)
-    if args.source == "dht" and not bootstrap_nodes(args):
+    contacts, multiaddrs = split_contacts(bootstrap_contacts(args))
+    if args.source == "dht" and not contacts:
         raise UsageError(
             "--source dht needs --bootstrap HOST:PORT (or phase.bootstrap= on the "
             "kernel command line)"
         )
+    if args.source == "libp2p" and not multiaddrs:
+        raise UsageError(
+            "--source libp2p needs --bootstrap /ip4/A/tcp/P/p2p/ID (or phase.bootstrap= on the "
+            "kernel command line)"
+        )
+    if args.bootstrap:  # given on the command line: say at once what is wrong with one
+        from ..libp2p.errors import MultiaddrError
+        from ..libp2p.multiaddr import Multiaddr
+
+        for text in multiaddrs:
+            try:
+                tcp = Multiaddr.from_text(text).tcp_target()
+            except MultiaddrError as exc:
+                raise UsageError(f"--bootstrap {text[:80]}: {exc}") from None
+            if tcp is None:
+                raise UsageError(f"--bootstrap {text[:80]}: not a TCP multiaddr")
     found = discover(args)
     if not found:
         raise NoSourceError(

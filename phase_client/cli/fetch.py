@@ -17,7 +17,7 @@ from ._common import (
     Parser,
     add_source_arguments,
     add_verbosity,
-    bootstrap_nodes,
+    bootstrap_contacts,
     count,
     exit_codes_help,
     number,
@@ -240,7 +240,7 @@ def discovered_manifests(args: argparse.Namespace) -> list[str]:
     from ..discovery.orchestrate import find_providers
     from ..manifest import host_arch
 
-    bootstrap = bootstrap_nodes(args)
+    bootstrap = bootstrap_contacts(args)  # HOST:PORT (our DHT) and libp2p multiaddrs
     if args.source == "dht" and not bootstrap:
         raise UsageError(
             "--source dht needs --bootstrap HOST:PORT (or phase.bootstrap= on the "

@@ -159,8 +159,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--bootstrap",
         action="append",
-        metavar="HOST:PORT",
-        help="DHT bootstrap node (repeatable)",
+        metavar="HOST:PORT|MULTIADDR",
+        help="DHT bootstrap node (repeatable): HOST:PORT for our DHT, or a libp2p multiaddr "
+        "/ip4/A/tcp/P/p2p/12D3KooW... to also publish on libp2p Kademlia (ADD_PROVIDER with "
+        "the HTTP address, republished every 22 h)",
     )
     add(
         "--scan-interval",
@@ -214,6 +216,13 @@ def run(args: argparse.Namespace) -> int:
     from ..provider.statedir import StateDir
 
     setup_daemon_logging(args.log_format, getattr(args, "verbose", 0))
+    # libp2p multiaddrs among --bootstrap publish on libp2p Kademlia; the rest is our DHT's.
+    libp2p_bootstrap = [b for b in args.bootstrap or [] if b.strip().startswith("/")]
+    if libp2p_bootstrap:
+        from ..provider.advertise_libp2p import Libp2pAdvertiser, parse_bootstrap
+
+        libp2p_contacts = parse_bootstrap(libp2p_bootstrap)  # a bad one: exit 2 before serving
+        args.bootstrap = [b for b in args.bootstrap if not b.strip().startswith("/")] or None
     config_file = config_to_read(args.config)
     file_settings = load_config_file(config_file) if config_file else None
     config = resolve(vars(args), file_settings)
@@ -234,4 +243,6 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     provider.advertisers = build_advertisers(config, identity)
+    if libp2p_bootstrap:
+        provider.advertisers.append(Libp2pAdvertiser(identity, libp2p_contacts))
     return provider.run(stop)

@@ -1,0 +1,266 @@
+"""phase_client/libp2p against js-libp2p (tests/libp2p_js: libp2p 2.10, kad-dht 15.1, Noise,
+Yamux; five nodes on 127.0.0.1, the standard /ipfs/kad/1.0.0), both ways, with real plasmd
+serve processes behind the HTTP addresses; and hostile peers (silent, garbage, oversized
+messages, the wrong peer id), which cost one bounded timeout and are reported in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from phase_client.discovery.model import Candidate, Query
+from phase_client.discovery.orchestrate import find_providers
+from phase_client.keys import SigningKey
+from phase_client.libp2p import client, multistream, noise, varint, yamux
+from phase_client.libp2p.conn import SecureConn, _Plain, _read_noise_message
+from phase_client.libp2p.multiaddr import Multiaddr
+from phase_client.libp2p.peerid import PeerId
+
+from .conftest import run_tool
+from .libp2p_js.jsnet import JsNet, node_available
+from .provider_helpers import ServerProcess, make_tree, serve_args
+
+KEY_TEXT = "/phase/stable/x86_64/manifest"
+pytestmark = pytest.mark.skipif(node_available() is not None, reason=str(node_available()))
+
+
+@pytest.fixture(scope="module")
+def jsnet() -> Iterator[JsNet]:
+    with JsNet(5) as net:
+        yield net
+
+
+@contextlib.contextmanager
+def provider(tmp_path: Path, *extra: str) -> Iterator[ServerProcess]:
+    make_tree(tmp_path / "art", {"stable/x86_64": 4096})
+    args = serve_args(tmp_path / "art", tmp_path / "state", "--settle-time", "0", *extra)
+    server = ServerProcess(args)
+    try:
+        yield server.started()
+    finally:
+        server.stop()
+
+
+def test_js_provider_record_is_found_by_phase_discover(jsnet: JsNet, tmp_path: Path) -> None:
+    with provider(tmp_path) as server:
+        http = f"/ip4/127.0.0.1/tcp/{server.port}/http"
+        js = jsnet.request("spawn", announce=[http])
+        jsnet.request("provide", node=js["node"], key=KEY_TEXT)
+        result = run_tool(
+            "discover",
+            "--source",
+            "libp2p",
+            "--bootstrap",
+            jsnet.bootstrap(1),
+            "--arch",
+            "x86_64",
+            "--timeout",
+            "20",
+            "--json",
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        (found,) = json.loads(result.stdout)["providers"]
+        assert found["url"] == f"{server.url}/stable/x86_64/manifest.json"
+        assert found["source"] == "libp2p"
+        assert found["peer_id"] == js["peer_id"]
+        assert found["rtt_ms"] is not None  # the probe reached the real plasmd behind it
+        assert b"libp2p: 1 provider(s) of stable/x86_64" in result.stderr
+
+
+def test_plasmd_serve_publishes_and_js_find_providers_sees_it(jsnet: JsNet, tmp_path: Path) -> None:
+    with provider(tmp_path, "--bootstrap", jsnet.bootstrap(0)) as server:
+        peer = server.wait_for(r"^INFO Peer id (12D3KooW\w+)").group(1)
+        provided = server.wait_for(r"libp2p: stable/x86_64 provided to (\d+) peer\(s\)")
+        assert int(provided.group(1)) >= 1
+        http = f"/ip4/127.0.0.1/tcp/{server.port}/http"
+        for node in (2, 4):  # any node finds it, through the DHT
+            found = jsnet.request("find", node=node, key=KEY_TEXT, timeout_ms=5000, want=20)
+            ours = [p for p in found["providers"] if p["peer_id"] == peer]
+            assert ours and http in ours[0]["addrs"], found
+
+
+def test_auto_uses_libp2p_beside_mdns_when_a_multiaddr_is_given() -> None:
+    seen: list[tuple[str, object]] = []
+    ma = f"/ip4/127.0.0.1/tcp/9/p2p/{PeerId.from_ed25519(bytes(32)).__str__()}"
+
+    def mdns(query: Query, interfaces: object, quiet: object = None) -> list[Candidate]:
+        seen.append(("mdns", None))
+        return []
+
+    def dht(query: Query, contacts: object) -> list[Candidate]:
+        seen.append(("dht", contacts))
+        return []
+
+    def p2p(query: Query, multiaddrs: object) -> list[Candidate]:
+        seen.append(("libp2p", multiaddrs))
+        return [
+            Candidate(
+                "libp2p", "http://192.0.2.9:80/stable/x86_64/manifest.json", "stable", "x86_64"
+            )
+        ]
+
+    found = find_providers(
+        Query(timeout=2),
+        bootstrap=[ma, ("192.0.2.1", 4001)],
+        probe=False,
+        mdns_lookup=mdns,
+        dht_lookup=dht,
+        libp2p_lookup=p2p,
+        networks=[],
+    )
+    assert [c.source for c in found] == ["libp2p"]
+    assert sorted(seen, key=str) == sorted(
+        [("mdns", None), ("dht", [("192.0.2.1", 4001)]), ("libp2p", [ma])], key=str
+    )
+
+
+# -- hostile peers ----------------------------------------------------------------------------
+class Hostile:
+    """A TCP listener on 127.0.0.1 doing one bad thing per connection (in its own thread)."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.identity = SigningKey.generate()
+        self.loop = asyncio.new_event_loop()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    @property
+    def multiaddr(self) -> str:
+        peer = PeerId.from_ed25519(self.identity.public.raw)
+        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{peer}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            self.server = await asyncio.start_server(self._handle, sock=self.sock)
+            self.ready.set()
+            await self.server.serve_forever()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            self.loop.run_until_complete(main())
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await self._misbehave(reader, writer)
+        writer.close()
+
+    async def _misbehave(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.behaviour == "silent":
+            await asyncio.sleep(60)
+            return
+        if self.behaviour == "garbage":
+            writer.write(bytes(range(256)) * 16)
+            await writer.drain()
+            await asyncio.sleep(60)
+            return
+        if self.behaviour == "huge-multistream":
+            writer.write(varint.encode(1 << 30) + b"/multistream/1.0.0\n")
+            await writer.drain()
+            await asyncio.sleep(60)
+            return
+        # A real libp2p responder whose Kademlia answer announces a 50 MB message.
+        await multistream.handle(_Plain(reader, writer), ["/noise"])
+        handshake = noise.HandshakeState(False, self.identity)
+        handshake.read(await _read_noise_message(reader))
+        writer.write(noise.frame(handshake.write()))
+        handshake.read(await _read_noise_message(reader))
+        assert handshake.result is not None
+        secure = SecureConn(reader, writer, handshake.result.send, handshake.result.recv)
+        await multistream.handle(secure, ["/yamux/1.0.0"])
+
+        async def kad(stream: yamux.Stream) -> None:
+            await multistream.handle(stream, ["/ipfs/kad/1.0.0"])
+            await multistream.read_length_prefixed(stream, 4096)
+            await stream.send(varint.encode(50_000_000) + bytes(1000))
+            await asyncio.sleep(60)
+
+        session = yamux.Session(secure, client=False, handler=kad)
+        session.start()
+        await asyncio.sleep(60)
+
+    def close(self) -> None:
+        def stop() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+
+        self.loop.call_soon_threadsafe(stop)
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture
+def hostile() -> Iterator[dict[str, Hostile]]:
+    peers = {b: Hostile(b) for b in ("silent", "garbage", "huge-multistream", "huge-kad")}
+    try:
+        yield peers
+    finally:
+        for peer in peers.values():
+            peer.close()
+
+
+def test_hostile_peers_cost_one_bounded_timeout_each(
+    hostile: dict[str, Hostile], jsnet: JsNet
+) -> None:
+    expected = {
+        "silent": "no answer within 1 s",
+        "garbage": "multistream message without its newline",
+        "huge-multistream": "exceeds the limit of 1024",
+        "huge-kad": "message of 50000000 bytes exceeds the limit",
+    }
+    for name, peer in hostile.items():
+        boot = [Multiaddr.from_text(peer.multiaddr)]
+        result = asyncio.run(
+            client.find_providers(boot, "stable", "x86_64", timeout=5, rpc_timeout=1)
+        )
+        assert result.providers == [] and result.stats.answered == 0
+        assert expected[name] in result.stats.errors[0], (name, result.stats.errors)
+    # A real js node that is not the peer its /p2p/ id names: refused after the handshake.
+    other = jsnet.nodes[1]["peer_id"]
+    wrong = Multiaddr.from_text(re.sub(r"/p2p/\w+$", f"/p2p/{other}", jsnet.bootstrap(0)))
+    result = asyncio.run(
+        client.find_providers([wrong], "stable", "x86_64", timeout=5, rpc_timeout=2)
+    )
+    assert result.stats.answered == 0 and f"not the expected {other}" in result.stats.errors[0]
+
+
+def test_phase_discover_with_only_hostile_bootstraps_says_so_and_exits_3(
+    hostile: dict[str, Hostile],
+) -> None:
+    argv = ["discover", "--source", "libp2p", "--timeout", "3"]
+    for peer in hostile.values():
+        argv += ["--bootstrap", peer.multiaddr]
+    result = run_tool(*argv)
+    assert result.returncode == 3, result.stderr.decode()
+    assert b"libp2p: no peer answered (4 tried" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "word",
+    [
+        "/ip4/127.0.0.1/tcp/99999",
+        "/ip4/127.0.0.1/udp/4001/quic-v1",
+        "/ip4/127.0.0.1/tcp/1/p2p/notapeer",
+        "/unknown/1",
+    ],
+)
+def test_junk_multiaddr_bootstrap_is_one_line_exit_2(word: str) -> None:
+    result = run_tool("discover", "--source", "libp2p", "--bootstrap", word, "--timeout", "1")
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "bootstrap" in lines[0], lines
