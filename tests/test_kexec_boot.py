@@ -980,3 +980,24 @@ def test_arm64_direct_kernel_gzip_is_decompressed_too(tools: Path, tmp_path: Pat
     assert found and int(found.group(2)) == len(image), result.stdout
     assert f"kexec -s -l {found.group(1)}/Image " in result.stdout
     assert os.listdir(tmp_path / "run") == []
+
+
+@pytest.mark.parametrize(("machine", "loads_dtb"), [("aarch64", True), ("x86_64", False)])
+def test_direct_mode_dtb_goes_to_kexec_where_the_arch_uses_one(
+    machine: str, loads_dtb: bool, tools: Path, tmp_path: Path
+) -> None:
+    """phase-boot's hand-off: --kernel K --dtb D (its staged copies)."""
+    (tmp_path / "k").write_bytes(arm64_image())
+    (tmp_path / "d.dtb").write_bytes(b"\xd0\x0d\xfe\xed" + b"\0" * 60)
+    argv = ["--dry-run", "--kernel", str(tmp_path / "k"), "--dtb", str(tmp_path / "d.dtb")]
+    env = {**arm64_env(tmp_path, tmp_path), "KEXEC_BOOT_MACHINE": machine}
+    result = run_kexec_boot(["busybox", "sh"], tools, tmp_path, *argv, env=env)
+    assert result.returncode == 0, result.stderr
+    load = next(line for line in result.stdout.splitlines() if line.startswith("kexec -s -l "))
+    assert (f" --dtb={tmp_path}/d.dtb " in load) == loads_dtb, load
+    assert "no dtb artifact" not in result.stdout
+    missing = run_kexec_boot(
+        ["busybox", "sh"], tools, tmp_path, "--kernel", str(tmp_path / "k"), "--dtb", "nope",
+        env=env,
+    )  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.strip() == "kexec-boot: dtb nope not found"
