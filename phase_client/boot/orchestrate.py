@@ -26,8 +26,10 @@ argument parsing and prints nothing: progress goes to the ``say`` callback.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +89,34 @@ class Staged:
         }
 
 
+# What the fetch step imports (urllib3 with http.client, ssl, email: ~40 ms on a host, about a
+# second under TCG emulation). Discovery mostly waits on the network (mDNS answers, the DHT's
+# round trips, the LAN grace, the probe): these are imported in that idle time.
+FETCH_MODULES = (
+    "phase_client.fetch.fetcher",
+    "phase_client.fetch.rootchain",
+    "phase_client.fetch.download",
+    "phase_client.fetch.progress",
+)
+
+
+def warm_up(modules: Sequence[str]) -> threading.Thread:
+    """Import ``modules`` in a daemon thread; a later import of one waits for it (the import
+    system's per-module locks), and a failure here is only a failure of the warm-up: the real
+    import raises it again where it belongs."""
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the step's own import reports it
+                return
+
+    thread = threading.Thread(target=load, name="warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def stage_path(environ: dict[str, str] | None = None) -> Path:
     """A new, unguessable name for the private directory: under $TMPDIR, else /run (when
     writable), else /tmp, as kexec-boot names its own."""
@@ -109,6 +139,7 @@ class Booter:
         from ..discovery.orchestrate import find_providers
 
         request = self.request
+        warm_up(FETCH_MODULES)
         query = Query(channel=request.channel, arch=request.arch, timeout=request.discover_timeout)
         found: list[Candidate] = find_providers(
             query, source=request.source, bootstrap=request.bootstrap, probe=request.probe
