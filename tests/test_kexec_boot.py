@@ -802,8 +802,9 @@ def arm64_image(size: int = 64 * 1024) -> bytes:
     return bytes(body)
 
 
-# kexec as on Debian's arm64 cloud kernel (no CONFIG_KEXEC_FILE): kexec -s is ENOSYS, kexec -l
-# is attempted. Records each call and the kernel file's bytes (the last argument not an option).
+# kexec as on Debian's arm64 cloud kernel (no CONFIG_KEXEC_FILE: kexec-tools 2.0.25 says so);
+# kexec -l is attempted. Records each call and the kernel file's bytes (the last argument not
+# an option).
 ARM64_KEXEC = """#!/bin/sh
 printf '%s\\n' "$*" >>"$RECORD/calls"
 for arg in "$@"; do
@@ -813,7 +814,7 @@ for arg in "$@"; do
     esac
 done
 case "$1" in
-    -s) echo "kexec_file_load failed: Function not implemented" >&2 ;;
+    -s) echo "syscall kexec_file_load not available." >&2 ;;
     *) echo "kexec_load failed: Invalid argument" >&2 ;;
 esac
 exit 1
