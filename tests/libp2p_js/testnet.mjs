@@ -6,7 +6,9 @@
 // the standard /ipfs/kad/1.0.0, no bootstrap list, no autodial outside), joins them in a chain
 // through node 0, then answers JSON lines on stdin with one JSON line each on stdout:
 //   {"cmd": "info"}                                   -> {"nodes": [{"peer_id", "addrs"}]}
-//   {"cmd": "spawn", "announce": ["/ip4/.../http"]}   -> a new node that also announces these
+//   {"cmd": "spawn", "announce": ["/ip4/.../http"], "client": false}
+//                                                     -> a new node that also announces these
+//                                                        (client: a DHT client, as ours is)
 //   {"cmd": "provide", "node": I, "key": TEXT}        -> node I provides sha256(TEXT)
 //   {"cmd": "find", "node": I, "key": TEXT, "timeout_ms": T, "want": N}
 //                                                     -> {"providers": [...], "ms", "messages"}
@@ -39,7 +41,7 @@ const loopbackOnly = (addrs) => addrs.filter(ma => {
   return text.startsWith('/ip4/127.') || text.startsWith('/ip6/::1/')
 })
 
-async function makeNode (announce = []) {
+async function makeNode (announce = [], clientMode = false) {
   const node = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'], appendAnnounce: announce },
     transports: [tcp()],
@@ -61,7 +63,7 @@ async function makeNode (announce = []) {
       ping: ping(),
       dht: kadDHT({
         protocol: '/ipfs/kad/1.0.0',
-        clientMode: false,
+        clientMode,
         peerInfoMapper: passthroughMapper,
         initialQuerySelfInterval: 0
       })
@@ -108,7 +110,7 @@ async function handle (req) {
       return { nodes: nodes.map(n => n === null ? null : info(n)) }
     case 'spawn': {
       const announce = (req.announce ?? []).map(a => multiaddr(a).toString())
-      const fresh = await makeNode(announce)
+      const fresh = await makeNode(announce, req.client === true)
       await join(fresh)
       nodes.push(fresh)
       return { node: nodes.length - 1, ...info(fresh) }
@@ -127,10 +129,12 @@ async function handle (req) {
       const want = req.want ?? 20
       const found = new Map()
       let messages = 0
+      const trace = []
       const started = performance.now()
       const signal = AbortSignal.timeout(req.timeout_ms ?? 5000)
       try {
         for await (const event of node.services.dht.findProviders(cid, { signal })) {
+          if (req.trace === true) trace.push(`${Math.round(performance.now() - started)} ${event.name} ${event.to ?? event.from ?? ''}`)
           if (event.name === 'SEND_QUERY') messages++
           if (event.name === 'PROVIDER') {
             for (const p of event.providers) {
@@ -142,7 +146,7 @@ async function handle (req) {
       } catch (err) {
         if (!signal.aborted) throw err
       }
-      return { providers: [...found.values()], ms: performance.now() - started, messages }
+      return { providers: [...found.values()], ms: performance.now() - started, messages, trace }
     }
     case 'cid': {
       const cid = await cidOf(req.key)
