@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -264,3 +265,57 @@ def test_junk_multiaddr_bootstrap_is_one_line_exit_2(word: str) -> None:
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "bootstrap" in lines[0], lines
+
+
+def test_two_providers_listed_and_the_survivor_boots_the_client(
+    jsnet: JsNet, tmp_path: Path
+) -> None:
+    """The design documents' task 5.3 on libp2p Kademlia: two plasmd serve processes publish
+    stable/arm64; ``phase-discover --all`` lists both; one is killed; discovery and a fetch
+    still succeed through the other (the dead one's record stays until it expires: the probe
+    drops it)."""
+    release = SigningKey.generate()
+    (tmp_path / "release.key").write_bytes(release.file_bytes())
+    boot = jsnet.bootstrap(2)
+    servers = []
+    with contextlib.ExitStack() as stack:
+        for name, via in (("a", 0), ("b", 3)):
+            make_tree(tmp_path / name / "art", {"stable/arm64": 8192})
+            args = serve_args(
+                tmp_path / name / "art",
+                tmp_path / name / "state",
+                *("--settle-time", "0", "--key", str(tmp_path / "release.key")),
+                *("--bootstrap", jsnet.bootstrap(via), "--default-arch", "arm64"),
+            )
+            server = ServerProcess(args)
+            stack.callback(server.stop)
+            servers.append(server.started())
+        for server in servers:
+            server.wait_for(r"libp2p: stable/arm64 provided to [1-9]\d* peer\(s\)")
+        urls = {f"{s.url}/stable/arm64/manifest.json" for s in servers}
+        common = ["--source", "libp2p", "--bootstrap", boot, "--arch", "arm64"]
+        listed = run_tool("discover", *common, "--all", "--timeout", "10", "--json")
+        assert listed.returncode == 0, listed.stderr.decode()
+        assert {p["url"] for p in json.loads(listed.stdout)["providers"]} == urls
+
+        servers[0].stop(signal.SIGKILL)
+        found = run_tool("discover", *common, "--all", "--timeout", "10", "--json")
+        assert found.returncode == 0, found.stderr.decode()
+        (alive,) = json.loads(found.stdout)["providers"]
+        assert alive["url"] == f"{servers[1].url}/stable/arm64/manifest.json"
+        fetched = run_tool(
+            "fetch",
+            "--discover",
+            *common,
+            "--discover-timeout",
+            "10",
+            "--key",
+            release.public.keyid,
+            "--output",
+            str(tmp_path / "boot"),
+            "--json",
+        )
+        assert fetched.returncode == 0, fetched.stderr.decode()
+        assert (tmp_path / "boot" / "kernel").read_bytes() == (
+            tmp_path / "b" / "art" / "stable" / "arm64" / "vmlinuz"
+        ).read_bytes()
