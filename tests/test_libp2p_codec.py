@@ -18,7 +18,7 @@ from phase_client.hostport import (
     split_contacts,
 )
 from phase_client.keys import SigningKey
-from phase_client.libp2p import kadmsg, keyscheme, noise, protobuf, varint, yamux
+from phase_client.libp2p import kadmsg, keyscheme, noise, protobuf, rsa, varint, yamux
 from phase_client.libp2p.errors import MultiaddrError, ProtocolError
 from phase_client.libp2p.identify import identify_message
 from phase_client.libp2p.multiaddr import Multiaddr, http_multiaddr
@@ -208,9 +208,9 @@ def test_noise_tampering_is_refused() -> None:
 
 
 def test_noise_payload_of_another_key_type_is_refused() -> None:
-    rsa_key = protobuf.field_varint(1, 0) + protobuf.field_bytes(2, b"\x30" * 64)
-    payload = protobuf.field_bytes(1, rsa_key) + protobuf.field_bytes(2, b"s" * 64)
-    with pytest.raises(ProtocolError, match="key type 0"):
+    secp = protobuf.field_varint(1, 2) + protobuf.field_bytes(2, b"\x02" * 33)
+    payload = protobuf.field_bytes(1, secp) + protobuf.field_bytes(2, b"s" * 64)
+    with pytest.raises(ProtocolError, match="key type 2"):
         noise.check_payload(payload, b"k" * 32)
 
 
@@ -334,3 +334,45 @@ def test_identify_message_fields() -> None:
     assert protobuf.one_bytes(found, 1) == b"\x08\x01\x12\x20" + public
     assert protobuf.all_bytes(found, 2) == [bytes.fromhex("047f000001061f90e003")]
     assert protobuf.all_bytes(found, 3) == [b"/ipfs/id/1.0.0"]
+
+
+# -- RSA peers (Qm... ids: most long-lived go-ipfs nodes) ------------------------------------
+# A 2048-bit RSA libp2p key and its signature over "noise-libp2p-static-key:" + 32 x "k", made
+# by js-libp2p (@libp2p/crypto 5.1.23: generateKeyPair('RSA'), key.sign).
+RSA_KEY_PROTO = bytes.fromhex(
+    "080012a60230820122300d06092a864886f70d01010105000382010f003082010a0282010100cf206032ca10"
+    "bb87f076fb2436da3c796ccd8cf87a94f49bc8a16dc08be72dd96794037e1c44b53a92b4aac72fae3a8f7ed4"
+    "59ad06ccbcc7548e0d0b390c37231593eb7fc6c1abe06e4c57728f7bde14af050ba0d047c6eca8769926a4d3"
+    "f7ddfce7298ba2940adba60bb297f7b33ac7305befcd662948ce88b7e18649fd2a20d26f06e9aa1f81eaf713"
+    "1ae2925dfee895b97b30f3388b68aee97c312311eafc2423537395d6b989257e1b70c66cebe2118d60481668"
+    "e478ba962c4a508add0a8d27039ed77a6141a2fe42a84abc7b7e6251718040bd245e976aea9ed4b1b25f7dc8"
+    "5079eb985fc04566279e9af6bef9f221f44af5533ed7e0aa83129a814fff0203010001"
+)
+RSA_SIG = bytes.fromhex(
+    "480adec0f352e76fc47f33566e8eaf560d852c930b09289244eb5e18c20d2064d8c51b1a397a87d6e88a243c"
+    "48c1a6e89f3f84ef2107753d712b1aff3918a62da68d537d27178ce2a18b28f630948d038b694ab471e5d0b9"
+    "0a546a0452deac2547b8e988f456a659bc7c248ba117b91dc2c9dbf0b95ee0271b9a375907ae61a96eb19998"
+    "7d1736a8a35c7c06aedcb27274c07de9941669569f16208dfa91cc69c51ac2163d51927ca46dfb049b8a88b2"
+    "956ae6ab32678414476786af8606c611f07a35bfeb3344bbd726c6cebdaada487657d567f51ee63e175e1294"
+    "6785ee67e93d6cc3fd51fe04b4219aa15b4889ed1bf44aec5b24ea687b25a4b92b2eb933"
+)
+RSA_PEER = "QmXfDm3nNd8C73MoMHvkyvcVZvyhgaYTi1cR4V62Wrh3BW"
+
+
+def test_rsa_peer_signature_and_peer_id_known_answer() -> None:
+    static = b"k" * 32
+    assert noise.check_payload(
+        protobuf.field_bytes(1, RSA_KEY_PROTO) + protobuf.field_bytes(2, RSA_SIG), static
+    ) == PeerId.from_text(RSA_PEER)
+    forged = bytearray(RSA_SIG)
+    forged[-1] ^= 1
+    with pytest.raises(ProtocolError, match="bad identity signature"):
+        noise.check_payload(
+            protobuf.field_bytes(1, RSA_KEY_PROTO) + protobuf.field_bytes(2, bytes(forged)), static
+        )
+    der = RSA_KEY_PROTO[5:]  # after 08 00 12 a6 02
+    assert rsa.verify(der, b"noise-libp2p-static-key:" + static, RSA_SIG)
+    assert not rsa.verify(der, b"another message", RSA_SIG)
+    for bad in (b"", der[:-1], der + b"\0", b"\x30\x84\xff\xff\xff\xff"):
+        with pytest.raises(ProtocolError):
+            rsa.parse_public_key(bad)

@@ -319,3 +319,19 @@ def test_two_providers_listed_and_the_survivor_boots_the_client(
         assert (tmp_path / "boot" / "kernel").read_bytes() == (
             tmp_path / "b" / "art" / "stable" / "arm64" / "vmlinuz"
         ).read_bytes()
+
+
+def test_an_rsa_keyed_peer_is_a_bootstrap_and_a_provider(jsnet: JsNet) -> None:
+    """Most long-lived go-ipfs nodes, the public bootstrap peers among them, have RSA identity
+    keys (``Qm...`` ids): their Noise payloads are checked with PKCS #1 v1.5 (libp2p/rsa.py)."""
+    js = jsnet.request("spawn", key_type="RSA", announce=["/ip4/127.0.0.1/tcp/8099/http"])
+    assert js["peer_id"].startswith("Qm")
+    jsnet.request("provide", node=js["node"], key="/phase/rsa/x86_64/manifest")
+    result = run_tool(
+        *("discover", "--source", "libp2p", "--bootstrap", js["addrs"][0]),
+        *("--channel", "rsa", "--arch", "x86_64", "--no-probe", "--timeout", "10", "--json"),
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    (found,) = json.loads(result.stdout)["providers"]
+    assert found["peer_id"] == js["peer_id"]
+    assert found["url"] == "http://127.0.0.1:8099/rsa/x86_64/manifest.json"

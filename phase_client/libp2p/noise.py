@@ -22,9 +22,15 @@ import nacl.bindings
 import nacl.exceptions
 
 from ..keys import PublicKey, SigningKey
-from . import protobuf
+from . import protobuf, rsa
 from .errors import ProtocolError
-from .peerid import PeerId, ed25519_from_public_key, encode_public_key
+from .peerid import (
+    KEY_TYPE_RSA,
+    PeerId,
+    decode_public_key,
+    ed25519_from_public_key,
+    encode_public_key,
+)
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
 PROTOCOL_ID = "/noise"
@@ -139,8 +145,13 @@ def check_payload(payload: bytes, remote_static: bytes) -> PeerId:
     signature = protobuf.one_bytes(found, 2)
     if key_proto is None or signature is None:
         raise ProtocolError("noise payload without identity key or signature")
-    raw = ed25519_from_public_key(key_proto)
-    if not PublicKey.from_raw(raw).verify(SIG_PREFIX + remote_static, signature):
+    key_type, key = decode_public_key(key_proto)
+    message = SIG_PREFIX + remote_static
+    if key_type == KEY_TYPE_RSA:
+        good = rsa.verify(key, message, signature)
+    else:
+        good = PublicKey.from_raw(ed25519_from_public_key(key_proto)).verify(message, signature)
+    if not good:
         raise ProtocolError("noise payload: bad identity signature over the static key")
     return PeerId.from_public_key(key_proto)
 

@@ -2,8 +2,9 @@
 
 A peer id is a multihash of the protobuf ``PublicKey{Type, Data}``: the identity multihash for
 keys of at most 42 bytes (every Ed25519 key: ``12D3KooW...``), sha2-256 for larger ones
-(``Qm...``, RSA). Its text is base58btc. Only Ed25519 keys can be checked here (PyNaCl); a peer
-with another key type cannot complete our handshake and is skipped, never trusted blindly.
+(``Qm...``, RSA). Its text is base58btc. Ed25519 keys are checked with PyNaCl, RSA keys by
+``rsa.py``; a peer with another key type (secp256k1, ECDSA: rare) cannot complete our handshake
+and is skipped, never trusted blindly.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..keys import base58btc
 from . import protobuf
 from .errors import MultiaddrError, ProtocolError
 
+KEY_TYPE_RSA = 0
 KEY_TYPE_ED25519 = 1
 MH_IDENTITY = 0x00
 MH_SHA2_256 = 0x12
@@ -56,7 +58,7 @@ def decode_public_key(data: bytes) -> tuple[int, bytes]:
 def ed25519_from_public_key(data: bytes) -> bytes:
     key_type, key = decode_public_key(data)
     if key_type != KEY_TYPE_ED25519:
-        raise ProtocolError(f"unsupported libp2p key type {key_type} (only Ed25519 is checked)")
+        raise ProtocolError(f"unsupported libp2p key type {key_type} (Ed25519 and RSA are checked)")
     if len(key) != 32:
         raise ProtocolError("an Ed25519 public key is 32 bytes")
     return key

@@ -8,7 +8,8 @@
 //   {"cmd": "info"}                                   -> {"nodes": [{"peer_id", "addrs"}]}
 //   {"cmd": "spawn", "announce": ["/ip4/.../http"], "client": false}
 //                                                     -> a new node that also announces these
-//                                                        (client: a DHT client, as ours is)
+//                                                        (client: a DHT client, as ours is;
+//                                                        "key_type": "RSA" for an RSA identity)
 //   {"cmd": "provide", "node": I, "key": TEXT}        -> node I provides sha256(TEXT)
 //   {"cmd": "find", "node": I, "key": TEXT, "timeout_ms": T, "want": N}
 //                                                     -> {"providers": [...], "ms", "messages"}
@@ -19,6 +20,7 @@
 import { createInterface } from 'node:readline'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
@@ -41,8 +43,9 @@ const loopbackOnly = (addrs) => addrs.filter(ma => {
   return text.startsWith('/ip4/127.') || text.startsWith('/ip6/::1/')
 })
 
-async function makeNode (announce = [], clientMode = false) {
+async function makeNode (announce = [], clientMode = false, keyType = 'Ed25519') {
   const node = await createLibp2p({
+    privateKey: await generateKeyPair(keyType, keyType === 'RSA' ? 2048 : undefined),
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'], appendAnnounce: announce },
     transports: [tcp()],
     connectionEncrypters: [noise()],
@@ -110,7 +113,7 @@ async function handle (req) {
       return { nodes: nodes.map(n => n === null ? null : info(n)) }
     case 'spawn': {
       const announce = (req.announce ?? []).map(a => multiaddr(a).toString())
-      const fresh = await makeNode(announce, req.client === true)
+      const fresh = await makeNode(announce, req.client === true, req.key_type ?? 'Ed25519')
       await join(fresh)
       nodes.push(fresh)
       return { node: nodes.length - 1, ...info(fresh) }
