@@ -376,3 +376,26 @@ def test_rsa_peer_signature_and_peer_id_known_answer() -> None:
     for bad in (b"", der[:-1], der + b"\0", b"\x30\x84\xff\xff\xff\xff"):
         with pytest.raises(ProtocolError):
             rsa.parse_public_key(bad)
+
+
+def test_address_filter_keeps_internet_lookups_off_private_addresses() -> None:
+    from phase_client.libp2p.client import address_filter
+    from phase_client.libp2p.kad import dial_targets
+
+    answer = [
+        Multiaddr.from_text(a)
+        for a in (
+            "/ip4/10.0.0.1/tcp/4001",
+            "/ip4/127.0.0.1/tcp/4001",
+            "/ip6/fe80::1/tcp/4001",
+            "/ip4/198.51.100.1/udp/4001/quic-v1",
+            "/ip4/8.8.8.8/tcp/4001",
+            "/dns4/peer.example/tcp/4001",
+        )
+    ]
+    private, allow = address_filter([Multiaddr.from_text(f"/ip4/8.8.4.4/tcp/4001/p2p/{SEED_PEER}")])
+    assert not private
+    assert dial_targets(answer, allow) == [("8.8.8.8", 4001), ("peer.example", 4001)]
+    private, allow = address_filter([Multiaddr.from_text("/ip4/127.0.0.1/tcp/4001")])
+    assert private
+    assert ("10.0.0.1", 4001) in dial_targets(answer, allow)
