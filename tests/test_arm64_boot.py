@@ -149,7 +149,7 @@ def stamp(log: str, pattern: str) -> float:
 def test_arm64_and_x86_64_vms_each_boot_their_own_arch_from_one_provider(
     lan: BootLan, arm64_images: dict[str, Path], tmp_path: Path
 ) -> None:
-    provider = lan.provider("prov1", arm64_images)
+    provider = lan.provider("prov1", arm64_images, "--no-dht")
     wait_for(provider.log, r"mDNS: advertising stable/arm64", provider.proc, time.monotonic() + 60)
     arm_url = f"http://{provider.node.address}:{HTTP_PORT}/stable/arm64/manifest.json"
 
