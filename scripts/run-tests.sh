@@ -1,6 +1,7 @@
 #!/bin/sh
 # make test: the whole suite in two lanes, one per core. The USB stick's firmware boots
-# (tests/test_usb*.py: their own images under build/usb, their own namespaces) run beside
+# (tests/test_usb*.py: their own images under build/usb, their own namespaces) and the arm64
+# boots (tests/test_arm64_boot.py: aarch64 TCG, ~2.5 min with its image builds) run beside
 # everything else: each QEMU under TCG keeps one core busy, so one lane alone leaves the other
 # core mostly idle. Both lanes must pass; the USB lane's output follows the main lane's.
 #   scripts/run-tests.sh PYTHON [PYTEST_ARGS...]
@@ -11,7 +12,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here" || exit 2
 mkdir -p build
 usb_log=build/test-usb-lane.log
-usb_lane="tests/test_usb.py tests/test_usb_write.py"
+usb_lane="tests/test_usb.py tests/test_usb_write.py tests/test_arm64_boot.py"
 # shellcheck disable=SC2086 # the lane's files and the caller's pytest arguments are words
 "$py" -m pytest -q -p no:cacheprovider --basetemp=build/pytest-usb-lane $usb_lane "$@" \
     >"$usb_log" 2>&1 &
