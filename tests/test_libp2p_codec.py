@@ -399,3 +399,28 @@ def test_address_filter_keeps_internet_lookups_off_private_addresses() -> None:
     private, allow = address_filter([Multiaddr.from_text("/ip4/127.0.0.1/tcp/4001")])
     assert private
     assert ("10.0.0.1", 4001) in dial_targets(answer, allow)
+
+
+def test_yamux_inbound_streams_beyond_the_cap_are_reset() -> None:
+    async def main() -> list[yamux.Header]:
+        inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        outbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def hold(stream: yamux.Stream) -> None:
+            await asyncio.sleep(5)
+
+        session = yamux.Session(_Pipe(inbox, outbox), client=True, handler=hold)
+        session.start()
+        for i in range(yamux.MAX_INBOUND + 4):
+            inbox.put_nowait(yamux.Header(yamux.TYPE_WINDOW, yamux.SYN, 2 + 2 * i, 0).encode())
+        for _ in range(100):
+            if outbox.qsize() >= yamux.MAX_INBOUND + 4:
+                break
+            await asyncio.sleep(0.01)
+        replies = [yamux.Header.decode(outbox.get_nowait()) for _ in range(outbox.qsize())]
+        await session.close()
+        return replies
+
+    replies = asyncio.run(main())
+    assert sum(1 for h in replies if h.flags == yamux.ACK) == yamux.MAX_INBOUND
+    assert sum(1 for h in replies if h.flags == yamux.RST) == 4

@@ -154,6 +154,11 @@ async def provide(
                 result.stats.failed += found.stats.failed
                 result.stats.errors += found.stats.errors
                 result.closest = max(result.closest, len(found.closest))
+                keep = {id(c) for _, c in found.closest[:K]}
+                for connection in list(host.connections):  # only the K closest stay open
+                    if id(connection) not in keep:
+                        await connection.close()
+                        host.connections.remove(connection)
                 message = kadmsg.encode(kadmsg.ADD_PROVIDER, key, [me])
                 outcomes = await asyncio.gather(
                     *(

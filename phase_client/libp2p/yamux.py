@@ -31,7 +31,7 @@ SYN, ACK, FIN, RST = 1, 2, 4, 8
 HEADER_LEN = 12
 INITIAL_WINDOW = 256 * 1024
 MAX_CHUNK = 64 * 1024
-MAX_INBOUND = 32
+MAX_INBOUND = 8  # identify, ping, identify push: what peers open towards a DHT client
 _HEADER = struct.Struct(">BBHII")
 
 
