@@ -335,3 +335,28 @@ def test_an_rsa_keyed_peer_is_a_bootstrap_and_a_provider(jsnet: JsNet) -> None:
     (found,) = json.loads(result.stdout)["providers"]
     assert found["peer_id"] == js["peer_id"]
     assert found["url"] == "http://127.0.0.1:8099/rsa/x86_64/manifest.json"
+
+
+def test_advertiser_republishes_on_change(jsnet: JsNet) -> None:
+    from phase_client.provider.advertise import Offer
+    from phase_client.provider.advertise_libp2p import Libp2pAdvertiser, parse_bootstrap
+
+    def offer(channel: str, port: int) -> Offer:
+        path = f"/{channel}/x86_64/manifest.json"
+        return Offer(channel, "x86_64", "1", 1, port, path, f"http://127.0.0.1:{port}{path}")
+
+    identity = SigningKey.generate()
+    advertiser = Libp2pAdvertiser(identity, parse_bootstrap([jsnet.bootstrap(1)]), rpc_timeout=5)
+    advertiser.start([offer("chg1", 8101)])
+    try:
+        assert advertiser.wait_rounds(1, 60)
+        assert advertiser.accepted["chg1/x86_64"] >= 1
+        advertiser.update([offer("chg1", 8101)])  # nothing changed: no new round
+        advertiser.update([offer("chg1", 8101), offer("chg2", 8101)])
+        assert advertiser.wait_rounds(2, 60)
+        assert advertiser.rounds == 2 and advertiser.accepted["chg2/x86_64"] >= 1
+    finally:
+        advertiser.stop()
+    found = jsnet.request("find", node=3, key="/phase/chg2/x86_64/manifest", timeout_ms=5000)
+    (ours,) = [p for p in found["providers"] if p["peer_id"] == identity.public.peer_id]
+    assert "/ip4/127.0.0.1/tcp/8101/http" in ours["addrs"]
