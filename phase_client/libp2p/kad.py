@@ -52,6 +52,8 @@ class Contact:
     peer: PeerId | None  # None: a bootstrap address without /p2p/ID
     targets: list[tuple[str, int]]
     distance: int
+    bootstrap: bool = False  # given by the caller, not learnt from an answer
+    retried: bool = False
 
 
 @dataclass
@@ -155,7 +157,8 @@ class Lookup:
     async def _query(
         self, contact: Contact
     ) -> tuple[Contact, PeerId | None, kadmsg.Message | None]:
-        self.stats.contacted += 1
+        if not contact.retried:
+            self.stats.contacted += 1
         for host, port in contact.targets:
             connection = None
             try:
@@ -208,13 +211,16 @@ class Lookup:
         started = time.monotonic()
         pending: set[asyncio.Task[tuple[Contact, PeerId | None, kadmsg.Message | None]]] = set()
         queue: list[Contact] = []
+        retry: list[
+            Contact
+        ] = []  # bootstrap contacts that failed: asked once more if nobody answers
         for ma in bootstrap:
             peer = ma.peer_id()
             target = ma.tcp_target()
             if target is None:
                 continue
             place = 0 if peer is None else distance(peer.kad_id, self.target)
-            contact = Contact(peer, [target], place)
+            contact = Contact(peer, [target], place, bootstrap=True)
             queue.append(contact)
             if peer is not None:
                 self.queried.add(peer)
@@ -227,6 +233,9 @@ class Lookup:
                     if chosen.peer is not None:
                         self.queried.add(chosen.peer)
                     pending.add(asyncio.ensure_future(self._query(chosen)))
+                if not pending and retry and not self.stats.answered:
+                    queue, retry = retry, []
+                    continue
                 if not pending or self._done():
                     break
                 finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -234,7 +243,10 @@ class Lookup:
                     asked, peer, answer = task.result()
                     if answer is None or peer is None:
                         self.stats.failed += 1
-                        if asked.peer is not None:
+                        if asked.bootstrap and not asked.retried:
+                            asked.retried = True
+                            retry.append(asked)
+                        elif asked.peer is not None:
                             self.failed.add(asked.peer)
                         continue
                     self.stats.answered += 1
