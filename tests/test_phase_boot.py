@@ -215,3 +215,18 @@ def test_usage_errors(tmp_path: Path, extra: list[str], words: str) -> None:
     result = phase_boot(tmp_path, *common(tmp_path, "http://127.0.0.1:9/m.json"), *extra)
     assert result.returncode == 2
     assert words in last_line(result)
+
+
+def test_start_when_waits_for_the_callers_go_or_stop(tmp_path: Path, served: Any) -> None:
+    """The init starts phase-boot before DHCP: it imports what the boot needs, then waits for
+    the file; 'go' boots, anything else (no network) ends the run quietly."""
+    _, url = served
+    ready = tmp_path / "ready"
+    ready.write_text("stop\n")
+    stopped = phase_boot(tmp_path, *common(tmp_path, url), "--start-when", str(ready), "--dry-run")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == "" and not (tmp_path / "out").exists()
+    ready.write_text("go\n")
+    went = phase_boot(tmp_path, *common(tmp_path, url), "--start-when", str(ready), "--dry-run")
+    assert went.returncode == 0, went.stderr
+    assert "] phase: manifest verified, artifacts fetched and checked\n" in went.stdout

@@ -30,6 +30,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,40 @@ FETCH_MODULES = (
     "phase_client.fetch.download",
     "phase_client.fetch.progress",
 )
+
+
+# What discovery imports (zeroconf with asyncio, kademlia): the largest share of the start-up.
+DISCOVERY_MODULES = (
+    "phase_client.discovery.orchestrate",
+    "phase_client.discovery.mdns",
+    "phase_client.discovery.dht",
+    "phase_client.dht.node",
+    "phase_client.dht.records",
+)
+STAGE_MODULES = ("phase_client.boot.stage", "phase_client.boot.carry")
+
+
+def preload(discover: bool) -> None:
+    """Import now everything the boot's steps will import (discovery's only with ``discover``):
+    for a caller that has idle time before the boot may start (docs/boot.md: the init runs
+    phase-boot while DHCP waits for its lease)."""
+    for name in (*(DISCOVERY_MODULES if discover else ()), *FETCH_MODULES, *STAGE_MODULES):
+        importlib.import_module(name)
+
+
+def wait_for_go(path: Path, timeout: float, poll: float = 0.05) -> bool:
+    """Wait until ``path`` exists (``timeout`` seconds at most): True when it says ``go``, False
+    for anything else (the caller gave up: no network). TimeoutError when it never came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, "rb") as f:
+                return f.read(16).strip() == b"go"
+        except FileNotFoundError:
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout:g} s")
+        time.sleep(poll)
 
 
 def warm_up(modules: Sequence[str]) -> threading.Thread:

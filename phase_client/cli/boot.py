@@ -27,6 +27,7 @@ from ._common import (
 from ._trust import add_trust_arguments, root_from_args, state_from_args
 
 PROG = "phase-boot"
+START_WHEN_TIMEOUT = 300.0
 
 EPILOG = """steps (each the code of the tool named; docs/boot.md):
   1. discover   without --manifest: mDNS, then the DHT (phase-discover --list)
@@ -137,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after staging: print PRIVDIR (and leave it) instead of handing off",
     )
     parser.add_argument(
+        "--start-when",
+        metavar="FILE",
+        help="import everything the boot needs, then wait until FILE exists (5 min at most; "
+        "the caller brings the network up meanwhile): 'go' in it starts the boot, anything "
+        "else ends this run with exit 0 and no output (the initramfs's init: start-up overlaps "
+        "DHCP)",
+    )
+    parser.add_argument(
         "--init-lines",
         action="store_true",
         help="print each step on stdout as the initramfs's init prints its own: "
@@ -199,7 +208,7 @@ def _unmount(directory: str) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from ..boot.handoff import find_kexec_boot, kexec_boot_argv
-    from ..boot.orchestrate import Booter, BootRequest
+    from ..boot.orchestrate import Booter, BootRequest, preload, wait_for_go
     from ..fetch.download import Settings
     from ..manifest import host_arch
     from .fetch import check_location, check_output
@@ -243,6 +252,13 @@ def handle(args: argparse.Namespace) -> int:
     say = Console(args.init_lines, args.quiet)
     booter = Booter(request, say)
     signal.signal(signal.SIGTERM, _terminate)
+    if args.start_when:
+        preload(discover=not manifests)
+        try:
+            if not wait_for_go(Path(args.start_when), START_WHEN_TIMEOUT):
+                return EXIT_OK
+        except TimeoutError as exc:
+            raise NoSourceError(f"--start-when: {exc}") from None
 
     if not manifests:
         try:
