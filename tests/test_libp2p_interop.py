@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -360,3 +361,45 @@ def test_advertiser_republishes_on_change(jsnet: JsNet) -> None:
     found = jsnet.request("find", node=3, key="/phase/chg2/x86_64/manifest", timeout_ms=5000)
     (ours,) = [p for p in found["providers"] if p["peer_id"] == identity.public.peer_id]
     assert "/ip4/127.0.0.1/tcp/8101/http" in ours["addrs"]
+
+
+def test_a_dead_providers_record_expires_and_the_other_is_still_found() -> None:
+    """Task 5.3's second half: the js nodes keep provider records ``--validity-ms`` (3 s here,
+    48 h by default); the provider that stops republishing vanishes from the answers on that
+    schedule, the one that republishes (every second here, 22 h in plasmd serve) stays."""
+    from phase_client.provider.advertise import Offer
+    from phase_client.provider.advertise_libp2p import Libp2pAdvertiser, parse_bootstrap
+
+    def offer(port: int) -> Offer:
+        path = "/stable/riscv64/manifest.json"
+        return Offer("stable", "riscv64", "1", 1, port, path, f"http://127.0.0.1:{port}{path}")
+
+    with JsNet(5, extra=["--validity-ms", "3000"]) as net:
+        boot = parse_bootstrap([net.bootstrap(0)])
+        dying = Libp2pAdvertiser(SigningKey.generate(), boot, republish=3600)
+        staying = Libp2pAdvertiser(SigningKey.generate(), boot, republish=1)
+        dying.start([offer(8201)])
+        staying.start([offer(8202)])
+        try:
+            assert dying.wait_rounds(1, 30) and staying.wait_rounds(1, 30)
+
+            def urls() -> set[str | None]:
+                found = asyncio.run(
+                    client.find_providers(boot, "stable", "riscv64", timeout=5, rpc_timeout=2)
+                )
+                return {p.url for p in found.providers}
+
+            both = {f"http://127.0.0.1:{p}/stable/riscv64/manifest.json" for p in (8201, 8202)}
+            assert urls() == both
+            dying.stop()  # killed: no more republishing
+            remaining = urls()
+            for _ in range(60):  # the record lives 3 s, cleaned up every 0.6 s
+                if len(remaining) < 2:
+                    break
+                time.sleep(0.25)
+                remaining = urls()
+            assert remaining == {"http://127.0.0.1:8202/stable/riscv64/manifest.json"}
+            assert staying.rounds >= 2  # it kept republishing meanwhile
+        finally:
+            dying.stop()
+            staying.stop()

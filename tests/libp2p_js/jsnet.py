@@ -11,6 +11,7 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,10 @@ def ensure_installed(timeout: float = 600) -> None:
 
 
 class JsNet:
-    def __init__(self, nodes: int = 5, timeout: float = 60) -> None:
+    def __init__(self, nodes: int = 5, timeout: float = 60, extra: Sequence[str] = ()) -> None:
         ensure_installed()
         self.proc = subprocess.Popen(
-            [NODE, "--import", "./polyfill.mjs", "testnet.mjs", "--nodes", str(nodes)],
+            [NODE, "--import", "./polyfill.mjs", "testnet.mjs", "--nodes", str(nodes), *extra],
             cwd=HERE,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -1,6 +1,6 @@
 // A local js-libp2p Kademlia network for phase-client's interop tests and benchmark.
 //
-//   node --import ./polyfill.mjs testnet.mjs [--nodes N]
+//   node --import ./polyfill.mjs testnet.mjs [--nodes N] [--validity-ms N]
 //
 // Starts N nodes (TCP on 127.0.0.1 only, Noise, Yamux, identify, ping, kad-dht in server mode on
 // the standard /ipfs/kad/1.0.0, no bootstrap list, no autodial outside), joins them in a chain
@@ -32,7 +32,11 @@ import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
 
 const args = process.argv.slice(2)
-const count = Number(args[args.indexOf('--nodes') + 1] ?? 5) || 5
+const flag = (name, fallback) => args.includes(name) ? Number(args[args.indexOf(name) + 1]) : fallback
+const count = flag('--nodes', 5) || 5
+// --validity-ms N: provider records expire after N ms (kad-dht's default: 48 h), checked every
+// N/5 ms, so a test can see a dead provider's record go
+const validity = flag('--validity-ms', undefined)
 if (count < 1 || count > 200) {
   process.stderr.write('--nodes: 1 to 200\n')
   process.exit(2)
@@ -68,7 +72,10 @@ async function makeNode (announce = [], clientMode = false, keyType = 'Ed25519')
         protocol: '/ipfs/kad/1.0.0',
         clientMode,
         peerInfoMapper: passthroughMapper,
-        initialQuerySelfInterval: 0
+        initialQuerySelfInterval: 0,
+        ...(validity === undefined
+          ? {}
+          : { reprovide: { validity, interval: Math.max(100, validity / 5), threshold: validity / 2 } })
       })
     }
   })
