@@ -127,7 +127,7 @@ def handle(args: argparse.Namespace) -> int:
             "--source libp2p needs --bootstrap /ip4/A/tcp/P/p2p/ID (or phase.bootstrap= on the "
             "kernel command line)"
         )
-    if args.bootstrap:  # given on the command line: say at once what is wrong with one
+    if args.bootstrap and multiaddrs:  # given on the command line: say at once what is wrong
         from ..libp2p.errors import MultiaddrError
         from ..libp2p.multiaddr import Multiaddr
 
