@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -424,3 +425,25 @@ def test_yamux_inbound_streams_beyond_the_cap_are_reset() -> None:
     replies = asyncio.run(main())
     assert sum(1 for h in replies if h.flags == yamux.ACK) == yamux.MAX_INBOUND
     assert sum(1 for h in replies if h.flags == yamux.RST) == 4
+
+
+def test_plasmd_config_takes_multiaddr_bootstraps_from_file_and_flags(tmp_path: Path) -> None:
+    from phase_client.provider.config import ConfigError, load_config_file, resolve
+
+    ma = f"/ip4/127.0.0.1/tcp/4001/p2p/{SEED_PEER}"
+    config = tmp_path / "plasmd.toml"
+    config.write_text(f'[dht]\nbootstrap = ["127.0.0.1:4002", "{ma}"]\n')
+    (tmp_path / "art").mkdir()
+    from_file = resolve({"artifacts": str(tmp_path / "art")}, load_config_file(config))
+    assert from_file.dht_settings.bootstrap == (("127.0.0.1", 4002),)
+    assert from_file.dht_settings.libp2p_bootstrap == (ma,)
+    other = ma.replace("4001", "4005")
+    flags = {"artifacts": str(tmp_path / "art"), "bootstrap": [other]}
+    merged = resolve(flags, load_config_file(config))  # each kind: the flags' if any
+    assert merged.dht_settings.libp2p_bootstrap == (other,)
+    assert merged.dht_settings.bootstrap == (("127.0.0.1", 4002),)
+    config.write_text('[dht]\nbootstrap = ["/ip4/1.2.3.4/udp/4001/quic-v1"]\n')
+    with pytest.raises(ConfigError, match="not a TCP multiaddr"):
+        load_config_file(config)
+    with pytest.raises(UsageError, match="invalid port"):
+        resolve({"artifacts": str(tmp_path / "art"), "bootstrap": ["/ip4/1.2.3.4/tcp/x"]})

@@ -30,7 +30,7 @@ config file (TOML; command-line flags win):
   artifacts_dir = "/var/lib/plasm/stable"
   [dht]
   port = 4001
-  bootstrap = ["HOST:PORT"]
+  bootstrap = ["HOST:PORT", "/ip4/A/tcp/P/p2p/12D3KooW..."]  # libp2p: multiaddrs
   (all keys: docs/provider.md)
 
 HTTP: GET|HEAD /<channel>/<arch>/manifest.json and the files it names, /manifest.json (the
@@ -216,13 +216,6 @@ def run(args: argparse.Namespace) -> int:
     from ..provider.statedir import StateDir
 
     setup_daemon_logging(args.log_format, getattr(args, "verbose", 0))
-    # libp2p multiaddrs among --bootstrap publish on libp2p Kademlia; the rest is our DHT's.
-    libp2p_bootstrap = [b for b in args.bootstrap or [] if b.strip().startswith("/")]
-    if libp2p_bootstrap:
-        from ..provider.advertise_libp2p import Libp2pAdvertiser, parse_bootstrap
-
-        libp2p_contacts = parse_bootstrap(libp2p_bootstrap)  # a bad one: exit 2 before serving
-        args.bootstrap = [b for b in args.bootstrap if not b.strip().startswith("/")] or None
     config_file = config_to_read(args.config)
     file_settings = load_config_file(config_file) if config_file else None
     config = resolve(vars(args), file_settings)
@@ -243,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     provider.advertisers = build_advertisers(config, identity)
-    if libp2p_bootstrap:
-        provider.advertisers.append(Libp2pAdvertiser(identity, libp2p_contacts))
+    if config.dht_settings.libp2p_bootstrap:  # multiaddrs among the bootstrap words
+        from ..provider.advertise_libp2p import Libp2pAdvertiser, parse_bootstrap
+
+        contacts = parse_bootstrap(config.dht_settings.libp2p_bootstrap)
+        provider.advertisers.append(Libp2pAdvertiser(identity, contacts))
     return provider.run(stop)

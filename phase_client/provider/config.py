@@ -257,6 +257,8 @@ class DhtSettings:
     bootstrap: tuple[tuple[str, int], ...] = ()
     ttl: float | None = None
     republish_interval: float | None = None
+    # libp2p Kademlia: the multiaddrs among the bootstrap words (publish there too)
+    libp2p_bootstrap: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,20 @@ def _checked(origin: str, table: str, key: str | None, check: Any, value: Any) -
 
 def parse_bootstrap(text: str) -> tuple[str, int]:
     return parse_host_port(text, "[dht] bootstrap address")
+
+
+def parse_libp2p_bootstrap(text: str) -> str:
+    """A libp2p multiaddr with a TCP address (``/ip4/A/tcp/P/p2p/12D3KooW...``), as text."""
+    from ..libp2p.multiaddr import Multiaddr
+
+    ma = Multiaddr.from_text(text.strip())
+    if ma.tcp_target() is None:
+        raise UsageError(f"libp2p bootstrap {text[:80]}: not a TCP multiaddr")
+    return str(ma)
+
+
+def _is_multiaddr(text: str) -> bool:
+    return text.strip().startswith("/")
 
 
 def locate(text: str, table: str | None, key: str | None) -> int | None:
@@ -459,9 +475,16 @@ def parse_config_text(text: str, base_dir: Path, origin: str = "config") -> dict
             f"{origin}: [dht] republish_interval must be below ttl", "dht", "republish_interval"
         )
     if "bootstrap" in dht:
+        words = _string_list(dht["bootstrap"], "[dht] bootstrap", origin, "dht")
         dht["bootstrap"] = [
             _checked(origin, "dht", "bootstrap", parse_bootstrap, i)
-            for i in _string_list(dht["bootstrap"], "[dht] bootstrap", origin, "dht")
+            for i in words
+            if not _is_multiaddr(i)
+        ]
+        dht["libp2p_bootstrap"] = [
+            _checked(origin, "dht", "bootstrap", parse_libp2p_bootstrap, i)
+            for i in words
+            if _is_multiaddr(i)
         ]
     settings["dht"] = dht | {"enabled": settings.pop("dht", None)}
     return settings
@@ -515,11 +538,20 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
             raise UsageError(f"artifacts directory {path} does not exist")
     port = _number(flags, file, "port", DEFAULT_PORT)
     dht_port = _number(flags, {"dht_port": dht_file.get("port")}, "dht_port", None)
-    flag_bootstrap = flags.get("bootstrap") or None
+    # Each kind of bootstrap word (HOST:PORT, libp2p multiaddr): the flags' if they give any,
+    # else the file's.
+    flag_words = flags.get("bootstrap") or []
+    flag_bootstrap = [b for b in flag_words if not _is_multiaddr(b)]
+    flag_libp2p = [b for b in flag_words if _is_multiaddr(b)]
     bootstrap = (
         [parse_host_port(b, "--bootstrap address") for b in flag_bootstrap]
         if flag_bootstrap
         else dht_file.get("bootstrap", [])
+    )
+    libp2p_bootstrap = (
+        [parse_libp2p_bootstrap(b) for b in flag_libp2p]
+        if flag_libp2p
+        else dht_file.get("libp2p_bootstrap", [])
     )
     default_channel = _first(flags.get("default_channel"), file.get("default_channel"))
     default_arch = _first(flags.get("default_arch"), file.get("default_arch"))
@@ -551,6 +583,7 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
             bootstrap=tuple(bootstrap),
             ttl=dht_file.get("ttl"),
             republish_interval=dht_file.get("republish_interval"),
+            libp2p_bootstrap=tuple(libp2p_bootstrap),
         ),
         scan_interval=_number(flags, file, "scan_interval", DEFAULT_SCAN_INTERVAL),
         settle_time=_number(flags, file, "settle_time", DEFAULT_SETTLE_TIME),
