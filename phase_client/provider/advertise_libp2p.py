@@ -198,4 +198,6 @@ class Libp2pAdvertiser:
             self.accepted = accepted
             self.rounds += 1
             self._changed.notify_all()
+        if not groups:
+            return True  # nothing to announce: wait for a change, not for a retry
         return bool(accepted) and all(accepted.values())
