@@ -403,3 +403,17 @@ def test_a_dead_providers_record_expires_and_the_other_is_still_found() -> None:
         finally:
             dying.stop()
             staying.stop()
+
+
+def test_ipv6_bootstrap_and_provider_address(jsnet: JsNet) -> None:
+    js = jsnet.request("spawn", listen=["/ip6/::1/tcp/0"], announce=["/ip6/::1/tcp/8300/http"])
+    assert js["addrs"][0].startswith("/ip6/::1/tcp/")
+    jsnet.request("provide", node=js["node"], key="/phase/v6/x86_64/manifest")
+    result = run_tool(
+        *("discover", "--source", "libp2p", "--bootstrap", js["addrs"][0]),
+        *("--channel", "v6", "--arch", "x86_64", "--no-probe", "--timeout", "10", "--json"),
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    (found,) = json.loads(result.stdout)["providers"]
+    assert found["url"] == "http://[::1]:8300/v6/x86_64/manifest.json"
+    assert found["host"] == "::1" and found["port"] == 8300

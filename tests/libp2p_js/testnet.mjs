@@ -9,7 +9,8 @@
 //   {"cmd": "spawn", "announce": ["/ip4/.../http"], "client": false}
 //                                                     -> a new node that also announces these
 //                                                        (client: a DHT client, as ours is;
-//                                                        "key_type": "RSA" for an RSA identity)
+//                                                        "key_type": "RSA" for an RSA identity;
+//                                                        "listen": ["/ip6/::1/tcp/0"] elsewhere)
 //   {"cmd": "provide", "node": I, "key": TEXT}        -> node I provides sha256(TEXT)
 //   {"cmd": "find", "node": I, "key": TEXT, "timeout_ms": T, "want": N}
 //                                                     -> {"providers": [...], "ms", "messages"}
@@ -47,10 +48,10 @@ const loopbackOnly = (addrs) => addrs.filter(ma => {
   return text.startsWith('/ip4/127.') || text.startsWith('/ip6/::1/')
 })
 
-async function makeNode (announce = [], clientMode = false, keyType = 'Ed25519') {
+async function makeNode (announce = [], clientMode = false, keyType = 'Ed25519', listen = ['/ip4/127.0.0.1/tcp/0']) {
   const node = await createLibp2p({
     privateKey: await generateKeyPair(keyType, keyType === 'RSA' ? 2048 : undefined),
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'], appendAnnounce: announce },
+    addresses: { listen, appendAnnounce: announce },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
@@ -127,7 +128,9 @@ async function handle (req) {
       return { nodes: nodes.map(n => n === null ? null : info(n)) }
     case 'spawn': {
       const announce = (req.announce ?? []).map(a => multiaddr(a).toString())
-      const fresh = await makeNode(announce, req.client === true, req.key_type ?? 'Ed25519')
+      const listen = (req.listen ?? ['/ip4/127.0.0.1/tcp/0']).map(a => multiaddr(a).toString())
+      if (loopbackOnly(listen.map(a => multiaddr(a))).length !== listen.length) throw new Error('loopback only')
+      const fresh = await makeNode(announce, req.client === true, req.key_type ?? 'Ed25519', listen)
       await join(fresh)
       nodes.push(fresh)
       return { node: nodes.length - 1, ...info(fresh) }
