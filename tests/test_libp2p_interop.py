@@ -21,7 +21,7 @@ import pytest
 from phase_client.discovery.model import Candidate, Query
 from phase_client.discovery.orchestrate import find_providers
 from phase_client.keys import SigningKey
-from phase_client.libp2p import client, multistream, noise, varint, yamux
+from phase_client.libp2p import client, kadmsg, multistream, noise, protobuf, varint, yamux
 from phase_client.libp2p.conn import SecureConn, _Plain, _read_noise_message
 from phase_client.libp2p.multiaddr import Multiaddr
 from phase_client.libp2p.peerid import PeerId
@@ -128,8 +128,9 @@ def test_auto_uses_libp2p_beside_mdns_when_a_multiaddr_is_given() -> None:
 class Hostile:
     """A TCP listener on 127.0.0.1 doing one bad thing per connection (in its own thread)."""
 
-    def __init__(self, behaviour: str) -> None:
+    def __init__(self, behaviour: str, silent_port: int = 9) -> None:
         self.behaviour = behaviour
+        self.silent_port = silent_port
         self.identity = SigningKey.generate()
         self.loop = asyncio.new_event_loop()
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -186,8 +187,23 @@ class Hostile:
 
         async def kad(stream: yamux.Stream) -> None:
             await multistream.handle(stream, ["/ipfs/kad/1.0.0"])
-            await multistream.read_length_prefixed(stream, 4096)
-            await stream.send(varint.encode(50_000_000) + bytes(1000))
+            request = kadmsg.decode(await multistream.read_length_prefixed(stream, 4096))
+            if self.behaviour == "liar":  # 20 made-up peers on a silent port, junk providers
+                fake = [
+                    kadmsg.PeerInfo(
+                        PeerId.from_ed25519(SigningKey.generate().public.raw),
+                        (Multiaddr.from_text(f"/ip4/127.0.0.1/tcp/{self.silent_port}"),),
+                    )
+                    for _ in range(20)
+                ]
+                providers = protobuf.field_bytes(9, fake[0].encode()) + protobuf.field_bytes(
+                    9, protobuf.field_bytes(1, b"junk") + protobuf.field_bytes(2, b"\xff")
+                )
+                answer = kadmsg.encode(request.type, request.key) + providers
+                answer += b"".join(protobuf.field_bytes(8, f.encode()) for f in fake)
+                await stream.send(protobuf.length_prefixed(answer))
+            else:
+                await stream.send(varint.encode(50_000_000) + bytes(1000))
             await asyncio.sleep(60)
 
         session = yamux.Session(secure, client=False, handler=kad)
@@ -231,6 +247,20 @@ def test_hostile_peers_cost_one_bounded_timeout_each(
         )
         assert result.providers == [] and result.stats.answered == 0
         assert expected[name] in result.stats.errors[0], (name, result.stats.errors)
+    # A peer that answers with 20 made-up peers (all silent) and junk provider records: the
+    # walk asks them, each costs one timeout, and the lookup ends at its deadline with nothing
+    # usable (a provider without an HTTP address gives no URL).
+    liar = Hostile("liar", silent_port=hostile["silent"].port)
+    try:
+        boot = [Multiaddr.from_text(liar.multiaddr)]
+        result = asyncio.run(
+            client.find_providers(boot, "stable", "x86_64", timeout=3, rpc_timeout=0.5)
+        )
+    finally:
+        liar.close()
+    assert result.stats.answered == 1 and result.stats.dropped == 1
+    assert 3 <= result.stats.contacted <= 60
+    assert all(p.url is None for p in result.providers)
     # A real js node that is not the peer its /p2p/ id names: refused after the handshake.
     other = jsnet.nodes[1]["peer_id"]
     wrong = Multiaddr.from_text(re.sub(r"/p2p/\w+$", f"/p2p/{other}", jsnet.bootstrap(0)))
