@@ -73,9 +73,18 @@ def test_protocol_packages_know_nothing_of_their_users() -> None:
     edges = graph()
     assert not edges["mdns"] & {"discovery", "provider", "cli", "fetch"}, edges["mdns"]
     assert not edges["dht"] & {"discovery", "provider", "cli", "fetch"}, edges["dht"]
+    assert not edges["libp2p"] & {"discovery", "provider", "cli", "fetch", "boot"}, edges["libp2p"]
     # Only the entry points above cli/ (python -m phase_client, the zipapp) may import it.
     users = {source for source, targets in edges.items() if "cli" in targets}
     assert users <= {"__main__", "_zipboot"}, users
+
+
+def test_the_libp2p_codecs_do_no_io() -> None:
+    # Wire formats and key derivation are pure; only conn.py, client.py and kad.py touch sockets.
+    pure = ["varint", "protobuf", "multiaddr", "peerid", "keyscheme", "noise", "kadmsg"]
+    for name in pure:
+        used = {module.split(".")[0] for module in imports_of(PACKAGE / "libp2p" / f"{name}.py")}
+        assert not used & (IO_MODULES | {"asyncio"}), f"libp2p/{name}.py imports {used}"
 
 
 def test_the_pure_core_does_no_io() -> None:
