@@ -862,12 +862,15 @@ def test_arm64_gzip_kernel_is_decompressed_from_the_hashed_copy(
         f"({tmp_path}/fdt)"
     )
     assert (
-        "kexec -s failed (this kernel does not implement that kexec system call); trying kexec -l"
-        in result.stdout
+        "kexec -s failed (this kernel does not implement that kexec system call); "
+        "trying kexec -l -i" in result.stdout
     )
     assert (record / "kernel").read_bytes() == image
     calls = (record / "calls").read_text().splitlines()
-    assert [c.split()[:2] for c in calls] == [["-s", "-l"], ["-l", f"{stage}/Image"]], calls
+    assert [c.split()[:3] for c in calls] == [
+        ["-s", "-l", f"{stage}/Image"],
+        ["-l", "-i", f"{stage}/Image"],
+    ], calls
     assert f"{stage}/kernel" not in "".join(calls)
     assert result.returncode == 1
     assert (
