@@ -95,7 +95,7 @@ def test_pip_installs_kexec_boot_beside_the_console_scripts() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["tool"]["setuptools"]["script-files"] == ["initramfs/kexec-boot"]
     assert project["project"]["version"] == __version__  # what every --version prints
-    assert {"phase-verify", "phase-fetch", "phase-discover", "plasmd"} <= set(
+    assert {"phase-verify", "phase-fetch", "phase-discover", "phase-boot", "plasmd"} <= set(
         project["project"]["scripts"]
     )
 

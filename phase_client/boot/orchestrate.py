@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NoSourceError
+from ..hostport import Contact, split_contacts
 
 if TYPE_CHECKING:
     from ..discovery.model import Candidate
@@ -46,6 +47,17 @@ if TYPE_CHECKING:
     from ..state import StateStore
 
 log = logging.getLogger(__name__)
+
+
+def describe_sources(source: str, bootstrap: Sequence[Contact]) -> str:
+    """Where discovery looked, for the one line that says nothing was found."""
+    if source != "auto":
+        return {"mdns": "mDNS", "dht": "DHT", "libp2p": "libp2p DHT"}.get(source, source)
+    contacts, multiaddrs = split_contacts(bootstrap)
+    return ", ".join(
+        ["mDNS", *(["DHT"] if contacts else []), *(["libp2p DHT"] if multiaddrs else [])]
+    )
+
 
 STAGE_PREFIX = "phase-boot."
 
@@ -61,7 +73,7 @@ class BootRequest:
     manifests: list[str] = field(default_factory=list)
     state: StateStore | None = None
     source: str = "auto"  # discovery: auto | mdns | dht
-    bootstrap: Sequence[tuple[str, int]] = ()
+    bootstrap: Sequence[Contact] = ()  # (host, port) of the private DHT, libp2p multiaddrs
     discover_timeout: float = 10.0
     probe: bool = True
     settings: Settings | None = None
@@ -180,9 +192,7 @@ class Booter:
             query, source=request.source, bootstrap=request.bootstrap, probe=request.probe
         )
         if not found:
-            where = "mDNS, DHT" if request.bootstrap and request.source != "mdns" else "mDNS"
-            if request.source == "dht":
-                where = "DHT"
+            where = describe_sources(request.source, request.bootstrap)
             raise NoSourceError(
                 f"discovery: no provider of {request.channel}/{request.arch} found ({where})"
             )

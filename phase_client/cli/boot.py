@@ -10,11 +10,12 @@ from pathlib import Path
 from types import FrameType
 
 from ..errors import EXIT_OK, NoSourceError, PhaseError, UsageError
+from ..hostport import split_contacts
 from ._common import (
     Parser,
     add_source_arguments,
     add_verbosity,
-    bootstrap_nodes,
+    bootstrap_contacts,
     exit_codes_help,
     failure_of,
     print_json,
@@ -226,9 +227,14 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("give --dry-run or --stage-only, not both")
     if args.stage_into and os.path.lexists(args.stage_into):
         raise UsageError(f"--stage-into {args.stage_into}: exists (the directory must be new)")
-    bootstrap = bootstrap_nodes(args) if not manifests else []
-    if args.source == "dht" and not bootstrap:
+    bootstrap = bootstrap_contacts(args) if not manifests else []
+    contacts, multiaddrs = split_contacts(bootstrap)
+    if args.source == "dht" and not contacts:
         raise UsageError("--source dht needs --bootstrap HOST:PORT (or phase.bootstrap=)")
+    if args.source == "libp2p" and not multiaddrs:
+        raise UsageError(
+            "--source libp2p needs --bootstrap /ip4/A/tcp/P/p2p/ID (or phase.bootstrap=)"
+        )
     program = None
     if not args.stage_only:
         program = args.kexec_boot or find_kexec_boot(sys.argv[0])
