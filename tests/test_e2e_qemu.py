@@ -171,6 +171,37 @@ def dht_provider(tmp_path: Path, images: dict[str, Path]) -> Iterator[int]:
         terminate(node)
 
 
+@pytest.fixture
+def libp2p_provider(tmp_path: Path, images: dict[str, Path]) -> Iterator[str]:
+    """Three js-libp2p nodes (tests/libp2p_js: a libp2p Kademlia network nobody here wrote) on
+    127.0.0.1, and a plasmd serve that publishes its stage-2 offer there (ADD_PROVIDER) with its
+    HTTP address on 10.0.2.2. Yields the bootstrap multiaddr as the guest sees it."""
+    from .libp2p_js.jsnet import JsNet
+
+    artifacts_dir(tmp_path / "art", images)
+    with JsNet(3) as jsnet:
+        serve_log = tmp_path / "plasmd.log"
+        serve = start_logged(
+            [
+                *(sys.executable, "-m", "phase_client", "plasmd", "serve"),
+                *("--artifacts", str(tmp_path / "art"), "--bind", "127.0.0.1", "--port", "0"),
+                *("--advertise-host", "10.0.2.2", "--key", str(images["key"])),
+                *("--state-dir", str(tmp_path / "state"), "--no-mdns", "--no-dht"),
+                *("--bootstrap", jsnet.bootstrap(0)),
+            ],
+            serve_log,
+        )
+        try:
+            text = wait_for(
+                serve_log, r"libp2p: stable/x86_64 provided to [1-9]", serve, time.monotonic() + 90
+            )
+            assert "libp2p: stable/x86_64 provided to" in text, text
+            # The guest reaches the host's loopback at 10.0.2.2 (QEMU's user network).
+            yield jsnet.bootstrap(0).replace("/ip4/127.0.0.1/", "/ip4/10.0.2.2/")
+        finally:
+            terminate(serve)
+
+
 def signed_www(root: Path, images: dict[str, Path], sequence: int | None = None) -> Path:
     """DIR/stable/x86_64 with the stage-2 image and a manifest signed by the test key."""
     combo = artifacts_dir(root, images)
@@ -350,6 +381,27 @@ def test_no_provider_given_discovers_through_the_dht(
     assert line is not None, log
     assert line.group(1).startswith(STAGE2_CMDLINE + " ")
     assert f"phase.bootstrap=10.0.2.2:{dht_provider}" in line.group(1).split()
+
+
+def test_only_a_libp2p_multiaddr_given_boots_through_libp2p_kademlia(
+    images: dict[str, Path], libp2p_provider: str, tmp_path: Path
+) -> None:
+    """phase.bootstrap=/ip4/10.0.2.2/tcp/P/p2p/12D3KooW... alone: phase-boot asks the js-libp2p
+    node for providers (GET_PROVIDERS over Noise and Yamux from inside the guest), finds plasmd's
+    HTTP multiaddr, and boots the verified image it serves."""
+    serial = tmp_path / "serial.log"
+    args = f"phase.bootstrap={libp2p_provider} phase.timeout=8 phase.arch=x86_64"
+    qemu = boot(images, 0, serial, phase_args=args)
+    try:
+        log = wait_for(serial, r"PHASE-STAGE2-CMDLINE .*\n", qemu, time.monotonic() + BOOT_DEADLINE)
+    finally:
+        terminate(qemu)
+    found = re.search(
+        r"discovered (http://10\.0\.2\.2:\d+/stable/x86_64/manifest\.json) via (\w+)", log
+    )
+    assert found and found.group(2) == "libp2p", log
+    assert "kexec-boot: kernel loaded; kexec -e" in log, log
+    assert "PHASE-STAGE2-CMDLINE" in log, log
 
 
 def test_rollback_state_on_a_persistent_disk(images: dict[str, Path], tmp_path: Path) -> None:
