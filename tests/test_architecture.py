@@ -74,6 +74,8 @@ def test_protocol_packages_know_nothing_of_their_users() -> None:
     assert not edges["mdns"] & {"discovery", "provider", "cli", "fetch"}, edges["mdns"]
     assert not edges["dht"] & {"discovery", "provider", "cli", "fetch"}, edges["dht"]
     assert not edges["libp2p"] & {"discovery", "provider", "cli", "fetch", "boot"}, edges["libp2p"]
+    # boot/ orchestrates discovery and fetch: neither knows it.
+    assert "boot" not in edges["fetch"] | edges["discovery"], (edges["fetch"], edges["discovery"])
     # Only the entry points above cli/ (python -m phase_client, the zipapp) may import it.
     users = {source for source, targets in edges.items() if "cli" in targets}
     assert users <= {"__main__", "_zipboot"}, users

@@ -114,6 +114,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _binfmt_enabled(handler: str) -> bool:
+    """Whether the kernel runs foreign binaries through ``handler`` (binfmt_misc)."""
+    try:
+        with open(f"/proc/sys/fs/binfmt_misc/{handler}") as entry:
+            return entry.readline().strip() == "enabled"
+    except OSError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     from ..image import plan
     from ..image.build import STEPS, BuildOptions, build_image
@@ -121,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from ..image.progress import Progress
 
     host = platform.machine() or "x86_64"
-    arch = plan.check_arch(args.arch or host, host)
+    arch = plan.check_arch(args.arch or host)
     suite = plan.check_suite(args.suite)
     includes = plan.parse_includes(args.include)
     version = None if args.image_version is None else plan.check_version(args.image_version)
@@ -136,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
         if any(c.isspace() for c in args.apt_cache):
             raise UsageError(f"--apt-cache {args.apt_cache!r} must not contain white space")
         apt_cache = Path(args.apt_cache)
-    problem = plan.missing_prerequisites(os.geteuid(), shutil.which)
+    problem = plan.missing_prerequisites(os.geteuid(), shutil.which) or (
+        plan.foreign_prerequisites(arch, host, _binfmt_enabled, shutil.which)
+    )
     if problem is not None:
         raise UsageError(problem)
     project = project_root()

@@ -155,19 +155,39 @@ class ImageSpec:
     security_mirror: str | None = DEFAULT_SECURITY_MIRROR
 
 
-def check_arch(arch: str, host: str) -> Arch:
-    """The image's arch. Only the build machine's own: the image's phase-client carries the
-    build machine's native PyNaCl (scripts/build-zipapp.py), so it must be the same arch."""
+def check_arch(arch: str) -> Arch:
+    """The image's arch, by any of its names (the zipapp carries both native parts)."""
     name = normalize_arch(arch)
     if name not in ARCHES:
         raise UsageError(f"unknown --arch {arch!r} (supported: {', '.join(ARCHES)})")
-    if name != normalize_arch(host):
-        raise UsageError(
-            f"--arch {name}: {name} images are built on {name} machines (the image's "
-            f"phase-client carries the build machine's native PyNaCl, here "
-            f"{normalize_arch(host)})"
-        )
     return ARCHES[name]
+
+
+# What a foreign arch's package scripts run under (mmdebstrap runs them in the new root).
+QEMU_USER = {"arm64": "qemu-aarch64", "x86_64": "qemu-x86_64"}
+
+
+def foreign_prerequisites(
+    arch: Arch, host: str, binfmt_enabled: Callable[[str], bool], which: Callable[[str], str | None]
+) -> str | None:
+    """None for the build machine's own arch; else one line naming what emulating ``arch``'s
+    package scripts needs and is missing (qemu-user-static, arch-test, a binfmt handler)."""
+    if arch.name == normalize_arch(host):
+        return None
+    handler = QEMU_USER[arch.name]
+    missing = []
+    if which(f"{handler}-static") is None or which("arch-test") is None:
+        missing.append("apt-get install qemu-user-static arch-test")
+    if not binfmt_enabled(handler):
+        missing.append(f"/usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/{handler}.conf")
+    if not missing:
+        return None
+    return (
+        f"--arch {arch.name} on {normalize_arch(host)}: mmdebstrap runs {arch.name}'s package "
+        f"scripts under emulation, and the {handler} binfmt handler is not ready ("
+        + "; then ".join(missing)
+        + ")"
+    )
 
 
 def check_suite(suite: str) -> str:
