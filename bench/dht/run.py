@@ -102,17 +102,23 @@ async def phase_round(size: int, lookups: int, rng: random.Random) -> dict[str, 
         }
 
 
+async def grow_stock_network(nodes: list[StockServer], size: int, rng: random.Random) -> None:
+    """``size`` stock nodes into ``nodes`` (the caller stops them), joined through the first in
+    batches, one holding the value under KEY."""
+    for _ in range(size):
+        node = StockServer()
+        await node.listen(0, "127.0.0.1")
+        nodes.append(node)
+    boot = [("127.0.0.1", nodes[0].transport.get_extra_info("sockname")[1])]
+    for start in range(1, size, JOIN_BATCH):
+        await asyncio.gather(*(n.bootstrap(boot) for n in nodes[start : start + JOIN_BATCH]))
+    await rng.choice(nodes).set(KEY, "http://10.0.0.1:8080/stable/x86_64/manifest.json")
+
+
 async def stock_round(size: int, lookups: int, rng: random.Random) -> dict[str, Any]:
     nodes: list[StockServer] = []
     try:
-        for _ in range(size):
-            node = StockServer()
-            await node.listen(0, "127.0.0.1")
-            nodes.append(node)
-        boot = [("127.0.0.1", nodes[0].transport.get_extra_info("sockname")[1])]
-        for start in range(1, size, JOIN_BATCH):
-            await asyncio.gather(*(n.bootstrap(boot) for n in nodes[start : start + JOIN_BATCH]))
-        await rng.choice(nodes).set(KEY, "http://10.0.0.1:8080/stable/x86_64/manifest.json")
+        await grow_stock_network(nodes, size, rng)
         times, messages, hits = [], [], 0
         for _ in range(lookups):
             client = StockServer()
@@ -169,14 +175,7 @@ async def churn_round(size: int, lookups: int, rng: random.Random) -> dict[str, 
         row["phase_both_found"] = sum(1 for _, found in results if len(found) == 2) / lookups
     nodes: list[StockServer] = []
     try:
-        for _ in range(size):
-            node = StockServer()
-            await node.listen(0, "127.0.0.1")
-            nodes.append(node)
-        boot = [("127.0.0.1", nodes[0].transport.get_extra_info("sockname")[1])]
-        for start in range(1, size, JOIN_BATCH):
-            await asyncio.gather(*(n.bootstrap(boot) for n in nodes[start : start + JOIN_BATCH]))
-        await rng.choice(nodes).set(KEY, "http://10.0.0.1:8080/stable/x86_64/manifest.json")
+        await grow_stock_network(nodes, size, rng)
         dead = set(rng.sample(range(size), size // 3))
         for index in dead:
             nodes[index].stop()

@@ -35,10 +35,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.dht.run import KEY, StockServer, machine
+from bench.dht.run import KEY, StockServer, grow_stock_network, machine
 from phase_client.dht import records
 from phase_client.keys import SigningKey
-from tests.dht_simnet import JOIN_BATCH, SimNetwork
+from tests.dht_simnet import SimNetwork
 
 POLL = 0.001
 
@@ -110,14 +110,7 @@ async def stock_round(size: int, lookups: int, rtt: float, dead: bool, seed: int
     rng = random.Random(seed)
     nodes: list[StockServer] = []
     try:
-        for _ in range(size):
-            node = StockServer()
-            await node.listen(0, "127.0.0.1")
-            nodes.append(node)
-        boot = [("127.0.0.1", nodes[0].transport.get_extra_info("sockname")[1])]
-        for start in range(1, size, JOIN_BATCH):
-            await asyncio.gather(*(n.bootstrap(boot) for n in nodes[start : start + JOIN_BATCH]))
-        await rng.choice(nodes).set(KEY, "http://10.0.0.1:8080/stable/x86_64/manifest.json")
+        await grow_stock_network(nodes, size, rng)
         alive = list(nodes)
         if dead:
             gone = set(rng.sample(range(1, size), size // 3))
