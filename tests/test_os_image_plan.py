@@ -314,11 +314,41 @@ def test_check_output_never_takes_a_foreign_directory(tmp_path: Path) -> None:
 def test_build_lock_refuses_a_second_build(tmp_path: Path) -> None:
     with (
         build.build_lock(tmp_path, "x86_64"),
-        pytest.raises(UsageError, match="another image build"),
+        pytest.raises(UsageError, match=r"another image build into .* is running$"),
         build.build_lock(tmp_path, "x86_64"),
     ):
         pass
     with build.build_lock(tmp_path, "x86_64"):
+        pass
+
+
+def test_build_lock_waits_for_the_other_build_then_goes_on(tmp_path: Path) -> None:
+    # Another process holds the lock for a moment: the second build says it waits, then gets it.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(tmp_path / '.x86_64.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(1.5)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        said: list[str] = []
+        with build.build_lock(tmp_path, "x86_64", wait=60, on_wait=lambda: said.append("w")):
+            pass
+        assert said == ["w"]  # it found the lock held, said so once, and got it later
+    finally:
+        holder.kill()
+        holder.wait()
+    with (
+        build.build_lock(tmp_path, "x86_64"),
+        pytest.raises(UsageError, match=r"is still running after 1 s$"),
+        build.build_lock(tmp_path, "x86_64", wait=0.6),
+    ):
         pass
 
 

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from ..errors import UsageError
-from ._common import EXIT_OK, print_json
+from ._common import EXIT_OK, number, print_json
 
 EPILOG = """\
 actions:
@@ -68,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, metavar="DIR", help="output directory, e.g. ARTIFACTS/stable/x86_64"
     )
     build.add_argument(
-        "--arch", help="image architecture (x86_64 or arm64; default and only: this machine's)"
+        "--arch",
+        help="image architecture (x86_64 or arm64; default: this machine's; the other one needs "
+        "qemu-user-static and a binfmt handler)",
     )
     build.add_argument("--suite", default="bookworm", help="Debian suite (default bookworm)")
     build.add_argument(
@@ -105,6 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--apt-cache", metavar="DIR", help="keep downloaded .deb files here and reuse them"
     )
     build.add_argument("--force", action="store_true", help="rebuild even if the output is current")
+    build.add_argument(
+        "--wait",
+        type=number(0, 24 * 3600),
+        default=3600.0,
+        metavar="S",
+        help="another build of the same --out running: wait up to S seconds for it to end, then "
+        "go on (usually: it is current); 0 refuses at once (default 3600)",
+    )
     build.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     build.set_defaults(func=run)
@@ -166,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = build_image(
-            spec, Path(args.out), project, BuildOptions(apt_cache, args.force), progress
+            spec, Path(args.out), project, BuildOptions(apt_cache, args.force, args.wait), progress
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

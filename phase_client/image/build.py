@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ class BuildFailed(PhaseError):
 class BuildOptions:
     apt_cache: Path | None = None
     force: bool = False
+    wait: float = 0.0  # seconds to wait for another build of the same output to end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,17 +157,34 @@ def check_output(out: Path) -> None:
         )
 
 
+LOCK_POLL = 0.5
+
+
 @contextmanager
-def build_lock(parent: Path, name: str) -> Iterator[None]:
+def build_lock(
+    parent: Path, name: str, wait: float = 0.0, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Hold the build lock of ``parent/name``. Another build holding it: wait up to ``wait``
+    seconds for it to end (``on_wait`` says so once), then refuse in one line."""
     lock_path = parent / f".{name}.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise UsageError(f"another image build into {parent / name} is running") from None
-            raise
+        deadline = time.monotonic() + wait
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                still = f" still running after {wait:.0f} s" if waiting else " running"
+                raise UsageError(f"another image build into {parent / name} is{still}")
+            if not waiting and on_wait is not None:
+                on_wait()
+            waiting = True
+            time.sleep(min(LOCK_POLL, max(0.0, deadline - time.monotonic())))
         yield
     finally:
         os.close(fd)
@@ -406,7 +424,11 @@ def build_image(
         raise UsageError(f"cannot write in {parent}")
     check_output(out)
     key = plan.cache_key(spec, input_hashes(project))
-    with build_lock(parent, out.name):
+
+    def say_waiting() -> None:
+        progress.note(f"another build into {out} is running: waiting for it to end")
+
+    with build_lock(parent, out.name, options.wait, say_waiting):
         if not options.force and (stamp := current_stamp(out, key)) is not None:
             progress.note(f"{out} is current (cache key {key[:16]}): nothing to do")
             return {**stamp, "output": str(out), "cached": True}
