@@ -42,9 +42,13 @@ def boot_ipv6_only(
     provider's ULA address): (serial console, that address) once stage 2 has printed its
     command line."""
     with Lan(prefix="p6b") as lan:
+        node = lan.add_node("prov1", ipv4=False, ipv6=True)
+        # The provider keeps only its static ULA: with a SLAAC address beside it, which of the
+        # two its mDNS URL names depends on when the router's advertisement arrives.
+        done = node.run(["sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/eth0/autoconf"])
+        assert done.returncode == 0, done.stderr
         router = lan.add_node("router", ipv4=False, ipv6=True)
         lan.advertise_prefix(router)
-        node = lan.add_node("prov1", ipv4=False, ipv6=True)
         log = work / "prov1.log"
         with log.open("wb") as out:
             provider = node.popen(
