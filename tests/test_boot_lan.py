@@ -247,6 +247,17 @@ def test_first_provider_killed_after_discovery_the_vm_boots_from_the_second(
     prov1 = lan.provider("prov1", lan_images)
     assert prov1.node.address is not None
     prov2 = lan.provider("prov2", lan_images, "--bootstrap", f"{prov1.node.address}:{DHT_PORT}")
+    # Each provider's uplink at 4 Mbit/s (a token bucket on its egress): the 15 MB image takes
+    # ~30 s, so the first provider is surely killed mid-transfer, not after it (phase-boot
+    # fetches it in under a second at full speed: the kill came too late once in CI).
+    for provider in (prov1, prov2):
+        shaped = provider.node.run(
+            [
+                *("tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "4mbit"),
+                *("burst", "32kb", "latency", "400ms"),
+            ]
+        )
+        assert shaped.returncode == 0, shaped.stderr
     serial = tmp_path / "serial.log"
     lan.boot(lan_images, serial)
     assert lan.qemu is not None
