@@ -388,6 +388,17 @@ def test_a_publisher_keeps_its_own_records_when_the_other_holders_die() -> None:
     run(scenario())
 
 
+async def counted_lookup(
+    net: SimNetwork, quorum: int | None = 3
+) -> tuple[Any, set[str], dict[str, int]]:
+    """A fresh client's lookup of KEY: the client, the peer ids found, the RPCs it sent."""
+    client = await net.join([net.nodes[7].address])
+    before = dict(client.protocol.sent)
+    found = await client.get(KEY, timeout=30, quorum=quorum)
+    sent = {k: v - before.get(k, 0) for k, v in client.protocol.sent.items()}
+    return client, {r.peer_id for r in found}, sent
+
+
 def test_one_pass_finds_records_with_the_nodes_and_pages_only_what_did_not_fit() -> None:
     # Two providers: their records ride in the get_providers replies, no find_node and no
     # find_records is sent, and the walk ends at a quorum of holders. Twelve: more than fit
@@ -398,30 +409,22 @@ def test_one_pass_finds_records_with_the_nodes_and_pages_only_what_did_not_fit()
             few = [SigningKey.generate() for _ in range(2)]
             for index, identity in enumerate(few):
                 await net.nodes[index + 1].set(KEY, make(identity, URL1, name=f"p{index}"))
-            client = await net.join([net.nodes[7].address])
-            before = dict(client.protocol.sent)
-            found = await client.get(KEY, timeout=30)
-            sent = {k: v - before.get(k, 0) for k, v in client.protocol.sent.items()}
-            assert {r.peer_id for r in found} == {k.public.peer_id for k in few}
+            client, found, sent = await counted_lookup(net)
+            assert found == {k.public.peer_id for k in few}
             assert sent.get("find_node", 0) == 0 and sent.get("find_records", 0) == 0, sent
-            # It stopped once three holders had answered, long before the k = 20 closest.
-            assert client.last_crawl.holders == 3 and sent["get_providers"] < 20, sent
+            # It stopped once three holders had answered (answers arriving together may add
+            # one or two), long before the k = 20 closest.
+            assert client.last_crawl.holders >= 3 and sent["get_providers"] < 20, sent
             # Without the quorum, the walk asks the k closest, still one message each.
-            client = await net.join([net.nodes[7].address])
-            before = dict(client.protocol.sent)
-            found = await client.get(KEY, timeout=30, quorum=None)
-            sent = {k: v - before.get(k, 0) for k, v in client.protocol.sent.items()}
-            assert {r.peer_id for r in found} == {k.public.peer_id for k in few}
+            _, found, sent = await counted_lookup(net, quorum=None)
+            assert found == {k.public.peer_id for k in few}
             assert sent["get_providers"] >= 20 and sent.get("find_records", 0) == 0, sent
 
             many = [SigningKey.generate() for _ in range(12)]
             for index, identity in enumerate(many):
                 await net.nodes[index + 10].set(KEY, make(identity, URL2, name=f"m{index}"))
-            client = await net.join([net.nodes[7].address])
-            before = dict(client.protocol.sent)
-            found = await client.get(KEY, timeout=30)
-            sent = {k: v - before.get(k, 0) for k, v in client.protocol.sent.items()}
-            assert {r.peer_id for r in found} == {k.public.peer_id for k in few + many}
+            _, found, sent = await counted_lookup(net)
+            assert found == {k.public.peer_id for k in few + many}
             assert sent.get("find_records", 0) > 0, sent
             # Every reply stays one unfragmented datagram, records or not.
             for node in net.nodes:

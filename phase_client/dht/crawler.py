@@ -103,13 +103,12 @@ class RecordCrawl(NodeSpiderCrawl):
 
     def _took(self, node: Node, raws: list[object], total: int) -> None:
         """``node``'s records that came with its nodes; page through the rest if some did not."""
-        self.answered += 1
         if self.offer(raws):
             self.holders += 1
         if len(raws) >= total:
+            self.answered += 1  # a node paged through is counted by its find_records instead
             self._fetched.add(node.id)
         else:
-            self.answered -= 1  # counted again by its find_records
             self._start_fetch(node)
 
     def _start_fetch(self, node: Node) -> None:
