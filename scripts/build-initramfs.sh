@@ -20,7 +20,7 @@
 # library as sourceless bytecode in /usr/lib/python311.zip (trimmed) and the lib-dynload modules
 # the tools use (+ libssl/libcrypto for fast hashlib), the NIC drivers of the kernel, the zipapp
 # with phase-verify/phase-fetch/phase-discover links, kexec-boot, the trusted keys, and
-# initramfs/init. Reproducible: fixed mtimes (SOURCE_DATE_EPOCH), sorted newc cpio, gzip -n.
+# initramfs/init. Reproducible: fixed mtimes (SOURCE_DATE_EPOCH), sorted newc cpio, zstd -19.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -325,7 +325,9 @@ sys.exit(0 if magic in main or "if \"\" and" in main else 1)' "$ZIPAPP"; then
 
     # Phase tools.
     mkdir -p "$root/usr/lib/phase" "$root/usr/share/phase" "$root/etc/phase/keys"
-    install -m 0755 "$ZIPAPP" "$root/usr/lib/phase/phase.pyz"
+    # Only this machine's native part, every entry stored: the initramfs is compressed whole.
+    "$PY" -I "$here/initramfs-zipapp.py" "$ZIPAPP" "$root/usr/lib/phase/phase.pyz" "$MACHINE" ||
+        die "cannot put $ZIPAPP in the initramfs (scripts/build-zipapp.py --machines?)"
     for tool in phase-verify phase-fetch phase-discover phase-boot; do
         ln -s /usr/lib/phase/phase.pyz "$root/usr/bin/$tool"
     done

@@ -8,7 +8,7 @@
 # Contents: busybox (all applets as links), the squashfs, overlay and loop modules of kernel VER
 # with everything modules.dep says they need (`depmod -b` rebuilds modules.dep), /dev/console,
 # and initramfs/os-init as /init. Reproducible: mtimes SOURCE_DATE_EPOCH (required), sorted
-# newc cpio, gzip -n; the file is padded with zeros to a multiple of 4 bytes so a newc cpio
+# newc cpio, zstd (scripts/pack-cpio.sh); the file is padded with zeros to a multiple of 4 bytes so a newc cpio
 # appended to it (the rootfs) starts where the kernel's cpio parser expects a header.
 set -eu
 
