@@ -66,6 +66,12 @@ TRIPLET=$MACHINE-linux-gnu
 # list names them only to be loaded early.
 BOOT_MODULES=""
 [ "$ARCH" = arm64 ] && BOOT_MODULES="virtio_pci virtio_net"
+# The USB host controllers of arm64 boards are often platform devices, not PCI ones (the USB
+# stick's state partition sits behind them): their glue drivers too, on arm64 only.
+ARCH_MODULES=""
+[ "$ARCH" = arm64 ] && ARCH_MODULES="kernel/drivers/usb/host/xhci-plat-hcd.ko
+    kernel/drivers/usb/host/ehci-platform.ko kernel/drivers/usb/host/ohci-platform.ko
+    kernel/drivers/usb/host/ohci-hcd.ko kernel/drivers/usb/host/ohci-pci.ko"
 # Foreign: the binaries come from Debian's packages of that arch, unpacked into $SYSROOT.
 FOREIGN=0
 [ "$MACHINE" = "$host_machine" ] || FOREIGN=1
@@ -381,7 +387,7 @@ for name in zf.namelist():
         kernel/drivers/net/usb kernel/fs/ext4 kernel/fs/fat/vfat.ko \
         kernel/fs/nls/nls_cp437.ko kernel/fs/nls/nls_ascii.ko \
         kernel/crypto/crc32c_generic.ko kernel/arch/x86/crypto/crc32c-intel.ko \
-        -name '*.ko*' 2>/dev/null) | sort >"$root/.mods"
+        $ARCH_MODULES -name '*.ko*' 2>/dev/null) | sort >"$root/.mods"
     while read -r mod; do
         mkdir -p "$kmods/$(dirname "$mod")"
         cp "$MODULES/$mod" "$kmods/$mod"

@@ -16,7 +16,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here" || exit 2
 mkdir -p build
 usb_log=build/test-usb-lane.log
-usb_lane="tests/test_usb.py tests/test_usb_write.py tests/test_arm64_boot.py
+usb_lane="tests/test_usb.py tests/test_usb_arm64.py tests/test_usb_write.py tests/test_arm64_boot.py
     tests/test_os_self_hosting.py tests/test_os_boot_chain.py"
 # shellcheck disable=SC2086 # the lane's files and the caller's pytest arguments are words
 "$py" -m pytest -q -p no:cacheprovider --basetemp=build/pytest-usb-lane $usb_lane "$@" \

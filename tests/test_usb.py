@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO
+from .test_arm64_boot import ARM64_CPU
 from .test_boot_lan import HTTP_PORT, BootLan
 from .test_e2e_qemu import BOOT_DEADLINE, sh, terminate, wait_for
 
@@ -36,6 +37,8 @@ USB_BUILD = REPO / "build" / "usb"
 KERNEL_DIR = USB_BUILD / "kernel"
 DEBS = USB_BUILD / "debs"
 OVMF = Path("/usr/share/OVMF")
+OVMF_MS_VARS = OVMF / "OVMF_VARS_4M.ms.fd"
+AAVMF = Path("/usr/share/AAVMF")
 STAGE2_CMDLINE = "quiet phase.stage2=yes marker=usb-2b81"
 # Baked into the test sticks: no provider named (mDNS finds it), a short discovery.
 STICK_CMDLINE = "phase.arch=x86_64 phase.timeout=5"
@@ -88,15 +91,20 @@ def build_stick(
     )
 
 
+def require(tools: tuple[str, ...], firmware: Path, package: str) -> None:
+    """Fail (never skip) when a tool or the firmware file is missing."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} missing: run scripts/install-deps")
+    if not firmware.exists():
+        pytest.fail(f"{firmware.parent.name} missing: run scripts/install-deps ({package})")
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Signed generic kernel, a fresh key, stage 1 trusting only it (with the generic kernel's
     drivers), stage 2, the stick, and the providers' artifacts (signed and unsigned stage 2)."""
-    for tool in ("qemu-system-x86_64", "sfdisk", "mformat", "grub-mkimage"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} missing: run scripts/install-deps")
-    if not (OVMF / "OVMF_VARS_4M.ms.fd").exists():
-        pytest.fail("OVMF missing: run scripts/install-deps (ovmf)")
+    require(("qemu-system-x86_64", "sfdisk", "mformat", "grub-mkimage"), OVMF_MS_VARS, "ovmf")
     work = tmp_path_factory.mktemp("usb")
     kernel = generic_kernel()
     version = (KERNEL_DIR / "version").read_text().strip()
@@ -135,12 +143,33 @@ def partitions(image: Path) -> list[dict[str, str]]:
     return list(json.loads(dump)["partitiontable"]["partitions"])
 
 
+def partition(image: Path, number: int) -> dict[str, str]:
+    """Partition ``number`` (p1, p2...: GPT entry ``number``; the arm64 stick has no p1)."""
+    (part,) = [p for p in partitions(image) if re.search(rf"\D{number}$", p["node"])]
+    return part
+
+
 def partition_bytes(image: Path, number: int, out: Path) -> Path:
-    part = partitions(image)[number - 1]
+    part = partition(image, number)
     with image.open("rb") as src, out.open("wb") as dst:
         src.seek(int(part["start"]) * 512)
         dst.write(src.read(int(part["size"]) * 512))
     return out
+
+
+def esp_files(image: Path, tmp_path: Path, efi_arch: str) -> tuple[Path, str]:
+    """The ESP (p2) of ``image`` holds shim as BOOT<arch>.EFI, GRUB beside it, grub.cfg, the
+    kernel, the initramfs and phase.cfg, and no shim fallback (it would write boot entries into
+    the machine's NVRAM). Returns the ESP's bytes (a file) and its listing."""
+    esp = partition_bytes(image, 2, tmp_path / "esp.img")
+    listing = sh("mdir", "-/", "-b", "-i", str(esp), "::/")
+    boot = f"EFI/BOOT/BOOT{efi_arch.upper()}.EFI"
+    for path in (boot, f"EFI/BOOT/grub{efi_arch}.efi", "EFI/debian/grub.cfg"):
+        assert f"::/{path}" in listing, listing
+    for path in ("boot/vmlinuz", "boot/initramfs.cpio.gz", "phase.cfg"):
+        assert f"::/{path}" in listing, listing
+    assert f"::/EFI/BOOT/fb{efi_arch}.efi" not in listing, listing
+    return esp, listing
 
 
 # -- the image, no QEMU ------------------------------------------------------------------------
@@ -159,13 +188,7 @@ def test_layout_gpt_esp_state_and_bios_boot(images: dict[str, Path], tmp_path: P
     assert mbr[510:] == b"\x55\xaa" and mbr[0x1BE + 4] == 0xEE, "protective MBR"
     assert mbr[0x1BE] == 0x80, "protective partition marked active for picky BIOSes"
     assert struct.unpack_from("<Q", mbr, 0x5C)[0] == int(table[0]["start"]), "boot.img -> core"
-    esp = partition_bytes(image, 2, tmp_path / "esp.img")
-    listing = sh("mdir", "-/", "-b", "-i", str(esp), "::/")
-    for path in ("EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi", "EFI/debian/grub.cfg"):
-        assert f"::/{path}" in listing, listing
-    for path in ("boot/vmlinuz", "boot/initramfs.cpio.gz", "phase.cfg"):
-        assert f"::/{path}" in listing, listing
-    assert "::/EFI/BOOT/fbx64.efi" not in listing  # shim's fallback would re-register entries
+    esp, _ = esp_files(image, tmp_path, "x64")
     cfg = subprocess.run(
         ["mtype", "-i", str(esp), "::/EFI/debian/grub.cfg"], capture_output=True, text=True
     ).stdout
@@ -231,8 +254,9 @@ class StickLan(BootLan):
     def boot_stick(
         self, image: Path, firmware: str, serial: Path, nics: tuple[str, ...] = ("virtio-net-pci",)
     ) -> subprocess.Popen[bytes]:
-        """The stick on xHCI, booted by ``firmware``; one NIC per entry of ``nics`` (QEMU
-        device names), each on a tap of its own on the LAN."""
+        """The stick on xHCI, booted by ``firmware`` (x86_64: ``bios``, ``uefi``,
+        ``uefi-secure-boot``; arm64: ``aavmf``, ``aavmf-secure-boot``); one NIC per entry of
+        ``nics`` (QEMU device names), each on a tap of its own on the LAN."""
         hub, index = self.lan.hub, len(self.vms)
         network = []
         for n, nic in enumerate(nics):
@@ -240,8 +264,20 @@ class StickLan(BootLan):
             mac = f"52:54:00:12:{0x35 + n:02x}:{index + 0x56:02x}"
             network += ["-netdev", f"tap,id=lan{n},ifname={tap},script=no,downscript=no"]
             network += ["-device", f"{nic},netdev=lan{n},mac={mac}"]
+        qemu = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024"]
         if firmware == "bios":  # SeaBIOS, QEMU's default
             machine = ["-machine", "q35"]
+        elif firmware.startswith("aavmf"):
+            # arm64: AAVMF_CODE.ms.fd is AAVMF_CODE.fd; Secure Boot comes with the variable
+            # store (Microsoft's keys enrolled, Secure Boot on), no SMM on arm64.
+            secure = firmware == "aavmf-secure-boot"
+            varsfile = self.work / f"vars-{index}.fd"
+            shutil.copy(AAVMF / ("AAVMF_VARS.ms.fd" if secure else "AAVMF_VARS.fd"), varsfile)
+            qemu = ["qemu-system-aarch64", "-M", "virt", "-cpu", ARM64_CPU, "-m", "1536"]
+            machine = [
+                *("-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={AAVMF}/AAVMF_CODE.fd"),
+                *("-drive", f"if=pflash,format=raw,unit=1,file={varsfile}"),
+            ]
         else:
             secure = firmware == "uefi-secure-boot"
             code = OVMF / ("OVMF_CODE_4M.secboot.fd" if secure else "OVMF_CODE_4M.fd")
@@ -256,8 +292,8 @@ class StickLan(BootLan):
         with serial.open("wb") as out:
             self.qemu = subprocess.Popen(
                 [
-                    *("ip", "netns", "exec", hub, "qemu-system-x86_64", "-accel", "tcg"),
-                    *("-cpu", "max", "-m", "1024", "-smp", "1", "-display", "none", *machine),
+                    *("ip", "netns", "exec", hub, *qemu),
+                    *("-smp", "1", "-display", "none", *machine),
                     *("-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
                     *("-device", "qemu-xhci,id=xhci"),
                     *("-drive", f"if=none,id=stick,format=raw,file={image}"),
@@ -285,7 +321,7 @@ def edit_phase_cfg(image: Path, tmp_path: Path, text: str) -> None:
     """Replace /phase.cfg on the stick's ESP in place (mtools at the partition's offset)."""
     cfg = tmp_path / "phase.cfg"
     cfg.write_text(text)
-    offset = int(partitions(image)[1]["start"]) * 512
+    offset = int(partition(image, 2)["start"]) * 512
     sh("mcopy", "-o", "-i", f"{image}@@{offset}", str(cfg), "::/phase.cfg")
 
 
@@ -295,23 +331,28 @@ def stick_copy(images: dict[str, Path], tmp_path: Path) -> Path:
     return copy
 
 
-def run_until(lan: StickLan, serial: Path, pattern: str, label: str = "") -> str:
+STAGE1_MARKS = {"stage 1": "phase: Phase Boot stage 1", "kexec": "kexec -e"}
+
+
+def run_until(
+    lan: StickLan, serial: Path, pattern: str, label: str = "", marks: dict[str, str] | None = None
+) -> str:
     """Wait for ``pattern`` on the serial console, then stop the VM. With ``label``, print the
-    seconds from QEMU's start to stage 1's first line, to ``kexec -e`` and to stage 2 (run with
-    -s to see them; docs/usb.md quotes them)."""
+    seconds from QEMU's start to each of ``marks`` in turn (default: stage 1's first line and
+    ``kexec -e``) and to ``pattern`` (run with -s to see them; docs/usb.md quotes them)."""
     assert lan.qemu is not None
     start = time.monotonic()
     deadline = start + BOOT_DEADLINE
     seen = []
+    steps = {**(STAGE1_MARKS if marks is None else marks), "end": pattern} if label else {}
     try:
-        for mark in ("phase: Phase Boot stage 1", "kexec -e", pattern):
-            if label or mark == pattern:
-                log = wait_for(serial, mark, lan.qemu, deadline)
-                seen.append(f"{time.monotonic() - start:.1f}")
+        for name, mark in (steps or {"end": pattern}).items():
+            log = wait_for(serial, mark, lan.qemu, deadline)
+            seen.append(f"{name} {time.monotonic() - start:.1f} s")
     finally:
         terminate(lan.qemu)
     if label:
-        print(f"\nboot time {label}: stage 1 {seen[0]} s, kexec {seen[1]} s, end {seen[2]} s")
+        print(f"\nboot time {label}: {', '.join(seen)}")
     return log
 
 
