@@ -24,9 +24,15 @@ USB_CMDLINE ?=
 # The signed generic kernel the metapackage linux-image-amd64 (or linux-image-arm64) names today
 # (the cloud kernel has no drivers for the NICs and USB controllers of real machines). apt names
 # a foreign arch's packages name:arch (dpkg --add-architecture arm64 once, on x86_64).
+# A fresh host may lack the foreign arch or its lists: as root they are added once.
 usb-kernel:
-	@pkg=$$(apt-cache depends linux-image-$(USB_DEB_ARCH):$(USB_DEB_ARCH) 2>/dev/null | \
-		sed -n 's/^ *Depends: \(linux-image-[0-9].*-$(USB_DEB_ARCH)\)\(:$(USB_DEB_ARCH)\)\{0,1\}$$/\1/p' | head -n 1); \
+	@abi() { apt-cache depends linux-image-$(USB_DEB_ARCH):$(USB_DEB_ARCH) 2>/dev/null | \
+		sed -n 's/^ *Depends: \(linux-image-[0-9].*-$(USB_DEB_ARCH)\)\(:$(USB_DEB_ARCH)\)\{0,1\}$$/\1/p' | head -n 1; }; \
+	pkg=$$(abi); \
+	if [ -z "$$pkg" ] && [ "$$(id -u)" = 0 ]; then \
+		[ "$$(dpkg --print-architecture)" = $(USB_DEB_ARCH) ] || \
+			dpkg --print-foreign-architectures | grep -qx $(USB_DEB_ARCH) || dpkg --add-architecture $(USB_DEB_ARCH); \
+		apt-get update -qq >/dev/null 2>&1 || true; pkg=$$(abi); fi; \
 	[ -n "$$pkg" ] || { echo "make usb-kernel: no linux-image-$(USB_DEB_ARCH):$(USB_DEB_ARCH) in apt's lists (apt-get update?$(if $(filter arm64,$(USB_ARCH)), on x86_64: dpkg --add-architecture arm64 first))" >&2; exit 1; }; \
 	if [ -f $(USB_KERNEL_DIR)/version ] && [ "linux-image-$$(cat $(USB_KERNEL_DIR)/version)" != "$$pkg" ]; then \
 		rm -rf $(USB_KERNEL_DIR); fi; \
