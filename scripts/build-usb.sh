@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
         --esp-mib) ESP_MIB=$2; shift ;;
         --state-mib) STATE_MIB=$2; shift ;;
         --arch) ARCH=$2; shift ;;
-        -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,/^# Exit codes/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) usage "unknown argument $1" ;;
     esac
     shift

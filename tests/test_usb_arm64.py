@@ -172,6 +172,11 @@ def test_arm64_same_inputs_same_bytes(arm64_images: dict[str, Path], tmp_path: P
     refused = build_stick(arm64_images, tmp_path / "x.img", "--arch", "riscv64")
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr == "build-usb: --arch riscv64: x86_64 or arm64 (try --help)\n"
+    helped = subprocess.run(
+        [str(SCRIPTS / "build-usb.sh"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert "--arch ARCH        x86_64 (default) or arm64 (aarch64)" in helped.stdout
+    assert helped.stdout.endswith("Exit codes: 0 built, 1 a build step failed, 2 usage.\n")
     # Debian's arm64 shim and GRUB, cached beside x86_64's under their own arch's names.
     assert {p.name.split("_")[0] for p in DEBS.glob("*_arm64.deb")} >= {
         "shim-signed",
