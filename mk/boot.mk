@@ -1,8 +1,8 @@
 # The boot side (docs/boot.md): zipapp, initramfs, stage-2 test image, Debian kernel, QEMU e2e.
 #   make zipapp                 build/phase.pyz (+ build/bin/phase-{verify,fetch,discover} links)
-#   make initramfs KEYS=dir     build/initramfs.cpio.gz trusting dir/*.pub
+#   make initramfs KEYS=dir     build/initramfs.cpio.zst trusting dir/*.pub
 #   make initramfs ROOT=file    ... trusting the root of trust file (root.json, docs/trust.md)
-#   make initramfs ARCH=arm64   build/initramfs-arm64.cpio.gz (Debian's arm64 packages, no emulation)
+#   make initramfs ARCH=arm64   build/initramfs-arm64.cpio.zst (Debian's arm64 packages, no emulation)
 #   make kernel | stage2 [ARCH=arm64] | e2e
 BOOT := $(BUILD)/boot
 # ARCH=arm64 (or aarch64) builds for arm64 on any host; x86_64 keeps its paths.
@@ -38,10 +38,10 @@ initramfs: deps zipapp kernel $(if $(KEYS)$(ROOT),,boot-dev-key)
 	scripts/build-initramfs.sh --arch $(BOOT_ARCH) \
 		--modules $(KERNEL_DIR)/modules/$$(cat $(KERNEL_DIR)/version) --zipapp $(BUILD)/phase.pyz \
 		$(if $(ROOT),--root $(ROOT) $(if $(KEYS),--keys $(KEYS)),--keys $(if $(KEYS),$(KEYS),$(BOOT)/dev-keys)) \
-		--output $(BUILD)/initramfs$(ARCH_SUFFIX).cpio.gz
+		--output $(BUILD)/initramfs$(ARCH_SUFFIX).cpio.zst
 
 stage2: deps
-	scripts/build-initramfs.sh --arch $(BOOT_ARCH) --stage2 --output $(BUILD)/stage2$(ARCH_SUFFIX).cpio.gz
+	scripts/build-initramfs.sh --arch $(BOOT_ARCH) --stage2 --output $(BUILD)/stage2$(ARCH_SUFFIX).cpio.zst
 
 # The real boot under QEMU (TCG): builds its own key, zipapp and images in a temp dir.
 e2e: deps venv kernel

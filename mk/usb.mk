@@ -7,7 +7,7 @@
 #                       build/usb/kernel (x86_64) or build/usb/kernel-arm64: Debian's signed
 #                       generic kernel (linux-image-<abi>-amd64 or -arm64)
 #   make usb-initramfs [ARCH=arm64]
-#                       build/usb/initramfs-<arch>.cpio.gz (cached by its inputs)
+#                       build/usb/initramfs-<arch>.cpio.zst (cached by its inputs)
 #   make test-usb       the stick's tests (image layout and reproducibility; QEMU boots with
 #                       OVMF Secure Boot and SeaBIOS, and the arm64 stick with AAVMF, on a
 #                       namespace LAN: needs root; scripts/write-usb.py on files)
@@ -44,24 +44,24 @@ usb-kernel:
 USB_TRUST = $(if $(ROOT),$(ROOT) $(if $(KEYS),$(KEYS)/*.pub),$(if $(KEYS),$(KEYS),$(BOOT)/dev-keys)/*.pub)
 usb-initramfs: deps zipapp usb-kernel $(if $(KEYS)$(ROOT),,boot-dev-key)
 	$(if $(ROOT),$(VPY) -m phase_client plasmd root show $(ROOT) -q)
-	@key=$$({ cat scripts/build-initramfs.sh scripts/pack-cpio.sh scripts/pack-stdlib.py \
+	@key=$$({ cat scripts/build-initramfs.sh scripts/pack-cpio.sh scripts/pack-stdlib.py scripts/initramfs-zipapp.py \
 		initramfs/init initramfs/kexec-boot initramfs/udhcpc.script $(BUILD)/phase.pyz \
 		$(USB_TRUST) $(USB_KERNEL_DIR)/version; echo "$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct)}"; \
 		$(if $(filter-out x86_64,$(USB_ARCH)),echo $(USB_ARCH);) } | \
 		sha256sum | cut -c1-16); \
-	out=$(USB_BUILD)/initramfs-$(USB_ARCH)-$$key.cpio.gz; \
+	out=$(USB_BUILD)/initramfs-$(USB_ARCH)-$$key.cpio.zst; \
 	if [ -f "$$out" ]; then echo "initramfs $$out: cached"; else \
 		scripts/build-initramfs.sh --arch $(USB_ARCH) \
 		--modules $(USB_KERNEL_DIR)/modules/$$(cat $(USB_KERNEL_DIR)/version) \
 		--zipapp $(BUILD)/phase.pyz \
 		$(if $(ROOT),--root $(ROOT) $(if $(KEYS),--keys $(KEYS)),--keys $(if $(KEYS),$(KEYS),$(BOOT)/dev-keys)) \
 		--output "$$out" && \
-		find $(USB_BUILD) -maxdepth 1 -name 'initramfs-$(USB_ARCH)-*.cpio.gz' ! -path "$$out" -delete; fi; \
-	ln -sfn "$$(basename "$$out")" $(USB_BUILD)/initramfs-$(USB_ARCH).cpio.gz
+		find $(USB_BUILD) -maxdepth 1 -name 'initramfs-$(USB_ARCH)-*.cpio.zst' ! -path "$$out" -delete; fi; \
+	ln -sfn "$$(basename "$$out")" $(USB_BUILD)/initramfs-$(USB_ARCH).cpio.zst
 
 usb: usb-initramfs
 	scripts/build-usb.sh --arch $(USB_ARCH) --kernel $(USB_KERNEL_DIR)/vmlinuz \
-		--initramfs $(USB_BUILD)/initramfs-$(USB_ARCH).cpio.gz --debs $(USB_BUILD)/debs \
+		--initramfs $(USB_BUILD)/initramfs-$(USB_ARCH).cpio.zst --debs $(USB_BUILD)/debs \
 		$(if $(USB_CMDLINE),--cmdline '$(USB_CMDLINE)') --output $(BUILD)/phase-usb-$(USB_ARCH).img
 
 test-usb: deps venv usb-kernel

@@ -7,7 +7,7 @@ two processes it replaces (phase-fetch, then kexec-boot's phase-verify --stage-i
 peer doing the same work minus the signature (curl -o of both files, sha256sum of both, cp of
 both), interleaved, medians. Results go to docs/bench-boot.md by hand.
 
-    scripts/bench-boot.py [--pyz build/phase.pyz] [--initramfs build/initramfs.cpio.gz]
+    scripts/bench-boot.py [--pyz build/phase.pyz] [--initramfs build/initramfs.cpio.zst]
                           [--python /usr/bin/python3] [--runs 21] [--serial LOG] [--chain]
                           [--json]
 """
@@ -192,7 +192,7 @@ def timeline(serial: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench-boot.py", description=__doc__.splitlines()[0])
     parser.add_argument("--pyz", default=str(REPO / "build" / "phase.pyz"))
-    parser.add_argument("--initramfs", default=str(REPO / "build" / "initramfs.cpio.gz"))
+    parser.add_argument("--initramfs", default=str(REPO / "build" / "initramfs.cpio.zst"))
     parser.add_argument("--python", default="/usr/bin/python3", help="interpreter to time")
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--serial", help="serial log of an e2e boot, for the timeline")

@@ -137,7 +137,7 @@ EFI_BOOT=$(printf 'BOOT%s.EFI' "$EFI_ARCH" | tr '[:lower:]' '[:upper:]')
 cp "$SHIM" "$esp/EFI/BOOT/$EFI_BOOT"
 cp "$GRUB" "$esp/EFI/BOOT/grub$EFI_ARCH.efi"
 cp "$KERNEL" "$esp/boot/vmlinuz"
-cp "$INITRAMFS" "$esp/boot/initramfs.cpio.gz"
+cp "$INITRAMFS" "$esp/boot/initramfs.cpio.zst"
 sed -e "s|@STATE_UUID@|$STATE_UUID|g" -e "s|@CMDLINE@|$CMDLINE|g" \
     "$repo/packaging/usb/grub.cfg" >"$esp/EFI/debian/grub.cfg"
 cp "$repo/packaging/usb/phase.cfg" "$esp/phase.cfg"

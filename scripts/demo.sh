@@ -80,7 +80,7 @@ mkdir -p "$work/keys" && cp "$work/release.key.pub" "$work/keys/demo.pub"
 echo "release key: $(cat "$work/release.key.pub")"
 "$PY" "$here/scripts/build-zipapp.py" --output "$work/phase.pyz" >/dev/null
 "$here/scripts/build-initramfs.sh" --modules "$modules" --zipapp "$work/phase.pyz" \
-    --keys "$work/keys" --output "$work/initramfs.cpio.gz" >/dev/null
+    --keys "$work/keys" --output "$work/initramfs.cpio.zst" >/dev/null
 if [ "$IMAGE" = os ]; then
     # Built once (~2 min, Debian's packages cached in build/os/.apt-cache), then reused while
     # its inputs are unchanged. plasmd serves build/os as it is.
@@ -90,17 +90,17 @@ if [ "$IMAGE" = os ]; then
     MEMORY=2048 # the OS image through kexec needs more than 1 GiB: docs/boot.md
     DONE=PHASE-OS-UP
 else
-    "$here/scripts/build-initramfs.sh" --stage2 --output "$work/stage2.cpio.gz" >/dev/null
+    "$here/scripts/build-initramfs.sh" --stage2 --output "$work/stage2.cpio.zst" >/dev/null
     artifacts=$work/artifacts
     combo=$artifacts/stable/x86_64
     mkdir -p "$combo"
     cp "$kernel" "$combo/vmlinuz"
-    cp "$work/stage2.cpio.gz" "$combo/initramfs.img"
+    cp "$work/stage2.cpio.zst" "$combo/initramfs.img"
     echo "console=ttyS0 quiet phase.demo=1" >"$combo/cmdline"
     MEMORY=1024
     DONE=PHASE-STAGE2-OK
 fi
-ls -l "$work/initramfs.cpio.gz" "$combo"
+ls -l "$work/initramfs.cpio.zst" "$combo"
 
 step "LAN: namespaces $(ns '{hub,router,provider}'), bridge $BRIDGE, subnet $net.0/24"
 add_ns() {
@@ -163,7 +163,7 @@ step "Boot: QEMU (TCG) on $TAP, no provider on the command line; serial console 
 # (phase.test=poweroff, carried over by kexec-boot), ending QEMU.
 ip netns exec "$HUB" timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m "$MEMORY" \
     -smp 1 -display none -no-reboot -monitor none -serial "file:$work/serial.log" \
-    -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
+    -kernel "$kernel" -initrd "$work/initramfs.cpio.zst" \
     -append "console=ttyS0 quiet panic=-1 phase.arch=x86_64 phase.timeout=5 phase.test=poweroff" \
     -netdev "tap,id=lan,ifname=$TAP,script=no,downscript=no" \
     -device virtio-net-pci,netdev=lan </dev/null >"$work/qemu.log" 2>&1 &

@@ -66,13 +66,13 @@ def arm64_images(
         timeout=600,
     )
     version = (KERNEL_DIR / "version").read_text().strip()
-    stage1 = work / "initramfs-arm64.cpio.gz"
+    stage1 = work / "initramfs-arm64.cpio.zst"
     sh(
         *(str(SCRIPTS / "build-initramfs.sh"), "--arch", "arm64"),
         *("--modules", str(KERNEL_DIR / "modules" / version), "--zipapp", str(images["pyz"])),
         *("--keys", str(images["keys"]), "--output", str(stage1)),
     )
-    stage2 = work / "stage2-arm64.cpio.gz"
+    stage2 = work / "stage2-arm64.cpio.zst"
     sh(str(SCRIPTS / "build-initramfs.sh"), "--arch", "arm64", "--stage2", "--output", str(stage2))
     art = work / "art"
     arm = art / "stable" / "arm64"

@@ -55,13 +55,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copy(f"{key}.pub", keys / "e2e.pub")
     pyz = work / "phase.pyz"
     sh(sys.executable, str(SCRIPTS / "build-zipapp.py"), "--output", str(pyz))
-    stage1 = work / "initramfs.cpio.gz"
+    stage1 = work / "initramfs.cpio.zst"
     sh(
         str(SCRIPTS / "build-initramfs.sh"),
         *("--modules", str(KERNEL_DIR / "modules" / version)),
         *("--zipapp", str(pyz), "--keys", str(keys), "--output", str(stage1)),
     )
-    stage2 = work / "stage2.cpio.gz"
+    stage2 = work / "stage2.cpio.zst"
     sh(str(SCRIPTS / "build-initramfs.sh"), "--stage2", "--output", str(stage2))
     return {
         "kernel": KERNEL_DIR / "vmlinuz",
@@ -465,7 +465,7 @@ def test_initramfs_build_is_reproducible(images: dict[str, Path], tmp_path: Path
     """Same inputs and SOURCE_DATE_EPOCH, same bytes; and within the size goal (25 MB)."""
     outputs = []
     for name in ("a", "b"):
-        output = tmp_path / f"{name}.cpio.gz"
+        output = tmp_path / f"{name}.cpio.zst"
         subprocess.run(
             [
                 str(SCRIPTS / "build-initramfs.sh"),

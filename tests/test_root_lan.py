@@ -55,7 +55,7 @@ def rooted(
     work = tmp_path_factory.mktemp("root-lan")
     root1 = work / "root1.json"
     root1.write_bytes(raw(chain()[0]))
-    stage1 = work / "initramfs-root1.cpio.gz"
+    stage1 = work / "initramfs-root1.cpio.zst"
     sh(
         str(SCRIPTS / "build-initramfs.sh"),
         *("--modules", str(images["modules"]), "--zipapp", str(images["pyz"])),

@@ -115,13 +115,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copy(f"{key}.pub", keys / "usb.pub")
     pyz = work / "phase.pyz"
     sh(sys.executable, str(SCRIPTS / "build-zipapp.py"), "--output", str(pyz))
-    stage1 = work / "initramfs.cpio.gz"
+    stage1 = work / "initramfs.cpio.zst"
     sh(
         str(SCRIPTS / "build-initramfs.sh"),
         *("--modules", str(KERNEL_DIR / "modules" / version)),
         *("--zipapp", str(pyz), "--keys", str(keys), "--output", str(stage1)),
     )
-    stage2 = work / "stage2.cpio.gz"
+    stage2 = work / "stage2.cpio.zst"
     sh(str(SCRIPTS / "build-initramfs.sh"), "--stage2", "--output", str(stage2))
     built = {"kernel": kernel, "key": key, "stage1": stage1, "stage2": stage2}
     stick = work / "phase-usb.img"
@@ -166,7 +166,7 @@ def esp_files(image: Path, tmp_path: Path, efi_arch: str) -> tuple[Path, str]:
     boot = f"EFI/BOOT/BOOT{efi_arch.upper()}.EFI"
     for path in (boot, f"EFI/BOOT/grub{efi_arch}.efi", "EFI/debian/grub.cfg"):
         assert f"::/{path}" in listing, listing
-    for path in ("boot/vmlinuz", "boot/initramfs.cpio.gz", "phase.cfg"):
+    for path in ("boot/vmlinuz", "boot/initramfs.cpio.zst", "phase.cfg"):
         assert f"::/{path}" in listing, listing
     assert f"::/EFI/BOOT/fb{efi_arch}.efi" not in listing, listing
     return esp, listing

@@ -90,11 +90,11 @@ def arm64_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("usb-arm64")
     started = time.monotonic()
     make_usb_initramfs()
-    stage2 = work / "stage2-arm64.cpio.gz"
+    stage2 = work / "stage2-arm64.cpio.zst"
     sh(str(SCRIPTS / "build-initramfs.sh"), "--arch", "arm64", "--stage2", "--output", str(stage2))
     built = {
         "kernel": KERNEL_DIR / "vmlinuz",
-        "stage1": USB_BUILD / "initramfs-arm64.cpio.gz",
+        "stage1": USB_BUILD / "initramfs-arm64.cpio.zst",
         "key": DEV_KEY,
     }
     stick = work / "phase-usb-arm64.img"

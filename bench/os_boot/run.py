@@ -76,7 +76,7 @@ def build(work: Path) -> dict[str, Path]:
         str(REPO / "scripts" / "build-initramfs.sh"),
         *("--modules", str(KERNEL_DIR / "modules" / version)),
         *("--zipapp", str(work / "phase.pyz"), "--keys", str(work / "keys")),
-        *("--output", str(work / "initramfs.cpio.gz")),
+        *("--output", str(work / "initramfs.cpio.zst")),
     )
     sh(
         *(py, "-m", "phase_client", "plasmd", "image", "build", "--quiet"),
@@ -84,7 +84,7 @@ def build(work: Path) -> dict[str, Path]:
     )
     return {
         "kernel": KERNEL_DIR / "vmlinuz",
-        "stage1": work / "initramfs.cpio.gz",
+        "stage1": work / "initramfs.cpio.zst",
         "key": key,
         "art": IMAGE.parent.parent,
     }
