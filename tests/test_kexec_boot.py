@@ -130,6 +130,7 @@ def run_kexec_boot(
     (tmp_path / "run").mkdir(exist_ok=True)
     env = {
         "TMPDIR": str(tmp_path / "run"),
+        "KEXEC_BOOT_LOCKDOWN": str(tmp_path / "lockdown"),  # absent: not locked down
         **(env or {}),
         "PATH": path or f"{tools / 'bin'}:/usr/bin:/bin",
         "PHASE_KEYS_DIR": str(tools / "keys"),
@@ -787,6 +788,52 @@ def test_a_rejected_signature_is_one_line_and_no_fallback(
     calls = (record / "calls").read_text().splitlines()
     assert len(calls) == 1 and calls[0].startswith("-s -l "), calls  # no kexec -l after it
     assert "trying kexec -l" not in result.stdout
+    assert os.listdir(tmp_path / "run") == []
+
+
+# No kexec_file_load (kexec -s: ENOSYS), then kexec_load refused. Records each call.
+NO_FILE_LOAD_KEXEC = """#!/bin/sh
+printf '%s\\n' "$*" >>"$RECORD/calls"
+case "$1" in
+    -s) echo "kexec_file_load failed: Function not implemented" >&2 ;;
+    *) echo "kexec_load failed: Operation not permitted" >&2 ;;
+esac
+exit 1
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "mode", ["none [integrity] confidentiality", "none integrity [confidentiality]", "[none] x"]
+)
+def test_no_kexec_file_load_under_lockdown_is_one_line_without_kexec_load(
+    shell: list[str], mode: str, tools: Path, tmp_path: Path
+) -> None:
+    """Debian 12's arm64 kernels have no kexec_file_load; under Secure Boot's lockdown kexec_load
+    is forbidden too: one line naming both, and no kexec_load attempt. Not locked down: the
+    fallback to kexec_load is tried (and here refused)."""
+    d = fetch_dir(tmp_path / "img")
+    fake, record = fake_kexec(tmp_path, NO_FILE_LOAD_KEXEC)
+    (tmp_path / "lockdown").write_text(mode + "\n")
+    result = run_kexec_boot(
+        shell, tools, tmp_path, str(d),
+        path=f"{tools / 'bin'}:{fake}:/usr/bin:/bin", env={"RECORD": str(record)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    calls = (record / "calls").read_text().splitlines()
+    if mode.startswith("[none]"):
+        assert [c.split()[0] for c in calls] == ["-s", "-l"], calls
+        assert result.stderr.strip() == (
+            "kexec-boot: cannot load the kernel: kexec is not permitted "
+            "(need root; or lockdown refused an unsigned kernel)"
+        )
+        return
+    assert len(calls) == 1 and calls[0].startswith("-s -l "), calls
+    assert result.stderr.strip() == (
+        "kexec-boot: cannot load the kernel: this kernel has no kexec_file_load (kexec -s) and "
+        "its lockdown (Secure Boot) forbids kexec_load: boot with Secure Boot off, or from a "
+        "kernel built with CONFIG_KEXEC_FILE"
+    )
     assert os.listdir(tmp_path / "run") == []
 
 
