@@ -37,7 +37,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: find pyczip beside us
-from pyczip import compile_source, zip_bytes
+from pyczip import compile_source, write_executable, zip_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 # Top-level importable names of the pure-Python runtime dependencies (zeroconf needs ifaddr,
@@ -326,19 +326,7 @@ def write_zip(entries: dict[str, bytes], output: Path, python: str, epoch: int) 
     stamp = time.gmtime(max(epoch, 315532800))[:6]
     # The interpreter line goes first, so the zip's offsets count it (unzip -t stays quiet).
     data = zip_bytes(entries, date_time=stamp, deflate=True, prefix=f"#!{python}\n".encode())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_executable(output, data)
 
 
 def main(argv: list[str] | None = None) -> int:

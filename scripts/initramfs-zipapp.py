@@ -13,14 +13,12 @@ input is not a zipapp with MACHINE's native part, 2 usage.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: find pyczip beside us
-from pyczip import zip_bytes
+from pyczip import write_executable, zip_bytes
 
 NATIVE_PREFIX = "_native/"
 
@@ -55,19 +53,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"initramfs-zipapp: {exc}\n")
         return 1
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+        write_executable(output, data)
     except OSError as exc:
-        sys.stderr.write(f"initramfs-zipapp: {exc}\n")
-        return 1
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, output)
-    except OSError as exc:
-        os.unlink(tmp)
         sys.stderr.write(f"initramfs-zipapp: writing {output}: {exc}\n")
         return 1
     return 0

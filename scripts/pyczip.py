@@ -1,4 +1,5 @@
-"""Reproducible bytecode and zip files, shared by build-zipapp.py and pack-stdlib.py.
+"""Reproducible bytecode and zip files, shared by build-zipapp.py, initramfs-zipapp.py and
+pack-stdlib.py.
 
 Bytecode is unchecked-hash .pyc (no timestamp: the same source gives the same bytes) and names
 ``arcname`` in tracebacks; zip entries are sorted, carry one fixed date and Unix modes (0755 for
@@ -8,6 +9,7 @@ shared libraries, 0644 for the rest).
 from __future__ import annotations
 
 import io
+import os
 import py_compile
 import tempfile
 import zipfile
@@ -54,3 +56,21 @@ def zip_bytes(
             info.create_system = 3
             zf.writestr(info, entries[arcname], compresslevel=level)
     return buffer.getvalue()
+
+
+def write_executable(output: Path, data: bytes) -> None:
+    """``data`` as ``output`` (mode 0755): written to a temp file beside it, fsynced, renamed
+    into place; nothing half-written is left, even on an error."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
