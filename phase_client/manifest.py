@@ -11,7 +11,6 @@ import base64
 import binascii
 import json
 import os
-import platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,9 +18,10 @@ from types import MappingProxyType
 from typing import Any
 
 from .canonical import canonical_bytes, loads_strict
-from .errors import DocumentError, ManifestError, UsageError
+from .errors import DocumentError, ManifestError
 from .fsutil import read_regular_file
 from .keys import KEYID_RE, SigningKey
+from .names import ARCH_RE, CHANNEL_RE
 from .timefmt import format_utc, parse_utc
 
 MANIFEST_VERSION = 1
@@ -31,8 +31,6 @@ MAX_SEQUENCE = 2**63 - 1
 MAX_SIZE = 2**63 - 1
 
 ARTIFACT_NAME_RE = re.compile(r"^[a-z0-9_-]+\Z")
-CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
-ARCH_RE = CHANNEL_RE
 # phase-fetch writes each artifact to DIR/<name> beside DIR/cmdline: an artifact may not take it.
 RESERVED_ARTIFACT_NAMES = frozenset({"cmdline"})
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -41,7 +39,6 @@ PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+\Z")
 MIRROR_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s#]*)?\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 # Artifact file names in a provider's DIR/<channel>/<arch>/, and the manifest name of each.
 # The file name of a manifest beside the artifacts it names (phase-fetch's output, a provider's
 # mirror directory, what stage 1 carries across kexec).
@@ -53,30 +50,6 @@ ARTIFACT_FILES = {
     "dtb": "dtb",
 }
 REQUIRED_ARTIFACT = "kernel"
-
-
-def normalize_arch(arch: str) -> str:
-    """``amd64`` -> ``x86_64``, ``aarch64`` -> ``arm64``; other names unchanged (lower-cased)."""
-    lowered = arch.strip().lower()
-    return ARCH_ALIASES.get(lowered, lowered)
-
-
-def host_arch() -> str:
-    """This machine's architecture, by the manifest's names (x86_64 when it cannot tell)."""
-    return normalize_arch(platform.machine() or "x86_64")
-
-
-def check_channel(channel: str) -> str:
-    if not CHANNEL_RE.match(channel):
-        raise UsageError(f"invalid channel {channel!r} (lower-case letters, digits, '-', '_')")
-    return channel
-
-
-def check_arch(arch: str) -> str:
-    normal = normalize_arch(arch)
-    if not ARCH_RE.match(normal):
-        raise UsageError(f"invalid arch {arch!r} (e.g. x86_64, arm64)")
-    return normal
 
 
 @dataclass(frozen=True)

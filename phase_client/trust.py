@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .errors import ExpiredError, MismatchError, RollbackError, SignatureError, UsageError
 from .keys import PublicKey, unique_keys
-from .manifest import Manifest, Signature, normalize_arch
+from .manifest import Manifest, Signature
+from .names import normalize_arch
 from .timefmt import format_utc
 
 # How far ahead of the effective "now" an accepted manifest's ``created_at`` may push the clock

@@ -23,12 +23,12 @@ os.environ["COLUMNS"] = "100"  # argparse wraps usage lines to the terminal: fix
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import phase_client.manifest  # noqa: E402
+import phase_client.names  # noqa: E402
 from phase_client import __version__  # noqa: E402
 from phase_client.cli import TOOLS  # noqa: E402
 
 # Help texts that name this machine's arch read as on an x86_64 host, wherever this runs.
-phase_client.manifest.host_arch = lambda: "x86_64"
+phase_client.names.host_arch = lambda: "x86_64"
 
 DEFAULT_OUT = REPO / "packaging"
 COMPLETION = "bash-completion/phase"

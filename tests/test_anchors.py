@@ -10,14 +10,9 @@ from phase_client.errors import PhaseError
 from phase_client.fetch.plan import RangeReplyError, check_partial_reply, declared_length_ok
 from phase_client.hostport import parse_host_port
 from phase_client.keys import KEYID_RE, parse_public_key
-from phase_client.manifest import (
-    ARTIFACT_NAME_RE,
-    CHANNEL_RE,
-    HASH_RE,
-    MIRROR_URL_RE,
-    PATH_SEGMENT_RE,
-)
+from phase_client.manifest import ARTIFACT_NAME_RE, HASH_RE, MIRROR_URL_RE, PATH_SEGMENT_RE
 from phase_client.mdns.records import _PRINTABLE
+from phase_client.names import CHANNEL_RE
 from phase_client.provider.httprange import parse_range
 from phase_client.timefmt import parse_utc
 

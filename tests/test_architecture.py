@@ -10,7 +10,10 @@ from pathlib import Path
 from .conftest import REPO
 
 PACKAGE = REPO / "phase_client"
-PURE_CORE = ["manifest", "canonical", "keys", "trust", "root", "timefmt", "hostport", "byterange"]
+PURE_CORE = [
+    *("manifest", "names", "canonical", "keys", "trust", "root", "timefmt", "hostport"),
+    "byterange",
+]
 IO_MODULES = {"socket", "subprocess", "urllib3", "zeroconf", "kademlia", "rpcudp", "threading"}
 
 

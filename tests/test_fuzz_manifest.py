@@ -21,7 +21,6 @@ from phase_client.errors import DocumentError, ManifestError, PhaseError
 from phase_client.keys import KEYID_RE
 from phase_client.manifest import (
     ARTIFACT_NAME_RE,
-    CHANNEL_RE,
     HASH_RE,
     MAX_SEQUENCE,
     MAX_SIZE,
@@ -33,6 +32,7 @@ from phase_client.manifest import (
     parse_manifest,
     sign_document,
 )
+from phase_client.names import CHANNEL_RE
 from phase_client.timefmt import parse_utc
 from phase_client.trust import TrustPolicy
 from phase_client.verification import verify_bytes

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from phase_client.discovery.mdns import candidate_from_service
 from phase_client.discovery.model import Candidate
-from phase_client.manifest import CHANNEL_RE
 from phase_client.mdns.records import (
     MAX_TXT_BYTES,
     TxtError,
@@ -28,6 +27,7 @@ from phase_client.mdns.records import (
     parse_txt,
     reachable_url,
 )
+from phase_client.names import CHANNEL_RE
 from tests.conftest import fuzz_settings
 from tests.test_fuzz_manifest import HOSTILE_TOKENS, mutate_bytes
 

@@ -17,11 +17,11 @@ from phase_client.manifest import (
     MAX_MANIFEST_BYTES,
     dump_document,
     manifest_from_document,
-    normalize_arch,
     parse_manifest,
     sign_document,
     signed_bytes_of,
 )
+from phase_client.names import normalize_arch
 
 from .conftest import make_document
 

@@ -23,7 +23,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from .. import __version__
 from ..errors import EXIT_CODES, PhaseError
@@ -40,12 +40,27 @@ from ..hostport import (
     parse_host_port,
     split_contacts,
 )
-from ._trust import argtype
 
 log = logging.getLogger(__name__)
 
 LOGGER_TREE = "phase_client"  # every module logs under its own name, below this
 LIBRARIES = ("zeroconf", "kademlia", "rpcudp", "urllib3")
+
+
+T = TypeVar("T")
+
+
+def argtype(check: Callable[[str], T]) -> Callable[[str], T]:
+    """Wrap a validator raising PhaseError as an argparse ``type`` (usage error, exit 2)."""
+
+    def convert(value: str) -> T:
+        try:
+            return check(value)
+        except PhaseError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    convert.__name__ = check.__name__.removeprefix("check_")
+    return convert
 
 
 def exit_codes_help(

@@ -6,30 +6,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-from ..errors import PhaseError, UsageError
+from ..errors import UsageError
 from ..keys import PublicKey, load_keys_dir, load_public_key
-from ..manifest import check_arch, check_channel
+from ..names import check_arch, check_channel
 from ..root import Root, root_from_keys
 from ..state import StateStore
-
-T = TypeVar("T")
-
-
-def argtype(check: Callable[[str], T]) -> Callable[[str], T]:
-    """Wrap a validator raising PhaseError as an argparse ``type`` (usage error, exit 2)."""
-
-    def convert(value: str) -> T:
-        try:
-            return check(value)
-        except PhaseError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-
-    convert.__name__ = check.__name__.removeprefix("check_")
-    return convert
+from ._common import argtype
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser) -> None:

@@ -211,7 +211,7 @@ def handle(args: argparse.Namespace) -> int:
     from ..boot.handoff import find_kexec_boot, kexec_boot_argv
     from ..boot.orchestrate import Booter, BootRequest, preload, wait_for_go
     from ..fetch.download import Settings
-    from ..manifest import host_arch
+    from ..names import host_arch
     from .fetch import check_location, check_output
 
     setup_logging(args.verbose, args.quiet)

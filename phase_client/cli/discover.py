@@ -10,12 +10,13 @@ from typing import Any
 from ..discovery.model import Candidate, Query
 from ..errors import NoSourceError, UsageError
 from ..hostport import split_contacts
-from ..manifest import check_arch, check_channel, host_arch
+from ..names import check_arch, check_channel, host_arch
 from ._common import (
     EXIT_OK,
     Parser,
     add_source_arguments,
     add_verbosity,
+    argtype,
     bootstrap_contacts,
     exit_codes_help,
     print_json,
@@ -24,7 +25,6 @@ from ._common import (
     setup_logging,
     success,
 )
-from ._trust import argtype
 
 PROG = "phase-discover"
 NOTHING_FOUND: dict[str, Any] = {"providers": []}  # the --json failure envelope's empty result

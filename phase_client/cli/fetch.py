@@ -238,7 +238,7 @@ def discovered_manifests(args: argparse.Namespace) -> list[str]:
     """Manifest URLs of the reachable providers, best first; pins --channel/--arch."""
     from ..discovery.model import Query
     from ..discovery.orchestrate import find_providers
-    from ..manifest import host_arch
+    from ..names import host_arch
 
     bootstrap = bootstrap_contacts(args)  # HOST:PORT (our DHT) and libp2p multiaddrs
     if args.source == "dht" and not bootstrap:

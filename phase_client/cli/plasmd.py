@@ -13,25 +13,19 @@ from pathlib import Path
 from ..errors import UsageError
 from ..fsutil import atomic_write
 from ..keys import SigningKey, load_signing_key
-from ..manifest import (
-    check_arch,
-    check_channel,
-    dump_document,
-    parse_manifest,
-    read_manifest_file,
-    sign_document,
-)
+from ..manifest import dump_document, parse_manifest, read_manifest_file, sign_document
+from ..names import check_arch, check_channel
 from ._common import (
     EXIT_OK,
     Parser,
     add_verbosity,
+    argtype,
     count,
     emit,
     number,
     run,
     setup_logging,
 )
-from ._trust import argtype
 
 PROG = "plasmd"
 

@@ -25,8 +25,8 @@ example:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..manifest import check_arch, check_channel, host_arch
-    from ._trust import argtype
+    from ..names import check_arch, check_channel, host_arch
+    from ._common import argtype
 
     parser.add_argument("file", metavar="FILE", help="the file to publish")
     parser.add_argument(

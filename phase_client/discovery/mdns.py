@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import NoSourceError, TxtError
-from ..manifest import normalize_arch
 from ..mdns.browse import GRACE_SECONDS, ResolvedService, browse
 from ..mdns.interfaces import choose_addresses, local_networks
 from ..mdns.records import TxtInfo, TxtProperties, instance_label, parse_txt, reachable_url
+from ..names import normalize_arch
 from .model import Candidate, Query
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..manifest import host_arch
+from ..names import host_arch
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..manifest import normalize_arch
+from ..names import normalize_arch
 
 # Bump when the build changes in a way the hashed inputs do not show.
 FORMAT = 1

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import TxtError as TxtError  # defined with every user-visible error
 from ..hostport import host_from_url, url_host
-from ..manifest import CHANNEL_RE, normalize_arch
+from ..names import CHANNEL_RE, normalize_arch
 
 SERVICE_TYPE = "_phase-image._tcp.local."
 TXT_VERSION = "1"

@@ -27,18 +27,15 @@ from typing import Any
 from ..errors import ManifestError
 from ..keys import SigningKey
 from ..manifest import (
-    ARCH_RE,
     ARTIFACT_FILES,
-    CHANNEL_RE,
     Manifest,
     build_document,
     dump_document,
-    host_arch,
-    normalize_arch,
     parse_manifest,
     read_manifest_file,
     sign_document,
 )
+from ..names import ARCH_RE, CHANNEL_RE, host_arch, normalize_arch
 from ..root import MAX_ROOT_BYTES, servable_chain
 from .signer import DAY, default_version, next_sequence
 

@@ -55,7 +55,7 @@ from typing import Any
 from ..dht.records import MAX_TTL
 from ..errors import UsageError
 from ..hostport import parse_host_port
-from ..manifest import check_arch, check_channel
+from ..names import check_arch, check_channel
 
 DEFAULT_CONFIG = Path("/etc/plasmd/plasmd.toml")
 CONFIG_ENV = "PLASMD_CONFIG"  # another default path (tests, a second instance)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..fsutil import hash_copy, open_regular
-from ..manifest import check_arch, check_channel
+from ..names import check_arch, check_channel
 from .catalog import WATCHED_FILES
 
 NAME_ALIASES = {  # manifest names people may give instead of the file names
