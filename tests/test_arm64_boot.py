@@ -102,9 +102,11 @@ def lan(tmp_path: Path) -> Iterator[BootLan]:
         world.close()
 
 
-def boot_arm64(lan: BootLan, built: dict[str, Path], serial: Path, args: str = "") -> None:
+def boot_arm64(
+    lan: BootLan, built: dict[str, Path], serial: Path, args: str = "", memory: int = 1024
+) -> None:
     """qemu-system-aarch64 -M virt in the hub namespace, on a tap of its own (virtio-net-pci),
-    serial console (ttyAMA0, QEMU's PL011) to file."""
+    serial console (ttyAMA0, QEMU's PL011) to file; ``memory`` MiB."""
     index = len(lan.vms)
     tap = lan.add_tap(f"tap{lan.lan.suffix}{index}")
     cmdline = f"console=ttyAMA0 panic=-1 phase.timeout=5 {args}".strip()
@@ -112,7 +114,7 @@ def boot_arm64(lan: BootLan, built: dict[str, Path], serial: Path, args: str = "
         lan.qemu = subprocess.Popen(
             [
                 *("ip", "netns", "exec", lan.lan.hub, "qemu-system-aarch64", "-M", "virt"),
-                *("-cpu", ARM64_CPU, "-m", "1024", "-smp", "1", "-display", "none"),
+                *("-cpu", ARM64_CPU, "-m", str(memory), "-smp", "1", "-display", "none"),
                 *("-no-reboot", "-monitor", "none", "-serial", f"file:{serial}"),
                 *("-kernel", str(built["arm64_kernel"]), "-initrd", str(built["arm64_stage1"])),
                 *("-append", cmdline),

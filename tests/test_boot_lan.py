@@ -114,8 +114,11 @@ class BootLan:
         self._start_dhcp("eth1")
         return segment
 
-    def provider(self, name: str, built: dict[str, Path], *extra: str) -> Provider:
-        """``plasmd serve`` (mDNS + DHT unless ``extra`` says otherwise) on a new node."""
+    def provider(
+        self, name: str, built: dict[str, Path], *extra: str, arch: str = "x86_64"
+    ) -> Provider:
+        """``plasmd serve`` (mDNS + DHT unless ``extra`` says otherwise) on a new node; ready
+        once it offers stable/``arch``."""
         node = self.lan.add_node(name)
         log = self.work / f"{name}.log"
         with log.open("wb") as out:
@@ -130,11 +133,11 @@ class BootLan:
                 stderr=subprocess.STDOUT,
             )
         # Ready once every advertiser has the offer out (a lone DHT node holds its own record).
-        ready = ["Advertising stable/x86_64"]
+        ready = [f"Advertising stable/{arch}"]
         if "--no-mdns" not in extra:
-            ready.append("mDNS: advertising stable/x86_64")
+            ready.append(f"mDNS: advertising stable/{arch}")
         if "--no-dht" not in extra:
-            ready.append(r"DHT: (published stable/x86_64|stable/x86_64 held only)")
+            ready.append(rf"DHT: (published stable/{arch}|stable/{arch} held only)")
         deadline = time.monotonic() + START_TIMEOUT
         for pattern in ready:
             text = wait_for(log, pattern, proc, deadline)

@@ -46,17 +46,14 @@ def console_line(log: str, marker: str) -> str | None:
     return found.group(1).strip() if found else None
 
 
-@pytest.fixture(scope="module")
-def image() -> dict[str, Any]:
-    """Build (or find current) the OS image; return its stamp (files, kernel version...)."""
+def build_image(out: Path, *extra: str) -> dict[str, Any]:
+    """``plasmd image build --out out`` (or the cached image); its summary (files, kernel...)."""
     if os.geteuid() != 0:
         pytest.fail("the OS image build needs root (mmdebstrap): run the tests as root")
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.fail("qemu-system-x86_64 missing: run scripts/install-deps (qemu-system-x86)")
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "phase_client", "plasmd", "image", "build"),
-            *("--out", str(IMAGE), "--apt-cache", str(APT_CACHE), "--json"),
+            *(sys.executable, "-m", "phase_client", "plasmd", "image", "build", *extra),
+            *("--out", str(out), "--apt-cache", str(APT_CACHE), "--json"),
         ],
         capture_output=True,
         text=True,
@@ -66,9 +63,17 @@ def image() -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     summary: dict[str, Any] = json.loads(result.stdout)
     for name in ("vmlinuz", "initramfs.img", "rootfs.sqfs", "cmdline", "version"):
-        assert (IMAGE / name).is_file(), name
-    assert (IMAGE / "cmdline").read_text().strip() == f"phase.version={summary['version']}"
+        assert (out / name).is_file(), name
+    assert (out / "cmdline").read_text().strip() == f"phase.version={summary['version']}"
     return summary
+
+
+@pytest.fixture(scope="module")
+def image() -> dict[str, Any]:
+    """Build (or find current) the OS image; return its stamp (files, kernel version...)."""
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 missing: run scripts/install-deps (qemu-system-x86)")
+    return build_image(IMAGE)
 
 
 def rootfs_cpio(directory: Path) -> Path:
