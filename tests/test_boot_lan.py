@@ -373,7 +373,7 @@ def test_demo_ctrl_c_cleans_up_everything() -> None:
     out = "".join(lines) + rest
     assert demo.returncode == 130, out
     assert "demo: interrupted" in out and "PHASE-STAGE2-OK" not in out, out
-    work = re.search(r"(/\S+/phase-demo\.\w+)/initramfs\.cpio\.gz", out)
+    work = re.search(r"(/\S+/phase-demo\.\w+)/initramfs\.cpio\.zst", out)
     prefix = re.search(r"namespaces (phase-demo-[0-9a-f]+)-", out)
     assert work is not None and prefix is not None, out
     assert not os.path.exists(work.group(1)), "temp dir left behind"
