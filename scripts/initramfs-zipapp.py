@@ -13,6 +13,7 @@ input is not a zipapp with MACHINE's native part, 2 usage.
 
 from __future__ import annotations
 
+import io
 import sys
 import zipfile
 from pathlib import Path
@@ -25,7 +26,7 @@ NATIVE_PREFIX = "_native/"
 
 def slim(source: Path, machine: str) -> bytes:
     data = source.read_bytes()
-    with zipfile.ZipFile(source) as zf:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
         infos = zf.infolist()
         if not infos or "__main__.py" not in zf.namelist():
             raise ValueError(f"{source} is not a zipapp (no __main__.py)")
@@ -43,9 +44,12 @@ def slim(source: Path, machine: str) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] in ("-h", "--help"):
-        sys.stderr.write(__doc__ or "")
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    if argv[:1] in (["-h"], ["--help"]):
+        sys.stdout.write(__doc__ or "")
+        return 0
+    if len(argv) != 3:
+        sys.stderr.write("usage: initramfs-zipapp.py SRC.pyz DST.pyz MACHINE (try --help)\n")
+        return 2
     source, output, machine = Path(argv[0]), Path(argv[1]), argv[2]
     try:
         data = slim(source, machine)

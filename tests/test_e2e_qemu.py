@@ -276,15 +276,24 @@ def boot(
         )
 
 
+def boot_to_stage2(
+    images: dict[str, Path], port: int, serial: Path, phase_args: str | None = None
+) -> str:
+    """``boot``, then its serial console once stage 2 printed its command line; the VM is
+    stopped either way."""
+    qemu = boot(images, port, serial, phase_args=phase_args)
+    try:
+        return wait_for(
+            serial, r"PHASE-STAGE2-CMDLINE .*\n", qemu, time.monotonic() + BOOT_DEADLINE
+        )
+    finally:
+        terminate(qemu)
+
+
 def test_boot_fetch_verify_kexec_stage2(
     images: dict[str, Path], plasmd: int, tmp_path: Path
 ) -> None:
-    serial = tmp_path / "serial.log"
-    qemu = boot(images, plasmd, serial)
-    try:
-        log = wait_for(serial, r"PHASE-STAGE2-CMDLINE .*\n", qemu, time.monotonic() + BOOT_DEADLINE)
-    finally:
-        terminate(qemu)
+    log = boot_to_stage2(images, plasmd, tmp_path / "serial.log")
     assert re.search(r"phase: network up: eth0 10\.0\.2\.15/24", log), log
     assert re.search(r"INFO Verified manifest stable/x86_64 .* sequence \d+ from http://", log), log
     assert re.search(r"INFO kernel: \d+ bytes verified", log), log
@@ -366,13 +375,8 @@ def test_no_provider_given_discovers_through_the_dht(
 ) -> None:
     """Without phase.provider the init runs phase-discover (mDNS finds nothing in QEMU's user
     network, then the DHT through phase.bootstrap) and boots the URL it found."""
-    serial = tmp_path / "serial.log"
     args = f"phase.bootstrap=10.0.2.2:{dht_provider} phase.timeout=5 phase.arch=x86_64"
-    qemu = boot(images, 0, serial, phase_args=args)
-    try:
-        log = wait_for(serial, r"PHASE-STAGE2-CMDLINE .*\n", qemu, time.monotonic() + BOOT_DEADLINE)
-    finally:
-        terminate(qemu)
+    log = boot_to_stage2(images, 0, tmp_path / "serial.log", args)
     assert re.search(r"phase: fetching http://10\.0\.2\.2:\d+/stable/x86_64/manifest\.json", log), (
         log
     )
@@ -389,13 +393,8 @@ def test_only_a_libp2p_multiaddr_given_boots_through_libp2p_kademlia(
     """phase.bootstrap=/ip4/10.0.2.2/tcp/P/p2p/12D3KooW... alone: phase-boot asks the js-libp2p
     node for providers (GET_PROVIDERS over Noise and Yamux from inside the guest), finds plasmd's
     HTTP multiaddr, and boots the verified image it serves."""
-    serial = tmp_path / "serial.log"
     args = f"phase.bootstrap={libp2p_provider} phase.timeout=8 phase.arch=x86_64"
-    qemu = boot(images, 0, serial, phase_args=args)
-    try:
-        log = wait_for(serial, r"PHASE-STAGE2-CMDLINE .*\n", qemu, time.monotonic() + BOOT_DEADLINE)
-    finally:
-        terminate(qemu)
+    log = boot_to_stage2(images, 0, tmp_path / "serial.log", args)
     found = re.search(
         r"discovered (http://10\.0\.2\.2:\d+/stable/x86_64/manifest\.json) via (\w+)", log
     )

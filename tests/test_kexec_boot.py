@@ -758,16 +758,21 @@ def test_shell_scripts_pass_shellcheck() -> None:
     assert result.returncode == 0, result.stdout
 
 
-# kexec under lockdown with an unsigned kernel (Linux 6.1: kexec_file_load fails with ENODATA;
-# kexec_load would fail with EPERM). Records each call.
-LOCKED_DOWN_KEXEC = """#!/bin/sh
+def refusing_kexec(file_load_error: str) -> str:
+    """A kexec whose kexec -s (kexec_file_load) fails with ``file_load_error`` and whose
+    kexec_load fails with EPERM, as under lockdown; records each call."""
+    return f"""#!/bin/sh
 printf '%s\\n' "$*" >>"$RECORD/calls"
 case "$1" in
-    -s) echo "kexec_file_load failed: No data available" >&2 ;;
+    -s) echo "kexec_file_load failed: {file_load_error}" >&2 ;;
     *) echo "kexec_load failed: Operation not permitted" >&2 ;;
 esac
 exit 1
 """
+
+
+# kexec under lockdown with an unsigned kernel (Linux 6.1: kexec_file_load fails with ENODATA).
+LOCKED_DOWN_KEXEC = refusing_kexec("No data available")
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -791,15 +796,8 @@ def test_a_rejected_signature_is_one_line_and_no_fallback(
     assert os.listdir(tmp_path / "run") == []
 
 
-# No kexec_file_load (kexec -s: ENOSYS), then kexec_load refused. Records each call.
-NO_FILE_LOAD_KEXEC = """#!/bin/sh
-printf '%s\\n' "$*" >>"$RECORD/calls"
-case "$1" in
-    -s) echo "kexec_file_load failed: Function not implemented" >&2 ;;
-    *) echo "kexec_load failed: Operation not permitted" >&2 ;;
-esac
-exit 1
-"""
+# No kexec_file_load (kexec -s: ENOSYS), then kexec_load refused.
+NO_FILE_LOAD_KEXEC = refusing_kexec("Function not implemented")
 
 
 @pytest.mark.parametrize("shell", SHELLS)
