@@ -44,7 +44,8 @@ usb-kernel:
 USB_TRUST = $(if $(ROOT),$(ROOT) $(if $(KEYS),$(KEYS)/*.pub),$(if $(KEYS),$(KEYS),$(BOOT)/dev-keys)/*.pub)
 usb-initramfs: deps zipapp usb-kernel $(if $(KEYS)$(ROOT),,boot-dev-key)
 	$(if $(ROOT),$(VPY) -m phase_client plasmd root show $(ROOT) -q)
-	@key=$$({ cat scripts/build-initramfs.sh scripts/pack-cpio.sh scripts/pack-stdlib.py scripts/initramfs-zipapp.py \
+	@key=$$({ cat scripts/build-initramfs.sh scripts/pack-cpio.sh scripts/pack-stdlib.py scripts/pyczip.py \
+		scripts/initramfs-zipapp.py \
 		initramfs/init initramfs/kexec-boot initramfs/udhcpc.script $(BUILD)/phase.pyz \
 		$(USB_TRUST) $(USB_KERNEL_DIR)/version; echo "$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct)}"; \
 		$(if $(filter-out x86_64,$(USB_ARCH)),echo $(USB_ARCH);) } | \

@@ -18,8 +18,11 @@ from pathlib import Path
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 
 
-def compile_source(path: Path, arcname: str, source: bytes | None = None) -> bytes:
-    """Bytecode of ``path`` (or of ``source`` in its place); raises py_compile.PyCompileError."""
+def compile_source(
+    path: Path, arcname: str, source: bytes | None = None, *, optimize: int = 0
+) -> bytes:
+    """Bytecode of ``path`` (or of ``source`` in its place) at ``optimize`` level (2: without
+    docstrings and asserts, as ``python -OO``); raises py_compile.PyCompileError."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "m.py"
         src.write_bytes(path.read_bytes() if source is None else source)
@@ -29,6 +32,7 @@ def compile_source(path: Path, arcname: str, source: bytes | None = None) -> byt
             cfile=str(out),
             dfile=arcname,
             doraise=True,
+            optimize=optimize,
             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
         )
         return out.read_bytes()
