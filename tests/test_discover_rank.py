@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from phase_client.discovery import orchestrate
-from phase_client.discovery.model import Candidate, Query
+from phase_client.discovery.model import Candidate, LanWatch, Query
 from phase_client.discovery.orchestrate import find_providers
 from phase_client.discovery.probe import probe_all
 from phase_client.discovery.rank import deduplicate, rank, version_key
@@ -220,9 +220,10 @@ def test_probing_dht_lookup_collects_every_record(http_server: str) -> None:
 def quiet_lan(delay: float, then_sleep: float, found: list[Candidate]):  # type: ignore[no-untyped-def]
     """An mDNS lookup that says "the LAN answered nothing" after ``delay`` but keeps running."""
 
-    def lookup(query: Query, interfaces: object, quiet: threading.Event) -> list[Candidate]:
+    def lookup(query: Query, interfaces: object, lan: LanWatch) -> list[Candidate]:
         time.sleep(delay)
-        quiet.set()
+        lan.unanswered.set()
+        lan.quiet.set()
         time.sleep(then_sleep)
         return list(found)
 
@@ -260,3 +261,77 @@ def test_a_lan_that_is_not_quiet_keeps_the_grace(
         dht_lookup=fake_source([wan]),
     )
     assert [c.source for c in result] == ["mdns"]
+
+
+def test_a_lan_that_answers_at_once_never_starts_the_dht(http_server: str) -> None:
+    # The LAN's answer is accepted before its first answers are in: the DHT lookup, which
+    # would only compete with it, waits for a signal that never comes.
+    lan = cand(f"{http_server}/stable/x86_64/manifest.json", "mdns")
+    dht = fake_source([cand(f"{http_server}/stable/x86_64/manifest.json?wan", "dht")])
+    result = find_providers(
+        Query(timeout=10),
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=fake_source([lan]),
+        dht_lookup=dht,
+    )
+    assert [c.source for c in result] == ["mdns"]
+    time.sleep(0.2)
+    assert dht.calls == []  # type: ignore[attr-defined]
+
+
+def test_the_dht_starts_with_the_lans_first_answers_not_its_quiet(http_server: str) -> None:
+    # The LAN says "nothing in the first answers" at once and is judged quiet only after the
+    # DHT lookup has run: the DHT's answer is then ready and used.
+    wan = cand(f"{http_server}/stable/x86_64/manifest.json", "dht")
+    dht = fake_source([wan])
+    before_quiet: list[bool] = []
+
+    def lookup(query: Query, interfaces: object, lan: LanWatch) -> list[Candidate]:
+        lan.unanswered.set()
+        deadline = time.monotonic() + 10
+        while not dht.calls and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.01)
+        before_quiet.append(bool(dht.calls))  # type: ignore[attr-defined]
+        lan.quiet.set()
+        time.sleep(30)
+        return []
+
+    result = find_providers(
+        Query(timeout=60), bootstrap=[("127.0.0.1", 1)], mdns_lookup=lookup, dht_lookup=dht
+    )
+    assert before_quiet == [True]
+    assert [c.url for c in result] == [wan.url]
+
+
+class _CountingHandler(_Handler):
+    heads: list[str] = []
+    arrived = threading.Event()
+
+    def do_HEAD(self) -> None:
+        type(self).heads.append(self.path)
+        type(self).arrived.set()
+        super().do_HEAD()
+
+
+def test_a_lan_answer_is_probed_as_soon_as_it_is_found() -> None:
+    # The probe runs while the mDNS lookup is still collecting (its grace window), once per URL.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/stable/x86_64/manifest.json"
+    probed_while_looking: list[bool] = []
+
+    def lookup(query: Query, interfaces: object, lan: LanWatch) -> list[Candidate]:
+        assert lan.found is not None
+        lan.found(cand(url))
+        probed_while_looking.append(_CountingHandler.arrived.wait(10))
+        return [cand(url, version="2")]  # re-announced meanwhile: the newer report is kept
+
+    try:
+        result = find_providers(Query(timeout=20), mdns_lookup=lookup)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert probed_while_looking == [True]
+    assert _CountingHandler.heads == ["/stable/x86_64/manifest.json"]
+    assert [(c.url, c.version) for c in result] == [(url, "2")]
+    assert result[0].rtt_ms is not None

@@ -1,10 +1,11 @@
 """Find providers on the LAN by mDNS: ``mdns.browse`` and keep the matching TXT records.
 
 ``discover_mdns`` blocks for at most ``query.timeout`` seconds. Without ``want_all`` it returns
-``GRACE_SECONDS`` after the first match (other providers answer the same query within tens of
-milliseconds, so a few more are collected for ranking); with ``want_all`` it listens for the whole
-timeout. Results are in order of arrival: the first to answer is usually the nearest or least
-loaded. Malformed TXT records are skipped (logged at debug level), never raised.
+``GRACE_SECONDS`` after the first match (other providers answer the same question within a few
+milliseconds, so those are collected for ranking: see ``mdns.browse``); with ``want_all`` it
+listens for the whole timeout. Results are in order of arrival: the first to answer is usually
+the nearest or least loaded. Malformed TXT records are skipped (logged at debug level), never
+raised.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ..errors import NoSourceError, TxtError
@@ -63,13 +64,18 @@ def discover_mdns(
     query: Query,
     interfaces: Sequence[str] | None = None,
     quiet: threading.Event | None = None,
+    unanswered: threading.Event | None = None,
+    found: Callable[[Candidate], None] | None = None,
 ) -> list[Candidate]:
     """Providers of ``query.channel``/``query.arch`` on the LAN, best first (maybe empty).
 
     ``interfaces``: interface names or addresses to browse on (default: every interface with a
     non-loopback IPv4 or IPv6 address). ``quiet`` is set as soon as the LAN has clearly answered
-    nothing (see ``mdns.browse``), before the lookup returns. Raises NoSourceError when mDNS
-    cannot run at all (no interface, no multicast socket), so the caller can move on to the DHT.
+    nothing, ``unanswered`` when its immediate answers are in and there are none (see
+    ``mdns.browse``), both before the lookup returns. ``found`` is called with each fitting
+    candidate when it is first accepted (in the browse's event loop: it must not block).
+    Raises NoSourceError when mDNS cannot run at all (no interface, no multicast socket), so
+    the caller can move on to the DHT.
     """
     addresses = client_addresses(interfaces)
     started = time.monotonic()
@@ -92,6 +98,8 @@ def discover_mdns(
         if candidate.channel != query.channel or candidate.arch != arch:
             log.debug("mDNS: %s offers %s/%s", name, candidate.channel, candidate.arch)
             return None
+        if first and found is not None:
+            found(candidate)
         if first:
             log.info(
                 "mDNS: found %s at %s (version %s) after %.0f ms",
@@ -102,7 +110,9 @@ def discover_mdns(
             )
         return candidate
 
-    found = browse(addresses, query.timeout, accept, query.want_all, GRACE_SECONDS, quiet)
-    if not found:
+    answers = browse(
+        addresses, query.timeout, accept, query.want_all, GRACE_SECONDS, quiet, unanswered
+    )
+    if not answers:
         log.info("mDNS: no provider of %s/%s answered", query.channel, arch)
-    return found
+    return answers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -40,3 +42,19 @@ class Candidate:
         data = asdict(self)
         data["addresses"] = list(self.addresses)
         return data
+
+
+@dataclass
+class LanWatch:
+    """What a running mDNS lookup tells the orchestrator, from its own thread, before it ends.
+
+    ``unanswered``: no answer came back with the question's first, immediate answers (nothing
+    accepted or being resolved shortly after the question went out): the DHT lookups may start.
+    ``quiet``: the LAN has clearly answered nothing (see ``mdns.browse``): a DHT answer may be
+    used. ``found``: called with each candidate as it is accepted (the orchestrator starts its
+    liveness probe at once); it must not block.
+    """
+
+    unanswered: threading.Event = field(default_factory=threading.Event)
+    quiet: threading.Event = field(default_factory=threading.Event)
+    found: Callable[[Candidate], None] | None = None

@@ -1,13 +1,20 @@
 """Discovery flow of the boot: mDNS on the LAN first, then the DHT; probe; rank.
 
-In ``auto`` mode both sources start at once (the DHT lookup costs round trips, so it should not
-wait for the mDNS timeout). A reachable LAN provider wins: a DHT answer is used only once mDNS
-has come back empty, or the LAN has clearly answered nothing (no answer some 300 ms after the
-question, nothing being resolved: see ``mdns.browse`` for why that is safe), or at the latest
-once ``LAN_GRACE`` has passed with no LAN answer (waiting the whole timeout would only delay
-WAN boots).
-With ``want_all`` both are listed, LAN first. Sources run in daemon threads so that returning
-early never waits for a slower source to finish.
+In ``auto`` mode the DHT lookups start as soon as the mDNS question's immediate answers are in
+and there are none (``FIRST_ANSWERS``, 25 ms after the question: see ``mdns.browse``), or once
+mDNS has given nothing usable; they do not wait for the LAN to be judged quiet, so on a LAN
+with no provider their answer is ready when it is. On a LAN that answers at once they never
+start: their imports and sockets would only compete with the LAN answer's handling for the
+interpreter. A reachable LAN provider wins: a DHT answer is used only once mDNS has come back
+empty, or the LAN has clearly answered nothing (no answer 150 ms after the question, nothing
+being resolved: see ``mdns.browse`` for why that is safe), or at the latest once ``LAN_GRACE``
+has passed with no LAN answer (waiting the whole timeout would only delay WAN boots).
+With ``want_all`` every source starts at once and all are listed, LAN first. Sources run in
+daemon threads so that returning early never waits for a slower source to finish.
+
+Each candidate's liveness probe starts as soon as its source reports it (an mDNS answer when it
+is accepted, DHT records when the lookup returns), so it overlaps the mDNS grace window and the
+wait for a quiet LAN; the answer is ranked once every candidate of it has been probed.
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from dataclasses import replace
 
 from ..errors import PhaseError
 from ..hostport import Contact, split_contacts
-from .model import Candidate, Query
-from .probe import probe_all
+from .model import Candidate, LanWatch, Query
+from .probe import Prober
 from .rank import deduplicate, rank
 
 log = logging.getLogger(__name__)
@@ -35,20 +42,51 @@ LAN_GRACE = 1.0
 POLL = 0.02
 
 
-class _Background:
-    """A source lookup running in a daemon thread; ``result`` waits until a deadline."""
+class _Wake(threading.Event):
+    """An event that also wakes the orchestrator's loop when it is set."""
 
-    def __init__(self, name: str, lookup: Callable[[], list[Candidate]]) -> None:
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
+
+
+class _Background:
+    """A source lookup running in a daemon thread; ``result`` waits until a deadline.
+
+    With a ``gate``, the lookup starts only once the gate is set (nothing is looked up if it is
+    not set by ``gate_deadline``). ``wake`` is set when the lookup is done.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        lookup: Callable[[], list[Candidate]],
+        wake: threading.Event,
+        gate: threading.Event | None = None,
+        gate_deadline: float = 0.0,
+    ) -> None:
         self.name = name
         self._found: list[Candidate] = []
         self._done = threading.Event()
+        self._wake = wake
         self._thread = threading.Thread(
-            target=self._run, args=(lookup,), daemon=True, name=f"discover-{name}"
+            target=self._run,
+            args=(lookup, gate, gate_deadline),
+            daemon=True,
+            name=f"discover-{name}",
         )
         self._thread.start()
 
-    def _run(self, lookup: Callable[[], list[Candidate]]) -> None:
+    def _run(
+        self, lookup: Callable[[], list[Candidate]], gate: threading.Event | None, until: float
+    ) -> None:
         try:
+            if gate is not None and not gate.wait(max(0.0, until - time.monotonic())):
+                return
             self._found = lookup()
         except PhaseError as exc:
             log.info("%s discovery: %s", self.name, exc)
@@ -56,6 +94,7 @@ class _Background:
             log.warning("%s discovery failed: %s: %s", self.name, type(exc).__name__, exc)
         finally:
             self._done.set()
+            self._wake.set()
 
     @property
     def done(self) -> bool:
@@ -67,13 +106,13 @@ class _Background:
 
 
 def _mdns_lookup(
-    query: Query,
-    interfaces: Sequence[str] | None = None,
-    quiet: threading.Event | None = None,
+    query: Query, interfaces: Sequence[str] | None = None, lan: LanWatch | None = None
 ) -> list[Candidate]:
     from .mdns import discover_mdns
 
-    return discover_mdns(query, interfaces, quiet)
+    if lan is None:
+        return discover_mdns(query, interfaces)
+    return discover_mdns(query, interfaces, lan.quiet, lan.unanswered, lan.found)
 
 
 def _dht_lookup(query: Query, bootstrap: Sequence[tuple[str, int]]) -> list[Candidate]:
@@ -115,8 +154,9 @@ def find_providers(
     """Ranked, reachable candidates (best first); empty when none was found in time.
 
     ``networks``: this machine's networks for the ranking (default: read from its interfaces).
-    ``mdns_lookup(query, interfaces, quiet)`` sets the ``threading.Event`` ``quiet`` once the
-    LAN has clearly answered nothing.
+    ``mdns_lookup(query, interfaces, lan)`` reports to the ``LanWatch`` ``lan`` while it runs:
+    ``lan.unanswered`` once the question's immediate answers are in and there are none,
+    ``lan.quiet`` once the LAN has clearly answered nothing, ``lan.found(c)`` for each candidate.
     ``bootstrap``: ``(host, port)`` contacts of the private DHT and libp2p multiaddr texts.
     """
     contacts, multiaddrs = split_contacts(bootstrap)
@@ -125,35 +165,55 @@ def find_providers(
     probe_budget = min(PROBE_MAX, query.timeout * PROBE_SHARE) if probe else 0.0
     search = replace(query, timeout=max(0.1, query.timeout - probe_budget))
 
+    search_deadline = started + search.timeout + 0.5
+    prober = Prober(lambda: max(0.3, min(PROBE_MAX, deadline - time.monotonic())))
+
+    def probed_early(lookup: Callable[[], list[Candidate]]) -> Callable[[], list[Candidate]]:
+        def run() -> list[Candidate]:
+            found = lookup()
+            for candidate in found:
+                prober.submit(candidate)
+            return found
+
+        return run if probe else lookup
+
+    wake = threading.Event()
+    lan = LanWatch(
+        unanswered=_Wake(wake), quiet=_Wake(wake), found=prober.submit if probe else None
+    )
     mdns = dht = p2p = None
-    lan_quiet = threading.Event()
     if source in ("auto", "mdns"):
-        mdns = _Background("mdns", lambda: mdns_lookup(search, interfaces, lan_quiet))
+        mdns = _Background("mdns", lambda: mdns_lookup(search, interfaces, lan), wake)
+    # In auto mode the DHTs wait for the LAN's first answers (see the module's docstring).
+    gate = lan.unanswered if mdns is not None and not query.want_all else None
     # With probing, collect every record: the first one found may be a dead provider's.
     dht_query = replace(search, want_all=True) if probe else search
     if source == "dht" or (source == "auto" and contacts):
-        dht = _Background("dht", lambda: dht_lookup(dht_query, contacts))
+        dht_run = probed_early(lambda: dht_lookup(dht_query, contacts))
+        dht = _Background("dht", dht_run, wake, gate, search_deadline)
     if source == "libp2p" or (source == "auto" and multiaddrs):
-        p2p = _Background("libp2p", lambda: libp2p_lookup(dht_query, multiaddrs))
+        p2p_run = probed_early(lambda: libp2p_lookup(dht_query, multiaddrs))
+        p2p = _Background("libp2p", p2p_run, wake, gate, search_deadline)
     lookups = [lookup for lookup in (mdns, dht, p2p) if lookup is not None]
 
     def finish(found: list[Candidate]) -> list[Candidate]:
         found = deduplicate(found)
         if probe and found:
-            remaining = deadline - time.monotonic()
-            found = probe_all(found, timeout=max(0.3, min(PROBE_MAX, remaining)))
+            found = prober.results(found)
         return rank(found, rng, _networks() if networks is None else networks)
 
-    search_deadline = started + search.timeout + 0.5
     if query.want_all:
         return finish([c for lookup in lookups for c in lookup.result(search_deadline)])
 
     lan_grace = started + min(LAN_GRACE, search.timeout)
     pending = list(lookups)
     while pending:
+        wake.clear()
         now = time.monotonic()
+        if now >= lan_grace:
+            lan.unanswered.set()  # a LAN answer still unresolved at the grace: start the rest
         for lookup in list(pending):
-            lan_pending = mdns in pending and lookup is not mdns and not lan_quiet.is_set()
+            lan_pending = mdns in pending and lookup is not mdns and not lan.quiet.is_set()
             if not lookup.done or (lan_pending and now < lan_grace):
                 continue
             pending.remove(lookup)
@@ -168,7 +228,9 @@ def find_providers(
                     (time.monotonic() - started) * 1000,
                 )
                 return chosen
+            if lookup is mdns:
+                lan.unanswered.set()  # nothing usable on the LAN: the DHTs may start now
         if time.monotonic() >= search_deadline:
             break
-        time.sleep(POLL)
+        wake.wait(POLL)
     return []

@@ -2,18 +2,43 @@
 
 ``browse`` blocks for at most ``timeout`` seconds. Each instance that resolves goes to the
 caller's ``accept``, which turns it into a result or refuses it (None); without ``want_all`` the
-browse ends ``grace`` seconds after the first accepted one (other providers answer the same query
-within a millisecond or two), with ``want_all`` it listens for the whole timeout and an instance
-that says goodbye meanwhile is dropped. Results come in order of arrival.
+browse ends ``grace`` seconds after the first accepted one, with ``want_all`` it listens for the
+whole timeout and an instance that says goodbye meanwhile is dropped. Results come in order of
+arrival.
+
+The grace (``GRACE_SECONDS``, 25 ms) collects the other providers' answers to the same question
+for the ranking; it is no check. Responders that answer a QU question at once (python-zeroconf,
+which ``plasmd serve`` uses, always does: ``QueryHandler.add_qu_question_response`` puts every
+answer in its unicast or its multicast-now set, never in the 20-120 ms queue) answer within a
+few milliseconds of each other: 1-5 ms apart on the namespace LAN, 8 ms under load. Answers that
+reached our socket before the grace timer fires are read first (asyncio handles ready sockets
+before due timers), so a slow client misses none of them. A responder that holds its answer
+20-120 ms (RFC 6762 section 6) is collected when it is the first to answer, and otherwise only if
+it answers within the grace (it was, with the former 50 ms, only for the lower part of that
+range too).
 
 ``quiet``: an event set once the LAN has clearly answered nothing, so a caller holding an answer
 from elsewhere (the DHT) need not wait for the whole timeout. It is set when ``QUIET_AFTER``
 seconds have passed since our question went out and nothing was accepted, and no instance is
-still being resolved. Why that is safe: responders answer a question asking for a unicast
-response (QU) at once, and delay a multicast answer to a shared PTR record by 20-120 ms
-(RFC 6762 sections 5.4 and 6); on one link the round trip adds milliseconds. An answer that
-does arrive later is still collected, and a wrong guess costs only a WAN provider instead of a
-LAN one: every manifest is verified the same way wherever it came from.
+still being resolved. Why that is safe: our first question asks for a unicast response (QU), and
+every answer to it is sent within 120 ms of its arrival. A responder answers a QU question by
+unicast at once, or, when it has not multicast the record within a quarter of its TTL, by
+multicast (RFC 6762 section 5.4), held at most 20-120 ms for a shared record such as our PTR
+(section 6; 400-500 ms only for a query with the TC bit, which ours never has). The one-second
+rule between two multicasts of a record (section 6) cannot hold that answer back: a record
+multicast within the last second was multicast within a quarter of its TTL, so it goes back by
+unicast. python-zeroconf, the responder of ``plasmd serve``, sends both at once
+(``QueryHandler.add_qu_question_response``). ``QUIET_AFTER`` is that 120 ms and 30 ms for the
+link and for getting the packet to us; answers that reached our socket before the timer fired
+are read first (asyncio handles ready sockets before due timers). An answer that does arrive
+later is still collected, and a wrong guess costs only a WAN provider instead of a LAN one: every
+manifest is verified the same way wherever it came from.
+
+``unanswered``: set sooner, ``FIRST_ANSWERS`` after the question, if nothing has been accepted
+or is being resolved by then (at the latest ``QUIET_AFTER`` after it if nothing is accepted by
+then): the immediate answers of responders that answer at once are in, and there are none, so a
+caller may now start slower work (the DHT lookup) without competing with a LAN answer's
+handling. It decides nothing about which answer is used.
 """
 
 from __future__ import annotations
@@ -36,10 +61,13 @@ from .records import SERVICE_TYPE, instance_label, is_ip, is_link_local, strip_z
 
 log = logging.getLogger(__name__)
 
-GRACE_SECONDS = 0.05
-# The 120 ms a responder may hold a shared answer (RFC 6762 section 6), the same again for a
-# slow link or an emulated machine's scheduler, and a margin.
-QUIET_AFTER = 0.3
+GRACE_SECONDS = 0.025  # see the module's docstring
+# The 120 ms a responder may hold its answer to our QU question (RFC 6762 sections 5.4 and 6),
+# and 30 ms for the link and for delivering the packet to us (see the module's docstring).
+QUIET_AFTER = 0.15
+# Immediate answers to a QU question arrive within a few milliseconds on a link (measured on the
+# namespace LAN: 1-5 ms after the question, resolution included; 14 ms under load).
+FIRST_ANSWERS = 0.025
 RESOLVE_TIMEOUT_MS = 3000
 
 T = TypeVar("T")
@@ -63,6 +91,7 @@ def browse(
     want_all: bool = False,
     grace: float = GRACE_SECONDS,
     quiet: threading.Event | None = None,
+    unanswered: threading.Event | None = None,
 ) -> list[T]:
     """Browse from ``addresses`` (local (interface, address) pairs, IPv4 and IPv6); see the
     module's docstring.
@@ -72,7 +101,9 @@ def browse(
 
     Raises NoSourceError when no multicast socket can be opened on them.
     """
-    return asyncio.run(_browse(list(addresses), timeout, accept, want_all, grace, quiet))
+    return asyncio.run(
+        _browse(list(addresses), timeout, accept, want_all, grace, quiet, unanswered)
+    )
 
 
 async def _browse(
@@ -82,6 +113,7 @@ async def _browse(
     want_all: bool,
     grace: float,
     quiet: threading.Event | None = None,
+    unanswered: threading.Event | None = None,
 ) -> list[T]:
     deadline = time.monotonic() + timeout
     found: dict[str, T] = {}
@@ -145,9 +177,11 @@ async def _browse(
         # unicast response (QU) is answered at once, while answers to a plain multicast question
         # wait another 20-120 ms. The browser's own queries follow as usual.
         await _zeroconf.send_ptr_query(azc.zeroconf, SERVICE_TYPE)
-        if quiet is not None:
+        if quiet is not None or unanswered is not None:
             watch = asyncio.ensure_future(
-                _say_when_quiet(quiet, deadline, lambda: bool(found), lambda: bool(resolving))
+                _watch_answers(
+                    (unanswered, quiet), deadline, lambda: bool(found), lambda: bool(resolving)
+                )
             )
         if want_all:
             await asyncio.sleep(max(0.0, deadline - time.monotonic()))
@@ -170,22 +204,35 @@ async def _browse(
     return list(found.values())
 
 
-async def _say_when_quiet(
-    quiet: threading.Event,
+async def _watch_answers(
+    events: tuple[threading.Event | None, threading.Event | None],
     deadline: float,
     answered: Callable[[], bool],
     resolving: Callable[[], bool],
 ) -> None:
-    """Set ``quiet`` once ``QUIET_AFTER`` has passed with nothing accepted and nothing pending."""
-    await asyncio.sleep(QUIET_AFTER)
+    """Set ``unanswered`` once ``FIRST_ANSWERS`` has passed since the question with nothing
+    accepted and nothing pending (or ``QUIET_AFTER`` with nothing accepted), and ``quiet`` once
+    ``QUIET_AFTER`` has passed with nothing accepted and nothing pending."""
+    unanswered, quiet = events
+    asked = time.monotonic()
+    await asyncio.sleep(FIRST_ANSWERS)
+    # An answer still being resolved when QUIET_AFTER is over (a slow LAN) lets the rest start too.
+    while not answered() and resolving() and time.monotonic() < asked + QUIET_AFTER:
+        await asyncio.sleep(0.01)
+    if answered():
+        return
+    if unanswered is not None:
+        unanswered.set()
+    await asyncio.sleep(max(0.0, asked + QUIET_AFTER - time.monotonic()))
     while time.monotonic() < deadline:
         if answered():
             return
         if not resolving():
             log.debug("mDNS: no answer %.0f ms after the question", QUIET_AFTER * 1000)
-            quiet.set()
+            if quiet is not None:
+                quiet.set()
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.01)
 
 
 def ip_version_of(interfaces: Sequence[str]) -> IPVersion:
