@@ -22,7 +22,9 @@ Two throw-away LANs of network namespaces (tests/netns.py), real ``plasmd serve`
   bootstraps from the stock node (restarted before each run) and ``get``s the value.
 
 Every command runs as a fresh process, so each time includes interpreter start-up and imports
-(what a boot script waits for). Prints medians (min/max); ``--json`` adds every sample.
+(what a boot script waits for). Prints medians (min/max) and the machine's load average before
+and after (compare ratios of one run only; re-run when the load is high); ``--json`` adds every
+sample.
 """
 
 from __future__ import annotations
@@ -224,6 +226,11 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(f"stopped by signal {signum}")  # unwinds through Lan.close()
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg gives them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     parser = argparse.ArgumentParser(
@@ -236,6 +243,7 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true", help="JSON report with every sample")
     args = parser.parse_args()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="bench-discover-") as name:
         tmp = Path(name)
         artifact_tree(tmp / "artifacts")
@@ -246,6 +254,8 @@ def main() -> int:
         report[f"ratio_{measure}_vs_{reference}"] = round(
             report[measure]["median_ms"] / report[reference]["median_ms"], 2
         )
+    report["load_before"] = load_before
+    report["load_after"] = load_average()
     report["runs"] = args.runs
     report["wan_timeout_s"] = args.timeout
     if args.json:
@@ -260,6 +270,7 @@ def main() -> int:
         )
     for key in [k for k in report if k.startswith("ratio_")]:
         sys.stdout.write(f"{key}: {report[key]}\n")
+    sys.stdout.write(f"load average: {load_before} before, {report['load_after']} after\n")
     return 0
 
 
