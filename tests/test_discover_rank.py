@@ -335,3 +335,17 @@ def test_a_lan_answer_is_probed_as_soon_as_it_is_found() -> None:
     assert _CountingHandler.heads == ["/stable/x86_64/manifest.json"]
     assert [(c.url, c.version) for c in result] == [(url, "2")]
     assert result[0].rtt_ms is not None
+
+
+def test_waiting_past_the_lan_grace_sleeps() -> None:
+    # The LAN never answers nor goes quiet, the DHT finds nothing: the orchestrator waits for
+    # the timeout, asleep (it once woke itself on every turn after the grace: a busy loop).
+    started_cpu = time.process_time()
+    result = find_providers(
+        Query(timeout=3),
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=fake_source([], delay=30),
+        dht_lookup=fake_source([]),
+    )
+    assert result == []
+    assert time.process_time() - started_cpu < 0.5  # a busy loop burns ~1.5 s of CPU here

@@ -210,7 +210,7 @@ def find_providers(
     while pending:
         wake.clear()
         now = time.monotonic()
-        if now >= lan_grace:
+        if now >= lan_grace and not lan.unanswered.is_set():
             lan.unanswered.set()  # a LAN answer still unresolved at the grace: start the rest
         for lookup in list(pending):
             lan_pending = mdns in pending and lookup is not mdns and not lan.quiet.is_set()
