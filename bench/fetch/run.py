@@ -9,8 +9,14 @@ Part 2: load distribution. Two providers (tests/fetch_servers.FileServer, each w
 limited to X MiB/s for all its connections together) serve the same signed manifest; phase-fetch
 with one provider vs with both. Goal: both together well over X.
 
+Part 3: boot sizes (issue 21), where start-up dominates: a 26 MiB kernel and a 4 MiB initramfs
+from nginx, fetched and verified by phase-fetch run as the boot runs it (``python3 -S -I
+phase.pyz fetch``: the zipapp, the system Python) against the peer doing the same work minus the
+signature, ``curl -o`` of both then ``sha256sum`` of both. Medians and same-round ratios.
+
 Usage: bench/fetch/run.py [--size-mib 1024] [--rounds 5] [--rate-mib 20] [--multi-mib 128]
-       [--workdir DIR] [--json FILE]
+       [--boot-rounds 15] [--pyz build/phase.pyz] [--skip-single] [--skip-multi]
+       [--skip-boot] [--workdir DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -126,14 +132,8 @@ def make_artifact(path: Path, size: int) -> str:
     return hasher.hexdigest()
 
 
-def single_source(args: argparse.Namespace, work: Path, key: SigningKey) -> dict[str, Any]:
-    www = work / "www" / "stable" / "x86_64"
-    www.mkdir(parents=True)
-    (work / "tmp").mkdir()
-    print(f"creating a {args.size_mib} MiB artifact in {www} ...", flush=True)
-    digest = make_artifact(www / "vmlinuz", args.size_mib * MiB)
-    document = generate(artifacts_dir=work / "www", channel="stable", arch="x86_64", key=key)
-    (www / "manifest.json").write_bytes(dump_document(document))
+def start_nginx(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """nginx serving ``work``/www on a free loopback port (``work``/tmp must exist)."""
     port = free_port()
     (work / "nginx.conf").write_text(NGINX_CONF.format(work=work, port=port))
     nginx = subprocess.Popen(
@@ -143,6 +143,23 @@ def single_source(args: argparse.Namespace, work: Path, key: SigningKey) -> dict
     )
     try:
         wait_port(port)
+    except BaseException:
+        nginx.terminate()
+        nginx.wait(timeout=20)
+        raise
+    return nginx, port
+
+
+def single_source(args: argparse.Namespace, work: Path, key: SigningKey) -> dict[str, Any]:
+    www = work / "www" / "stable" / "x86_64"
+    www.mkdir(parents=True)
+    (work / "tmp").mkdir(exist_ok=True)
+    print(f"creating a {args.size_mib} MiB artifact in {www} ...", flush=True)
+    digest = make_artifact(www / "vmlinuz", args.size_mib * MiB)
+    document = generate(artifacts_dir=work / "www", channel="stable", arch="x86_64", key=key)
+    (www / "manifest.json").write_bytes(dump_document(document))
+    nginx, port = start_nginx(work)
+    try:
         base = f"http://127.0.0.1:{port}/stable/x86_64/"
         out = work / "out"
         target = out / "vmlinuz"
@@ -207,6 +224,60 @@ def single_source(args: argparse.Namespace, work: Path, key: SigningKey) -> dict
             "mb_per_s": round(args.size_mib * MiB / median / 1e6, 1),
             "peak_rss_mib": round(max(r for _, r in samples[name]) / 1024, 1),
             "samples_s": [round(s, 3) for s in seconds],
+        }
+    return results
+
+
+BOOT_SIZES = {"vmlinuz": 26 * MiB, "initramfs.img": 4 * MiB}
+
+
+def boot_sizes(args: argparse.Namespace, work: Path, key: SigningKey) -> dict[str, Any]:
+    """Part 3 (module docstring): phase-fetch from the zipapp vs curl -o + sha256sum."""
+    www = work / "www" / "boot" / "x86_64"
+    www.mkdir(parents=True)
+    (work / "tmp").mkdir(exist_ok=True)
+    for name, size in BOOT_SIZES.items():
+        make_artifact(www / name, size)
+    document = generate(artifacts_dir=work / "www", channel="boot", arch="x86_64", key=key)
+    (www / "manifest.json").write_bytes(dump_document(document))
+    nginx, port = start_nginx(work)
+    env_root = work / "pyz-root"  # the zipapp's native part, unpacked by the warm-up round
+    try:
+        base = f"http://127.0.0.1:{port}/boot/x86_64/"
+        out = work / "boot-out"
+        fetch = [
+            *("env", f"PHASE_PYZ_ROOT={env_root}", args.python, "-S", "-I", args.pyz),
+            *("fetch", "--quiet", "--manifest", base + "manifest.json"),
+            *("--key", key.public.keyid, "--channel", "boot", "--arch", "x86_64"),
+            *("--output", str(out)),
+        ]
+        peer = [["curl", "-sS", "-o", str(out / name), base + name] for name in BOOT_SIZES]
+        peer.append(["sha256sum", *(str(out / name) for name in BOOT_SIZES)])
+        tools = {"curl -o + sha256sum": peer, "phase-fetch (zipapp)": [fetch]}
+        samples: dict[str, list[tuple[float, int]]] = {name: [] for name in tools}
+        names = list(tools)
+        for round_no in range(args.boot_rounds + 1):  # round 0 warms caches, unpacks PyNaCl
+            for name in names if round_no % 2 else names[::-1]:
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir()
+                sample = timed(tools[name], work)
+                if round_no:
+                    samples[name].append(sample)
+        shutil.rmtree(out, ignore_errors=True)
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=20)
+    peer_s = [s for s, _ in samples["curl -o + sha256sum"]]
+    results: dict[str, Any] = {"sizes_mib": {n: s // MiB for n, s in BOOT_SIZES.items()}}
+    for name in names:
+        seconds = [s for s, _ in samples[name]]
+        results[name] = {
+            "median_ms": round(1000 * statistics.median(seconds), 1),
+            "min_ms": round(1000 * min(seconds), 1),
+            "paired_ratio_median": round(
+                statistics.median(a / b for a, b in zip(seconds, peer_s, strict=True)), 2
+            ),
+            "peak_rss_mib": round(max(r for _, r in samples[name]) / 1024, 1),
         }
     return results
 
@@ -282,6 +353,24 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {label} | {r['seconds']} | {r['mib_per_s']} | {r['x_rate_limit']} | "
                 f"{' + '.join(str(x) for x in r['served_mib'])} |"
             )
+    if "boot" in report:
+        b = report["boot"]
+        lines += [
+            "",
+            f"### Boot sizes: {b['sizes_mib']['vmlinuz']} MiB kernel + "
+            f"{b['sizes_mib']['initramfs.img']} MiB initramfs from nginx, "
+            f"{report['boot_rounds']} rounds",
+            "",
+            "| tool | median ms | min ms | vs curl -o + sha256sum (same-round pairs, median) "
+            "| peak RSS MiB |",
+            "|---|---|---|---|---|",
+        ]
+        for name in ("curl -o + sha256sum", "phase-fetch (zipapp)"):
+            r = b[name]
+            lines.append(
+                f"| {name} | {r['median_ms']} | {r['min_ms']} | {r['paired_ratio_median']}x | "
+                f"{r['peak_rss_mib']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -293,6 +382,10 @@ def main() -> int:
     parser.add_argument("--multi-mib", type=int, default=128)
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-multi", action="store_true")
+    parser.add_argument("--skip-boot", action="store_true")
+    parser.add_argument("--boot-rounds", type=int, default=15)
+    parser.add_argument("--pyz", default=str(REPO / "build" / "phase.pyz"), help="for part 3")
+    parser.add_argument("--python", default="/usr/bin/python3", help="runs the zipapp (part 3)")
     parser.add_argument("--workdir", help="default: a new directory in /dev/shm (tmpfs)")
     parser.add_argument("--json", help="also write the results as JSON here")
     args = parser.parse_args()
@@ -307,12 +400,17 @@ def main() -> int:
         "machine": machine(),
         "size_mib": args.size_mib,
         "rounds": args.rounds,
+        "boot_rounds": args.boot_rounds,
     }
     try:
         if not args.skip_single:
             report["single"] = single_source(args, work, key)
         if not args.skip_multi:
             report["multi"] = multi_source(args, work, key)
+        if not args.skip_boot:
+            if not Path(args.pyz).is_file():
+                raise SystemExit(f"{args.pyz} is missing: make zipapp (or --skip-boot)")
+            report["boot"] = boot_sizes(args, work, key)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = markdown(report)
