@@ -7,7 +7,7 @@ parser and signatures (``manifest`` imports PyNaCl through ``keys``: ~35 ms of
 
 from __future__ import annotations
 
-import platform
+import os
 import re
 
 from .errors import UsageError
@@ -24,8 +24,10 @@ def normalize_arch(arch: str) -> str:
 
 
 def host_arch() -> str:
-    """This machine's architecture, by the manifest's names (x86_64 when it cannot tell)."""
-    return normalize_arch(platform.machine() or "x86_64")
+    """This machine's architecture, by the manifest's names (x86_64 when it cannot tell).
+
+    ``os.uname()`` is what ``platform.machine()`` reads on POSIX, without the 2 ms import."""
+    return normalize_arch(os.uname().machine or "x86_64")
 
 
 def check_channel(channel: str) -> str:
