@@ -14,10 +14,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from phase_client.provider.catalog import Snapshot
 from phase_client.provider.http import ProviderServer, Source
+
+if TYPE_CHECKING:
+    from .netns import Node
 
 REPO = Path(__file__).resolve().parent.parent
 S = TypeVar("S", bound=socketserver.BaseServer)
@@ -347,3 +350,40 @@ def run_threads(target: Callable[[], None], count: int, timeout: float = 90) -> 
         thread.start()
     for thread in threads:
         thread.join(timeout=timeout)
+
+
+def wait_log(log: Path, pattern: str, proc: subprocess.Popen[Any], timeout: float = 90.0) -> None:
+    """Poll ``log`` until a line matches, for at most ``timeout`` s; fails if ``proc`` exits."""
+    regex = re.compile(pattern, re.MULTILINE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if regex.search(log.read_text(errors="replace")):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"no line matching {pattern!r} in {log}:\n{log.read_text()}")
+
+
+def serve_in_node(
+    node: Node, artifacts: Path, state: Path, combo: str, *extra: str, dht_port: int = 4001
+) -> subprocess.Popen[Any]:
+    """``plasmd serve`` in ``node``, its log in a file beside ``state`` (a pipe nobody reads
+    would fill up); returns once ``combo`` is in the DHT and, without --no-mdns, on mDNS. The
+    first provider has nobody to publish to: "held only by this node" counts as done."""
+    log = state.with_suffix(".log")
+    with log.open("w") as stderr:
+        proc = node.popen(
+            node.python(
+                "plasmd",
+                "serve",
+                *("--artifacts", str(artifacts), "--state-dir", str(state), "--port", "8080"),
+                *("--dht-port", str(dht_port), "--scan-interval", "60", *extra),
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    wait_log(log, rf"DHT: (published {combo}|{combo} held only)", proc)
+    if "--no-mdns" not in extra:
+        wait_log(log, rf"mDNS: advertising {combo}", proc)
+    return proc

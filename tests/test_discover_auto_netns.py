@@ -11,53 +11,23 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from .netns import Lan, Node
-from .provider_helpers import write_random
+from .provider_helpers import serve_in_node, write_random
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 DHT_PORT = 4001
-START_TIMEOUT = 90.0
-
-
-def wait_log(log: Path, pattern: str, proc: subprocess.Popen[Any]) -> None:
-    """Poll ``log`` until a line matches; bounded by START_TIMEOUT, fails if ``proc`` exits."""
-    regex = re.compile(pattern, re.MULTILINE)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if regex.search(log.read_text(errors="replace")):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"no line matching {pattern!r} in {log}:\n{log.read_text()}")
 
 
 def serve(node: Node, artifacts: Path, state: Path, combo: str, *extra: str) -> None:
     """``plasmd serve`` in ``node``, waiting until ``combo`` is in the DHT (and on mDNS)."""
-    log = state.with_suffix(".log")
-    with log.open("w") as stderr:
-        proc = node.popen(
-            node.python(
-                "plasmd",
-                "serve",
-                *("--artifacts", str(artifacts), "--state-dir", str(state), "--port", "8080"),
-                *("--dht-port", str(DHT_PORT), "--scan-interval", "60", *extra),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    wait_log(log, rf"DHT: (published {combo}|{combo} held only)", proc)
-    if "--no-mdns" not in extra:
-        wait_log(log, rf"mDNS: advertising {combo}", proc)
+    serve_in_node(node, artifacts, state, combo, *extra, dht_port=DHT_PORT)
 
 
 @dataclass

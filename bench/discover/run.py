@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
@@ -46,12 +45,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.netns import Lan, Node  # noqa: E402
-from tests.provider_helpers import write_random  # noqa: E402
+from tests.provider_helpers import serve_in_node, write_random  # noqa: E402
 
 DHT_PORT = 4001
 STOCK_PORT = 4002
 STOCK_KEY = "phase-bench"
-START_TIMEOUT = 90.0
 RATIOS = [
     ("auto-lan", "zeroconf-browse"),
     ("source-dht", "stock-kademlia-get"),
@@ -100,39 +98,10 @@ timed = MDNS_BENCH.timed  # (node, argv) -> (ms, result); exits on a failed comm
 summary = MDNS_BENCH.summary  # samples -> median/min/max
 
 
-def wait_log(log: Path, pattern: str, proc: subprocess.Popen[Any]) -> None:
-    """Poll ``log`` until a line matches; bounded by START_TIMEOUT, fails if ``proc`` exits."""
-    regex = re.compile(pattern, re.MULTILINE)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if regex.search(log.read_text(errors="replace")):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"no line matching {pattern!r} in {log}:\n{log.read_text()}")
-
-
 def serve(node: Node, artifacts: Path, state: Path, *extra: str) -> subprocess.Popen[Any]:
-    """``plasmd serve`` in ``node``, its log in a file (a pipe nobody reads would fill up)."""
-    log = state.with_suffix(".log")
-    with log.open("w") as stderr:
-        proc = node.popen(
-            node.python(
-                "plasmd",
-                "serve",
-                *("--artifacts", str(artifacts), "--state-dir", str(state), "--port", "8080"),
-                *("--dht-port", str(DHT_PORT), "--scan-interval", "60"),
-                *extra,
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    # The first provider has nobody to publish to: "held only by this node" counts as done.
-    wait_log(log, r"DHT: (published stable/arm64|stable/arm64 held only)", proc)
-    if "--no-mdns" not in extra:  # measure answers, not the providers' start-up
-        wait_log(log, r"mDNS: advertising stable/arm64", proc)
-    return proc
+    """``plasmd serve`` in ``node``, ready on the DHT (and mDNS): measure answers, not the
+    providers' start-up."""
+    return serve_in_node(node, artifacts, state, "stable/arm64", *extra, dht_port=DHT_PORT)
 
 
 def found_ms(stderr: str, via: str) -> float:
