@@ -167,6 +167,40 @@ def test_all_lists_every_source_lan_first(http_server: str) -> None:
     assert all(c.rtt_ms is not None for c in result)
 
 
+def test_all_keeps_a_lan_lookup_that_ends_late(http_server: str) -> None:
+    """With --all, an mDNS lookup still finishing past its search window (its own start-up on a
+    loaded machine) is waited for up to the overall deadline, not lost: it was once, and the
+    LAN provider was then listed as the DHT's. Timeout 8 s: search window 6 s (+0.5), deadline
+    8 s; the lookup ends at 7 s, 0.5 s past the one and 1 s before the other."""
+    lan = cand(f"{http_server}/a/manifest.json", "mdns")
+    wan = cand(f"{http_server}/a/manifest.json", "dht")
+    result = find_providers(
+        Query(timeout=8, want_all=True),
+        bootstrap=[("h", 1)],
+        mdns_lookup=fake_source([lan], delay=7.0),
+        dht_lookup=fake_source([wan]),
+    )
+    assert [(c.url, c.source) for c in result] == [(lan.url, "mdns")]
+
+
+def test_mdns_lookup_ends_when_the_orchestrator_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real lookup's window runs to ``lan.until``, whatever its import cost before it."""
+    from phase_client.discovery import mdns
+
+    seen: list[float] = []
+
+    def discover(query: Query, *_: object) -> list[Candidate]:
+        seen.append(query.timeout)
+        return []
+
+    monkeypatch.setattr(mdns, "discover_mdns", discover)
+    until = time.monotonic() + 1.0
+    orchestrate._mdns_lookup(Query(timeout=30), None, LanWatch(until=until))
+    assert len(seen) == 1 and 0.5 < seen[0] <= 1.0
+    orchestrate._mdns_lookup(Query(timeout=30), None, LanWatch())
+    assert seen[1] == 30
+
+
 def test_nothing_found_respects_timeout() -> None:
     started = time.monotonic()
     assert find_providers(Query(timeout=1.0), mdns_lookup=fake_source([], delay=30)) == []

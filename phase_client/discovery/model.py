@@ -52,9 +52,12 @@ class LanWatch:
     accepted or being resolved shortly after the question went out): the DHT lookups may start.
     ``quiet``: the LAN has clearly answered nothing (see ``mdns.browse``): a DHT answer may be
     used. ``found``: called with each candidate as it is accepted (the orchestrator starts its
-    liveness probe at once); it must not block.
+    liveness probe at once); it must not block. ``until``: when the lookup must be over (a
+    ``time.monotonic()`` value), whatever its own start-up cost; None: ``query.timeout`` from
+    when it starts listening.
     """
 
     unanswered: threading.Event = field(default_factory=threading.Event)
     quiet: threading.Event = field(default_factory=threading.Event)
     found: Callable[[Candidate], None] | None = None
+    until: float | None = None

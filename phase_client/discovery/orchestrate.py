@@ -108,10 +108,12 @@ class _Background:
 def _mdns_lookup(
     query: Query, interfaces: Sequence[str] | None = None, lan: LanWatch | None = None
 ) -> list[Candidate]:
-    from .mdns import discover_mdns
+    from .mdns import discover_mdns  # zeroconf: tens of ms, far more on a loaded machine
 
     if lan is None:
         return discover_mdns(query, interfaces)
+    if lan.until is not None:  # the import above must not push the end past the caller's wait
+        query = replace(query, timeout=max(0.05, lan.until - time.monotonic()))
     return discover_mdns(query, interfaces, lan.quiet, lan.unanswered, lan.found)
 
 
@@ -179,7 +181,10 @@ def find_providers(
 
     wake = threading.Event()
     lan = LanWatch(
-        unanswered=_Wake(wake), quiet=_Wake(wake), found=prober.submit if probe else None
+        unanswered=_Wake(wake),
+        quiet=_Wake(wake),
+        found=prober.submit if probe else None,
+        until=started + search.timeout,
     )
     mdns = dht = p2p = None
     if source in ("auto", "mdns"):
@@ -203,7 +208,12 @@ def find_providers(
         return rank(found, rng, _networks() if networks is None else networks)
 
     if query.want_all:
-        return finish([c for lookup in lookups for c in lookup.result(search_deadline)])
+        # Each lookup ends by itself (mDNS at ``lan.until``, its import no longer counted, then
+        # it closes its sockets); wait for them at least 0.5 s past that, up to the overall
+        # deadline when probing leaves more: a lookup still closing when the wait ends loses
+        # everything it found (seen on a loaded machine: a LAN provider listed as the DHT's).
+        wait_until = max(search_deadline, deadline)
+        return finish([c for lookup in lookups for c in lookup.result(wait_until)])
 
     lan_grace = started + min(LAN_GRACE, search.timeout)
     pending = list(lookups)
