@@ -63,9 +63,14 @@ def extract(archive: str, target: str, root: str, machine: str) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             prefix = f"{NATIVE_PREFIX}{machine}/"
-            for info in zf.infolist():
-                if not info.filename.startswith(prefix) or info.is_dir():
-                    continue
+            mine = [i for i in zf.infolist() if i.filename.startswith(prefix) and not i.is_dir()]
+            if not mine:
+                # An initramfs' copy (scripts/initramfs-zipapp.py): its part is unpacked there.
+                raise ZipbootError(
+                    f"{archive} carries no native part for {machine} and {target} is missing "
+                    "(an initramfs' zipapp: set PHASE_PYZ_ROOT to the directory built beside it)"
+                )
+            for info in mine:
                 relative = info.filename[len(prefix) :]
                 if relative.startswith("/") or ".." in relative.split("/"):
                     raise ZipbootError(f"bad entry {info.filename!r} in {archive}")

@@ -333,8 +333,11 @@ sys.exit(0 if magic in main or "if \"\" and" in main else 1)' "$ZIPAPP"; then
 
     # Phase tools.
     mkdir -p "$root/usr/lib/phase" "$root/usr/share/phase" "$root/etc/phase/keys"
-    # Only this machine's native part, every entry stored: the initramfs is compressed whole.
-    "$PY" -I "$here/initramfs-zipapp.py" "$ZIPAPP" "$root/usr/lib/phase/phase.pyz" "$MACHINE" ||
+    # Every entry stored (the initramfs is compressed whole); this machine's native part unpacked
+    # beside it as bytecode, where the init's PHASE_PYZ_ROOT points: no unpacking, no compiling
+    # at boot.
+    "$PY" -I "$here/initramfs-zipapp.py" "$ZIPAPP" "$root/usr/lib/phase/phase.pyz" "$MACHINE" \
+        "$root/usr/lib/phase/pyz" ||
         die "cannot put $ZIPAPP in the initramfs (scripts/build-zipapp.py --machines?)"
     for tool in phase-verify phase-fetch phase-discover phase-boot; do
         ln -s /usr/lib/phase/phase.pyz "$root/usr/bin/$tool"

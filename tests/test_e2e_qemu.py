@@ -516,14 +516,24 @@ def test_initramfs_python_has_what_the_client_tools_import(
         f"zstd -dc {images['stage1']} 2>/dev/null | (cd {root} && cpio -idm --quiet)"
         " || test -x " + str(root / "init"),
     )
+    # The environment the init gives them: PyNaCl's native part was unpacked at build time.
+    found = re.search(r"PHASE_PYZ_ROOT=(\S+)", (root / "init").read_text())
+    assert found, "the init sets no PHASE_PYZ_ROOT"
+    env = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", found.group(0))
+    native = list((root / found.group(1).lstrip("/")).glob("native-*"))
+    assert len(native) == 1, native
+    before = sorted(str(p.relative_to(native[0])) for p in native[0].rglob("*"))
+    assert "nacl/signing.pyc" in before and not any(p.endswith(".py") for p in before), before
     for tool in ("phase-boot", "phase-fetch", "phase-verify", "phase-discover"):
-        out = sh("chroot", str(root), f"/usr/bin/{tool}", "--help", timeout=60)
+        out = sh("chroot", str(root), *env, f"/usr/bin/{tool}", "--help", timeout=60)
         assert out.startswith("usage: " + tool), out
-    # The tools' start above unpacked PyNaCl's native part (one native-<id> directory).
     script = (
         "import glob, sys; sys.path.insert(0, '/usr/lib/phase/phase.pyz')\n"
         "from phase_client._zipboot import default_root\n"
         "sys.path += glob.glob(default_root() + '/native-*')\n" + CLIENT_IMPORTS
     )
-    out = sh("chroot", str(root), "/usr/bin/python3", "-I", "-S", "-c", script, timeout=120)
+    out = sh("chroot", str(root), *env, "/usr/bin/python3", "-I", "-S", "-c", script, timeout=120)
     assert out.startswith("imported "), out
+    # Nothing was unpacked or compiled at run time (no __pycache__, no second copy).
+    assert sorted(str(p.relative_to(native[0])) for p in native[0].rglob("*")) == before
+    assert [p.name for p in native[0].parent.iterdir()] == [native[0].name]
