@@ -183,6 +183,12 @@ def timeline(serial: Path) -> dict[str, float]:
         match = re.search(pattern, text)
         if match:
             found[name] = float(match.group(1))
+    # phase-boot's start-up (--start-when): said once the network is up, with how long before.
+    loaded = re.search(
+        r"\[\s*([\d.]+)\] phase: loaded: .*?(?:, ([\d.]+) s before|\(the network)", text
+    )
+    if loaded:
+        found["modules imported"] = round(float(loaded.group(1)) - float(loaded.group(2) or 0), 2)
     stage2 = re.search(r"PHASE-STAGE2-OK .*uptime=([\d.]+)", text)
     if stage2:
         found["stage-2 init (its own uptime)"] = float(stage2.group(1))

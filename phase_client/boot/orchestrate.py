@@ -113,29 +113,47 @@ FETCH_MODULES = (
 )
 
 
-# What discovery imports (zeroconf with asyncio, kademlia): the largest share of the start-up.
-DISCOVERY_MODULES = (
-    "phase_client.discovery.orchestrate",
-    "phase_client.discovery.mdns",
-    "phase_client.discovery.dht",
-    "phase_client.dht.node",
-    "phase_client.dht.records",
-)
+# What discovery imports on its way to a LAN answer (zeroconf with asyncio): the largest share of
+# the start-up.
+DISCOVERY_MODULES = ("phase_client.discovery.orchestrate", "phase_client.discovery.mdns")
+# What the DHT adds (kademlia, rpcudp, umsgpack): auto mode asks it only when the LAN has no
+# provider. Under emulation these are ~0.5 s of start-up, so before the boot they are imported
+# only in time that is idle anyway (waiting for the network), never ahead of the LAN's path.
+DHT_MODULES = ("phase_client.discovery.dht", "phase_client.dht.node", "phase_client.dht.records")
 STAGE_MODULES = ("phase_client.boot.stage", "phase_client.boot.carry")
 
 
-def preload(discover: bool) -> None:
-    """Import now everything the boot's steps will import (discovery's only with ``discover``):
-    for a caller that has idle time before the boot may start (docs/boot.md: the init runs
-    phase-boot while DHCP waits for its lease)."""
-    for name in (*(DISCOVERY_MODULES if discover else ()), *FETCH_MODULES, *STAGE_MODULES):
+def preload_plan(discover: bool, source: str = "auto") -> tuple[list[str], list[str]]:
+    """What a caller with idle time before the boot imports first (everything the boot's path
+    needs), and what it imports only while it still waits: ``(needed, idle)``."""
+    needed: list[str] = []
+    idle: list[str] = []
+    if discover:
+        if source in ("auto", "mdns"):
+            needed += DISCOVERY_MODULES
+        if source == "dht":
+            needed += ("phase_client.discovery.orchestrate", *DHT_MODULES)
+        elif source == "auto":
+            idle += DHT_MODULES
+    needed += (*FETCH_MODULES, *STAGE_MODULES)
+    return needed, idle
+
+
+def preload(modules: Sequence[str]) -> None:
+    """Import ``modules`` now: for a caller that has idle time before the boot may start
+    (docs/boot.md: the init runs phase-boot while DHCP waits for its lease)."""
+    for name in modules:
         importlib.import_module(name)
 
 
-def wait_for_go(path: Path, timeout: float, poll: float = 0.05) -> bool:
+def wait_for_go(path: Path, timeout: float, poll: float = 0.05, idle: Sequence[str] = ()) -> bool:
     """Wait until ``path`` exists (``timeout`` seconds at most): True when it says ``go``, False
-    for anything else (the caller gave up: no network). TimeoutError when it never came."""
+    for anything else (the caller gave up: no network). TimeoutError when it never came.
+    Meanwhile ``idle`` is imported, one module between two looks at ``path``: what is left
+    when it comes is imported later, where it is needed (a failure here is only a failure of
+    the warm-up: the real import raises it again where it belongs)."""
     deadline = time.monotonic() + timeout
+    pending = list(idle)
     while True:
         try:
             with open(path, "rb") as f:
@@ -144,6 +162,12 @@ def wait_for_go(path: Path, timeout: float, poll: float = 0.05) -> bool:
             pass
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{path} did not appear within {timeout:g} s")
+        if pending:
+            try:
+                importlib.import_module(pending.pop(0))
+            except Exception:  # see above
+                pending.clear()
+            continue
         time.sleep(poll)
 
 
