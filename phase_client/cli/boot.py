@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--start-when",
         metavar="FILE",
-        help="import everything the boot needs, then wait until FILE exists (5 min at most; "
+        help="import what the boot needs (in auto mode the DHT's modules only while still "
+        "waiting), then wait until FILE exists (5 min at most; "
         "the caller brings the network up meanwhile): 'go' in it starts the boot, anything "
         "else ends this run with exit 0 and no output (the initramfs's init: start-up overlaps "
         "DHCP)",
