@@ -10,6 +10,7 @@ import pytest
 
 from phase_client.boot.orchestrate import (
     DHT_MODULES,
+    DHT_STEPS,
     DISCOVERY_MODULES,
     FETCH_MODULES,
     STAGE_MODULES,
@@ -23,8 +24,8 @@ BOOT = [*FETCH_MODULES, *STAGE_MODULES]
 def test_auto_imports_the_lan_path_first_and_the_dht_only_in_idle_time() -> None:
     needed, idle = preload_plan(discover=True, source="auto")
     assert needed == [*DISCOVERY_MODULES, *BOOT]
-    assert idle == list(DHT_MODULES)
-    assert not set(DHT_MODULES) & set(needed)
+    assert idle == list(DHT_STEPS) and set(DHT_MODULES) <= set(idle)
+    assert not set(DHT_STEPS) & set(needed)
 
 
 def test_each_source_imports_what_it_asks_first() -> None:

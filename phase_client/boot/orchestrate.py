@@ -120,6 +120,20 @@ DISCOVERY_MODULES = ("phase_client.discovery.orchestrate", "phase_client.discove
 # provider. Under emulation these are ~0.5 s of start-up, so before the boot they are imported
 # only in time that is idle anyway (waiting for the network), never ahead of the LAN's path.
 DHT_MODULES = ("phase_client.discovery.dht", "phase_client.dht.node", "phase_client.dht.records")
+# The same in small steps, each a few ms on a host (a tenth of a second or so under emulation):
+# the go is looked for between two steps, so none may be long.
+DHT_STEPS = (
+    "phase_client.discovery.dht",
+    "pickle",
+    "umsgpack",
+    "rpcudp.protocol",
+    "kademlia.routing",
+    "kademlia.network",
+    "phase_client.dht.records",
+    "phase_client.dht.admission",
+    "phase_client.dht.crawler",
+    "phase_client.dht.node",
+)
 STAGE_MODULES = ("phase_client.boot.stage", "phase_client.boot.carry")
 
 
@@ -134,7 +148,7 @@ def preload_plan(discover: bool, source: str = "auto") -> tuple[list[str], list[
         if source == "dht":
             needed += ("phase_client.discovery.orchestrate", *DHT_MODULES)
         elif source == "auto":
-            idle += DHT_MODULES
+            idle += DHT_STEPS
     needed += (*FETCH_MODULES, *STAGE_MODULES)
     return needed, idle
 
