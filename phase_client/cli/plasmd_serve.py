@@ -11,8 +11,12 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ._common import exit_codes_help
+
+if TYPE_CHECKING:
+    import threading
 
 EPILOG = """layout:
   DIR/<channel>/<arch>/vmlinuz        required (the kernel)
@@ -229,12 +233,7 @@ def run(args: argparse.Namespace) -> int:
     provider = Provider(config, state=state, identity=identity, signing_key=signing_key)
     provider.bind()
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(stop, (signal.SIGTERM, signal.SIGINT))
     provider.advertisers = build_advertisers(config, identity)
     if config.dht_settings.libp2p_bootstrap:  # multiaddrs among the bootstrap words
         from ..provider.advertise_libp2p import Libp2pAdvertiser, parse_bootstrap
@@ -242,3 +241,36 @@ def run(args: argparse.Namespace) -> int:
         contacts = parse_bootstrap(config.dht_settings.libp2p_bootstrap)
         provider.advertisers.append(Libp2pAdvertiser(identity, contacts))
     return provider.run(stop)
+
+
+def stop_on_signals(stop: threading.Event, signums: tuple[int, ...]) -> None:
+    """Set ``stop`` when one of ``signums`` arrives, from a thread of its own.
+
+    A handler that set it itself could hang the daemon for good: Python runs handlers in the main
+    thread between two bytecodes, and if that thread was inside ``stop.wait()`` holding the
+    event's lock, ``stop.set()`` waits for that same lock (a fresh-clone CI run saw ``plasmd
+    serve`` ignore a SIGTERM that way). Here the handlers do nothing; the interpreter's C handler
+    writes each signal's number to a pipe (``signal.set_wakeup_fd``), and a thread reading it
+    sets the event."""
+    import signal
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    for signum in signums:
+        signal.signal(signum, _wake_only)
+
+    def watch() -> None:
+        while True:
+            data = os.read(read_fd, 64)
+            if not data:
+                return
+            if any(byte in signums for byte in data):
+                stop.set()
+
+    threading.Thread(target=watch, name="signals", daemon=True).start()
+
+
+def _wake_only(signum: int, frame: object) -> None:
+    """Nothing to do in the main thread: stop_on_signals's thread hears the signal."""
