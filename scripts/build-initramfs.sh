@@ -343,12 +343,8 @@ sys.exit(0 if magic in main or "if \"\" and" in main else 1)' "$ZIPAPP"; then
         ln -s /usr/lib/phase/phase.pyz "$root/usr/bin/$tool"
     done
     # The libraries PyNaCl's and cffi's native modules link (libpthread for _cffi_backend).
-    natives=$(mktemp -d)
-    "$PY" -I -c 'import sys, zipfile
-zf = zipfile.ZipFile(sys.argv[1])
-for name in zf.namelist():
-    if name.startswith("_native/" + sys.argv[3] + "/") and ".so" in name:
-        zf.extract(name, sys.argv[2])' "$ZIPAPP" "$natives" "$MACHINE"
+    # They are in the part unpacked above, no need to unpack them again.
+    natives=$root/usr/lib/phase/pyz
     find "$natives" -name '*.so*' | grep -q . ||
         die "$ZIPAPP has no native part for $MACHINE (scripts/build-zipapp.py --machines)"
     for so in $(find "$natives" -name '*.so*' | sort); do
@@ -363,7 +359,6 @@ for name in zf.namelist():
             done
         fi
     done
-    rm -rf "$natives"
     install -m 0755 "$repo/initramfs/kexec-boot" "$root/usr/bin/kexec-boot"
     install -m 0755 "$repo/initramfs/udhcpc.script" "$root/usr/share/phase/udhcpc.script"
     for key in ${KEYS:+"$KEYS"/*.pub}; do

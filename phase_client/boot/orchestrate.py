@@ -146,7 +146,7 @@ def preload_plan(discover: bool, source: str = "auto") -> tuple[list[str], list[
         if source in ("auto", "mdns"):
             needed += DISCOVERY_MODULES
         if source == "dht":
-            needed += ("phase_client.discovery.orchestrate", *DHT_MODULES)
+            needed += (DISCOVERY_MODULES[0], *DHT_MODULES)  # the orchestrator, then the DHT
         elif source == "auto":
             idle += DHT_STEPS
     needed += (*FETCH_MODULES, *STAGE_MODULES)
