@@ -258,7 +258,7 @@ def boot(
     attached as the virtio disk /dev/vda; ``nic`` is QEMU's -nic value."""
     if phase_args is None:
         phase_args = f"phase.provider=http://10.0.2.2:{port} phase.arch=x86_64"
-    cmdline = f"console=ttyS0 panic=-1 {phase_args}"
+    cmdline = f"console=ttyS0 panic=-1 cryptomgr.notests {phase_args}"
     console = ["-serial", "stdio"] if interactive else ["-serial", f"file:{serial}"]
     if disk is not None:
         console += ["-drive", f"file={disk},if=virtio,format=raw"]

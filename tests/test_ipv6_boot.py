@@ -67,7 +67,9 @@ def boot_ipv6_only(
         sh("ip", "-n", lan.hub, "link", "set", tap, "master", lan.segments[0].bridge, "up")
         serial = work / "serial.log"
         extra = phase_args.format(provider=node.address6)
-        cmdline = f"console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5 {extra}"
+        cmdline = (
+            f"console=ttyS0 panic=-1 cryptomgr.notests phase.arch=x86_64 phase.timeout=5 {extra}"
+        )
         with serial.open("wb") as out:
             qemu = subprocess.Popen(
                 [
