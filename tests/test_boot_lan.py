@@ -42,9 +42,16 @@ images = test_e2e_qemu.images
 SCRIPTS = REPO / "scripts"
 # console=ttyS0 is also on stage 1's command line: kexec-boot must not carry it over twice.
 STAGE2_CMDLINE = "console=ttyS0 quiet phase.stage2=yes marker=lan-51c9"
+# Stage 1's kernel command line as the stick's grub.cfg gives it (console aside).
+STAGE1_CMDLINE = "console=ttyS0 panic=-1 cryptomgr.notests phase.arch=x86_64 phase.timeout=5"
 HTTP_PORT = 8080
 DHT_PORT = 4001
 START_TIMEOUT = 120.0
+
+
+def vm_mac(index: int) -> str:
+    """The MAC of the ``index``-th VM ``BootLan.boot`` starts (each its own)."""
+    return f"52:54:00:12:34:{index + 0x56:02x}"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +88,7 @@ class BootLan:
         self.taps: list[str] = []
         self.vms: list[subprocess.Popen[bytes]] = []
         self.qemu: subprocess.Popen[bytes] | None = None  # the VM booted last
+        self.dhcp: dict[str, subprocess.Popen[bytes]] = {}  # udhcpd by router interface
         try:
             self.router = self.lan.add_node("dhcp")
             self._start_dhcp()
@@ -88,21 +96,38 @@ class BootLan:
             self.close()
             raise
 
-    def _start_dhcp(self, interface: str = "eth0") -> None:
+    def _start_dhcp(self, interface: str = "eth0", known: dict[str, str] | None = None) -> None:
         """busybox udhcpd on the router node's ``interface``: leases .100-.150 of its subnet,
-        the router as gateway."""
+        the router as gateway; ``known``: MAC -> address the router already has for it.
+
+        A machine new to the router gets its offer ~2 s after asking: udhcpd first checks by
+        ARP that nobody holds the address (as dnsmasq and ISC dhcpd ping). A machine it knows
+        (a reservation, or its lease from an earlier boot) is offered that address at once."""
         net = self.router.addresses[interface]
         base = net.rsplit(".", 1)[0]
         leases = self.work / f"udhcpd-{interface}.leases"
         leases.touch()
         conf = self.work / f"udhcpd-{interface}.conf"
+        reserved = "".join(f"static_lease {mac} {ip}\n" for mac, ip in (known or {}).items())
         conf.write_text(
             f"start {base}.100\nend {base}.150\ninterface {interface}\n"
             f"lease_file {leases}\npidfile {self.work / f'udhcpd-{interface}.pid'}\n"
-            f"option subnet 255.255.255.0\noption router {net}\noption lease 3600\n"
+            f"option subnet 255.255.255.0\noption router {net}\noption lease 3600\n{reserved}"
         )
-        log = (self.work / f"udhcpd-{interface}.log").open("wb")
-        self.router.popen(["busybox", "udhcpd", "-f", str(conf)], stdout=log, stderr=log)
+        log = (self.work / f"udhcpd-{interface}.log").open("ab")
+        self.dhcp[interface] = self.router.popen(
+            ["busybox", "udhcpd", "-f", str(conf)], stdout=log, stderr=log
+        )
+
+    def known_to_the_router(self) -> str:
+        """The router's DHCP server restarted knowing the next VM ``boot`` starts (its MAC):
+        the machine that boots on its own LAN again. Returns the address it will be given."""
+        net = self.router.addresses["eth0"]
+        address = f"{net.rsplit('.', 1)[0]}.120"
+        old = self.dhcp.pop("eth0")
+        terminate(old)
+        self._start_dhcp("eth0", {vm_mac(len(self.vms)): address})
+        return address
 
     def add_routed_segment(self) -> int:
         """Another LAN behind the router (its eth1, IPv4 forwarding on, DHCP there too): no
@@ -165,7 +190,7 @@ class BootLan:
         MiB."""
         hub, index = self.lan.hub, len(self.vms)
         tap = self.add_tap(f"tap{self.lan.suffix}{index}", segment)
-        cmdline = f"console=ttyS0 panic=-1 phase.arch=x86_64 phase.timeout=5 {phase_args}"
+        cmdline = f"{STAGE1_CMDLINE} {phase_args}"
         with serial.open("wb") as out:
             self.qemu = subprocess.Popen(
                 [
@@ -177,7 +202,7 @@ class BootLan:
                     *("-netdev", f"tap,id=lan,ifname={tap},script=no,downscript=no"),
                     *(
                         "-device",
-                        f"virtio-net-pci,netdev=lan,mac=52:54:00:12:34:{index + 0x56:02x}",
+                        f"virtio-net-pci,netdev=lan,mac={vm_mac(index)}",
                     ),
                 ],
                 stdin=subprocess.DEVNULL,
@@ -242,6 +267,21 @@ def test_vm_finds_the_provider_by_mdns_and_boots(
     assert_booted(log)
     assert f"phase: discovered {provider.manifest_url} via mdns (version " in log, log
     assert f"phase: fetching {provider.manifest_url}" in log, log
+
+
+def test_vm_the_router_knows_boots_with_its_address(
+    lan: BootLan, lan_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """The machine booting again on its own LAN: the router's DHCP server knows it and offers
+    its address without the ARP check a new machine gets (the LAN boot bench's second case)."""
+    provider = lan.provider("prov1", lan_images)
+    address = lan.known_to_the_router()
+    serial = tmp_path / "serial.log"
+    lan.boot(lan_images, serial)
+    log = wait_for_stage2(lan, serial)
+    assert_booted(log)
+    assert f"phase: network up: eth0 {address}/24" in log, log
+    assert f"phase: discovered {provider.manifest_url} via mdns (version " in log, log
 
 
 def test_first_provider_killed_after_discovery_the_vm_boots_from_the_second(

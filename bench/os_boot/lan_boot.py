@@ -5,7 +5,13 @@ LAN, busybox udhcpd, plasmd serve, a 15 MB image, no provider given) builds that
 and initramfs and boots them; the trees take turns, so the machine's load falls on all alike.
 The milestones are stage 1's uptime stamps on the serial console (scripts/bench-boot.py).
 
-    sudo python3 bench/os_boot/lan_boot.py --tree /work/old --tree /work/new [--runs 2] [--json]
+Two cases (``--case``): ``new``, a machine the LAN's DHCP server has never seen (udhcpd checks
+by ARP, ~2 s, that nobody holds the address it offers); ``known``, the machine booting again on
+its LAN (the server has its address for it and offers it at once). A tree older than the
+``known`` test boots only in the ``new`` case.
+
+    sudo python3 bench/os_boot/lan_boot.py --tree /work/old --tree /work/new [--runs 2]
+        [--case new|known|both] [--json]
 
 Each tree needs its build/boot/kernel (a link to a built one will do). Needs root (namespaces).
 """
@@ -24,7 +30,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-TEST = "tests/test_boot_lan.py::test_vm_finds_the_provider_by_mdns_and_boots"
+TESTS = {
+    "new": "tests/test_boot_lan.py::test_vm_finds_the_provider_by_mdns_and_boots",
+    "known": "tests/test_boot_lan.py::test_vm_the_router_knows_boots_with_its_address",
+}
 
 
 def bench_boot_module() -> object:
@@ -35,13 +44,13 @@ def bench_boot_module() -> object:
     return module
 
 
-def boot_once(tree: Path, index: int) -> dict[str, float]:
-    """One boot of ``tree``'s mDNS LAN test; its timeline (empty if the test failed)."""
-    basetemp = tree / "build" / f"pt-lanbench-{index}"
+def boot_once(tree: Path, case: str, index: int) -> dict[str, float]:
+    """One boot of ``tree``'s mDNS LAN test for ``case``; its timeline (empty if it failed)."""
+    basetemp = tree / "build" / f"pt-lanbench-{case}-{index}"
     env = {**os.environ, "PYTHONPATH": str(tree)}
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     result = subprocess.run(
-        [*pytest, TEST, f"--basetemp={basetemp}"],
+        [*pytest, TESTS[case], f"--basetemp={basetemp}"],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -62,13 +71,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="lan_boot.py", description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", required=True, help="a source tree")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument(
+        "--case", choices=["new", "known", "both"], default="both", help="the DHCP server's case"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     trees = [Path(t).resolve() for t in args.tree]
-    runs: dict[str, list[dict[str, float]]] = {str(t): [] for t in trees}
+    cases = ["new", "known"] if args.case == "both" else [args.case]
+    runs: dict[str, list[dict[str, float]]] = {f"{t} {c}": [] for t in trees for c in cases}
     for index in range(args.runs):
-        for tree in trees:
-            runs[str(tree)].append(boot_once(tree, index))
+        for case in cases:
+            for tree in trees:
+                runs[f"{tree} {case}"].append(boot_once(tree, case, index))
     summary: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load": os.getloadavg(),
