@@ -10,10 +10,12 @@ pack_cpio() {
     command -v zstd >/dev/null || { echo "pack_cpio: zstd is missing (apt-get install zstd)" >&2; return 1; }
     find "$1" -exec touch -h -d "@$2" {} +
     pack_tmp=$(mktemp "$3.XXXXXX")
-    if ! (cd "$1" && find . -mindepth 1 | LC_ALL=C sort |
-        cpio --quiet -o -H newc --owner=0:0 --reproducible) |
-        zstd -q -19 -T2 --no-progress >"$pack_tmp"; then
-        rm -f "$pack_tmp"
+    # A pipeline's status is its last command's (zstd's), and sh has no pipefail: cpio's own
+    # failure (a file it cannot read...) is written down beside the archive and looked at.
+    if ! { (cd "$1" && find . -mindepth 1 | LC_ALL=C sort |
+        cpio --quiet -o -H newc --owner=0:0 --reproducible) || : >"$pack_tmp.cpio-failed"; } |
+        zstd -q -19 -T2 --no-progress >"$pack_tmp" || [ -e "$pack_tmp.cpio-failed" ]; then
+        rm -f "$pack_tmp" "$pack_tmp.cpio-failed"
         echo "pack_cpio: packing $1 failed" >&2
         return 1
     fi
