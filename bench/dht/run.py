@@ -9,6 +9,10 @@ nodes, and find_records for the pages that did not fit). As the reference,
 a stock ``kademlia.network.Server`` network of the same size stores one value and answers
 ``get`` from fresh clients; the ratio phase/stock is what to watch (absolute times depend on the
 machine). Results: a Markdown table on stdout and JSON in --out.
+
+``--build prefill`` (or ``full``) builds both networks without joins, every routing table filled
+directly as in a converged network (tests/dht_simnet.py, ``fill_routing_tables``); the default
+``join`` joins every node through the first, as the tables in docs/bench-dht.md were measured.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from kademlia.protocol import KademliaProtocol
 
 from phase_client.dht import records
 from phase_client.keys import SigningKey
-from tests.dht_simnet import JOIN_BATCH, SimNetwork
+from tests.dht_simnet import BUILDS, JOIN_BATCH, Build, SimNetwork, fill_routing_tables
 
 KEY = "/phase/stable/x86_64/manifest"
 
@@ -68,8 +72,10 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def phase_round(size: int, lookups: int, rng: random.Random) -> dict[str, Any]:
-    async with SimNetwork(size, rpc_timeout=2.0) as net:
+async def phase_round(
+    size: int, lookups: int, rng: random.Random, build: Build = "join"
+) -> dict[str, Any]:
+    async with SimNetwork(size, rpc_timeout=2.0, build=build, seed=size) as net:
         providers = rng.sample(net.nodes, 2)
         now = int(time.time())
         for index, node in enumerate(providers):
@@ -102,23 +108,31 @@ async def phase_round(size: int, lookups: int, rng: random.Random) -> dict[str, 
         }
 
 
-async def grow_stock_network(nodes: list[StockServer], size: int, rng: random.Random) -> None:
-    """``size`` stock nodes into ``nodes`` (the caller stops them), joined through the first in
-    batches, one holding the value under KEY."""
+async def grow_stock_network(
+    nodes: list[StockServer], size: int, rng: random.Random, build: Build = "join"
+) -> None:
+    """``size`` stock nodes into ``nodes`` (the caller stops them), built as ``build`` says
+    (joined through the first in batches, or tables filled directly as ``SimNetwork`` does), one
+    of them storing the value under KEY with a real ``set``."""
     for _ in range(size):
         node = StockServer()
         await node.listen(0, "127.0.0.1")
         nodes.append(node)
-    boot = [("127.0.0.1", nodes[0].transport.get_extra_info("sockname")[1])]
-    for start in range(1, size, JOIN_BATCH):
-        await asyncio.gather(*(n.bootstrap(boot) for n in nodes[start : start + JOIN_BATCH]))
+    if build == "join":
+        boot = [("127.0.0.1", nodes[0].transport.get_extra_info("sockname")[1])]
+        for start in range(1, size, JOIN_BATCH):
+            await asyncio.gather(*(n.bootstrap(boot) for n in nodes[start : start + JOIN_BATCH]))
+    else:
+        fill_routing_tables(nodes, random.Random(size + 1), build == "full")
     await rng.choice(nodes).set(KEY, "http://10.0.0.1:8080/stable/x86_64/manifest.json")
 
 
-async def stock_round(size: int, lookups: int, rng: random.Random) -> dict[str, Any]:
+async def stock_round(
+    size: int, lookups: int, rng: random.Random, build: Build = "join"
+) -> dict[str, Any]:
     nodes: list[StockServer] = []
     try:
-        await grow_stock_network(nodes, size, rng)
+        await grow_stock_network(nodes, size, rng, build)
         times, messages, hits = [], [], 0
         for _ in range(lookups):
             client = StockServer()
@@ -150,14 +164,16 @@ async def timed(lookup: Any) -> tuple[float, Any]:
     return (time.perf_counter() - started) * 1000, result
 
 
-async def churn_round(size: int, lookups: int, rng: random.Random) -> dict[str, Any]:
+async def churn_round(
+    size: int, lookups: int, rng: random.Random, build: Build = "join"
+) -> dict[str, Any]:
     """A third of the nodes killed after publishing; fresh clients look up concurrently.
 
     Phase clients use a 0.5 s RPC timeout (what phase-discover picks for a 2 s budget); stock
     clients keep the library's 5 s.
     """
-    row: dict[str, Any] = {"nodes": size, "lookups": lookups}
-    async with SimNetwork(size, rpc_timeout=2.0) as net:
+    row: dict[str, Any] = {"nodes": size, "lookups": lookups, "build": build}
+    async with SimNetwork(size, rpc_timeout=2.0, build=build, seed=size) as net:
         now = int(time.time())
         for index, node in enumerate(rng.sample(net.nodes, 2)):
             url = f"http://10.0.0.{index + 1}:8080/stable/x86_64/manifest.json"
@@ -175,7 +191,7 @@ async def churn_round(size: int, lookups: int, rng: random.Random) -> dict[str, 
         row["phase_both_found"] = sum(1 for _, found in results if len(found) == 2) / lookups
     nodes: list[StockServer] = []
     try:
-        await grow_stock_network(nodes, size, rng)
+        await grow_stock_network(nodes, size, rng, build)
         dead = set(rng.sample(range(size), size // 3))
         for index in dead:
             nodes[index].stop()
@@ -257,9 +273,9 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     for size in args.sizes:
         rng = random.Random(size)
         started = time.monotonic()
-        row: dict[str, Any] = {"nodes": size}
-        row.update(await phase_round(size, args.lookups, rng))
-        row.update(await stock_round(size, args.lookups, rng))
+        row: dict[str, Any] = {"nodes": size, "build": args.build}
+        row.update(await phase_round(size, args.lookups, rng, args.build))
+        row.update(await stock_round(size, args.lookups, rng, args.build))
         row["seconds"] = round(time.monotonic() - started, 1)
         print(f"# {size} nodes done in {row['seconds']} s", file=sys.stderr, flush=True)
         results.append(row)
@@ -275,6 +291,12 @@ def main() -> int:
         "--churn-size", type=int, default=200, help="nodes in the churn run (0: skip it)"
     )
     parser.add_argument("--churn-lookups", type=int, default=10)
+    parser.add_argument(
+        "--build",
+        choices=BUILDS,
+        default="join",
+        help="join every node (default), or fill routing tables directly: prefill, full",
+    )
     args = parser.parse_args()
     if any(size < 3 for size in args.sizes) or args.lookups < 1 or args.churn_lookups < 1:
         parser.error("sizes must be >= 3, --lookups and --churn-lookups >= 1")
@@ -284,7 +306,7 @@ def main() -> int:
     logging.getLogger("rpcudp").setLevel(logging.CRITICAL)  # timeouts are expected in churn
     results = asyncio.run(main_async(args)) if args.sizes else []
     churn = (
-        asyncio.run(churn_round(args.churn_size, args.churn_lookups, random.Random(0)))
+        asyncio.run(churn_round(args.churn_size, args.churn_lookups, random.Random(0), args.build))
         if args.churn_size
         else None
     )

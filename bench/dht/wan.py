@@ -16,13 +16,39 @@ lookup, from fresh clients joining through a random member:
 records are replicated on the k closest) after publishing, in both networks. Phase clients use a
 0.5 s RPC timeout (what phase-discover picks for its budget), stock ones the library's 5 s.
 
+How the two networks are built (``--build``, the same for both):
+
+- ``prefill`` (default): no member joins. Every member's routing table is filled directly from
+  the set of member ids with what a converged Kademlia network's table holds: one k-bucket per
+  shared-prefix length, each holding the node's own nearest members that fall in it and other
+  members of its range chosen at random, k in all (every member where the range has k or
+  fewer), put in with kademlia's own ``KBucket`` and ``Node`` (tests/dht_simnet.py,
+  ``fill_routing_tables``). 10 000 nodes are built in seconds instead of an hour of joins.
+- ``full``: the same, with buckets split as far as kademlia 2.2.3's ``add_contact`` splits them
+  once a node has heard of every member (its b = 5 rule: about 5 times the contacts of
+  ``prefill``); a best case that joined networks do not reach.
+- ``join``: every member joins through the first, for real (phase nodes with their bucket
+  refresh, stock ones with the library's own-id lookup).
+
+Why prefilled tables are a fair stand-in for joins: both networks get the same treatment (tables
+of the same shape over the same number of random ids, the same k), and only the joins are
+skipped. Everything measured is still real: the providers' records and the stock value are
+published with real ``set`` calls (the publisher's lookup, then STOREs to the nodes it found
+closest), the lookup clients join through a random member with real RPCs, and every lookup
+message is a real UDP datagram delayed by ``--rtt-ms``, with real RPC timeouts on dead nodes.
+What differs from a joined network: the tables are fuller (131 contacts per node at 1000 nodes,
+against 114 for joined phase nodes and 41 for joined stock ones) and their replacement caches
+are empty. docs/bench-dht.md compares both builds at 1000 nodes.
+
     python3 bench/dht/wan.py [--sizes 1000] [--lookups 20] [--rtt-ms 50] [--dead-third]
+                             [--build prefill|full|join]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import random
@@ -35,10 +61,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.dht.run import KEY, StockServer, grow_stock_network, machine
+from bench.dht.run import KEY, StockServer, grow_stock_network, machine, quantile
 from phase_client.dht import records
 from phase_client.keys import SigningKey
-from tests.dht_simnet import SimNetwork
+from tests.dht_simnet import BUILDS, Build, SimNetwork
 
 POLL = 0.001
 
@@ -65,14 +91,27 @@ def slow_down(node: Any, delay: float) -> None:
     node.protocol.transport = DelayedTransport(node.protocol.transport, delay)
 
 
-async def phase_round(size: int, lookups: int, rtt: float, dead: bool, seed: int) -> dict[str, Any]:
+def freeze_network() -> None:
+    """Keep the garbage collector off the network just built (``main_async`` unfreezes).
+
+    At 10 000 nodes the routing tables are millions of objects; a full collection rescanning
+    them pauses this one process, and the pause would be added to the lookup being timed (a
+    real network's nodes are separate processes).
+    """
+    gc.freeze()
+
+
+async def phase_round(
+    size: int, lookups: int, rtt: float, dead: bool, seed: int, build: Build
+) -> dict[str, Any]:
     rng = random.Random(seed)
-    async with SimNetwork(size, rpc_timeout=2.0) as net:
+    async with SimNetwork(size, rpc_timeout=2.0, build=build, seed=seed) as net:
         now = int(time.time())
         for index, node in enumerate(rng.sample(net.nodes, 2)):
             url = f"http://10.0.0.{index + 1}:8080/stable/x86_64/manifest.json"
             record = records.make_record(SigningKey.generate(), KEY, url, f"p{index}", "1", now)
             await node.set(KEY, record)
+        freeze_network()
         if dead:
             for index in rng.sample(range(1, size), size // 3):
                 net.kill(index)
@@ -100,17 +139,23 @@ async def phase_round(size: int, lookups: int, rtt: float, dead: bool, seed: int
             client.stop()
     return {
         "phase_every_record_ms": statistics.median(every_ms),
+        "phase_every_record_ms_p90": quantile(every_ms, 0.9),
         "phase_lookup_ms": statistics.median(whole_ms),
         "phase_messages": statistics.mean(messages),
         "phase_found": sum(1 for n in found if n == 2) / len(found),
+        "phase_every_record_ms_each": [round(ms, 1) for ms in every_ms],
+        "phase_messages_each": messages,
     }
 
 
-async def stock_round(size: int, lookups: int, rtt: float, dead: bool, seed: int) -> dict[str, Any]:
+async def stock_round(
+    size: int, lookups: int, rtt: float, dead: bool, seed: int, build: Build
+) -> dict[str, Any]:
     rng = random.Random(seed)
     nodes: list[StockServer] = []
     try:
-        await grow_stock_network(nodes, size, rng)
+        await grow_stock_network(nodes, size, rng, build)
+        freeze_network()
         alive = list(nodes)
         if dead:
             gone = set(rng.sample(range(1, size), size // 3))
@@ -135,8 +180,11 @@ async def stock_round(size: int, lookups: int, rtt: float, dead: bool, seed: int
             client.stop()
         return {
             "stock_first_value_ms": statistics.median(times),
+            "stock_first_value_ms_p90": quantile(times, 0.9),
             "stock_messages": statistics.mean(messages),
             "stock_found": hits / lookups,
+            "stock_first_value_ms_each": [round(ms, 1) for ms in times],
+            "stock_messages_each": messages,
         }
     finally:
         for node in nodes:
@@ -145,15 +193,17 @@ async def stock_round(size: int, lookups: int, rtt: float, dead: bool, seed: int
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| nodes | dead | phase: every record (ms) | phase: whole lookup (ms) | phase msgs "
-        "| phase found | stock: first value (ms) | stock msgs | stock found "
-        "| time ratio | msgs ratio |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| nodes | tables | dead | phase: every record (ms, median / p90) "
+        "| phase: whole lookup (ms) | phase msgs | phase found "
+        "| stock: first value (ms, median / p90) | stock msgs | stock found "
+        "| time ratio | msgs ratio |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = [
-        f"| {r['nodes']} | {'a third' if r['dead'] else 'none'} "
-        f"| {r['phase_every_record_ms']:.0f} | {r['phase_lookup_ms']:.0f} "
-        f"| {r['phase_messages']:.1f} | {r['phase_found']:.0%} "
-        f"| {r['stock_first_value_ms']:.0f} | {r['stock_messages']:.1f} | {r['stock_found']:.0%} "
+        f"| {r['nodes']} | {r['build']} | {'a third' if r['dead'] else 'none'} "
+        f"| {r['phase_every_record_ms']:.0f} / {r['phase_every_record_ms_p90']:.0f} "
+        f"| {r['phase_lookup_ms']:.0f} | {r['phase_messages']:.1f} | {r['phase_found']:.0%} "
+        f"| {r['stock_first_value_ms']:.0f} / {r['stock_first_value_ms_p90']:.0f} "
+        f"| {r['stock_messages']:.1f} | {r['stock_found']:.0%} "
         f"| {r['phase_every_record_ms'] / r['stock_first_value_ms']:.2f} "
         f"| {r['phase_messages'] / r['stock_messages']:.2f} |"
         for r in rows
@@ -166,10 +216,17 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     for size in args.sizes:
         for dead in (False, True) if args.dead_third else (False,):
             started = time.monotonic()
-            row: dict[str, Any] = {"nodes": size, "dead": dead, "rtt_ms": args.rtt_ms}
+            row: dict[str, Any] = {
+                "nodes": size,
+                "build": args.build,
+                "dead": dead,
+                "rtt_ms": args.rtt_ms,
+            }
             rtt = args.rtt_ms / 1000
-            row.update(await phase_round(size, args.lookups, rtt, dead, size))
-            row.update(await stock_round(size, args.lookups, rtt, dead, size))
+            row.update(await phase_round(size, args.lookups, rtt, dead, size, args.build))
+            gc.unfreeze()  # the network is closed: its objects may go
+            row.update(await stock_round(size, args.lookups, rtt, dead, size, args.build))
+            gc.unfreeze()
             row["seconds"] = round(time.monotonic() - started, 1)
             print(f"# {size} nodes, dead={dead}: {row['seconds']} s", file=sys.stderr, flush=True)
             rows.append(row)
@@ -182,6 +239,12 @@ def main() -> int:
     parser.add_argument("--lookups", type=int, default=20, help="lookups per size (default 20)")
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="round trip per RPC (50)")
     parser.add_argument("--dead-third", action="store_true", help="also with a third dead")
+    parser.add_argument(
+        "--build",
+        choices=BUILDS,
+        default="prefill",
+        help="fill routing tables directly (prefill, the default, or full) or join every node",
+    )
     parser.add_argument("--out", default="build/bench-dht-wan.json", help="JSON results file")
     args = parser.parse_args()
     if any(size < 6 for size in args.sizes) or args.lookups < 1 or args.rtt_ms < 0:
