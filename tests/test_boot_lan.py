@@ -257,9 +257,9 @@ def assert_booted(log: str) -> None:
     assert "phase.timeout=5" in words, words  # phase.* carried over
 
 
-def test_vm_finds_the_provider_by_mdns_and_boots(
-    lan: BootLan, lan_images: dict[str, Path], tmp_path: Path
-) -> None:
+def boot_by_mdns(lan: BootLan, lan_images: dict[str, Path], tmp_path: Path) -> str:
+    """One provider, one VM with no provider given: it must find it by mDNS, fetch from it
+    and boot stage 2. Returns the serial log."""
     provider = lan.provider("prov1", lan_images)
     serial = tmp_path / "serial.log"
     lan.boot(lan_images, serial)
@@ -267,6 +267,13 @@ def test_vm_finds_the_provider_by_mdns_and_boots(
     assert_booted(log)
     assert f"phase: discovered {provider.manifest_url} via mdns (version " in log, log
     assert f"phase: fetching {provider.manifest_url}" in log, log
+    return log
+
+
+def test_vm_finds_the_provider_by_mdns_and_boots(
+    lan: BootLan, lan_images: dict[str, Path], tmp_path: Path
+) -> None:
+    boot_by_mdns(lan, lan_images, tmp_path)
 
 
 def test_vm_the_router_knows_boots_with_its_address(
@@ -274,14 +281,9 @@ def test_vm_the_router_knows_boots_with_its_address(
 ) -> None:
     """The machine booting again on its own LAN: the router's DHCP server knows it and offers
     its address without the ARP check a new machine gets (the LAN boot bench's second case)."""
-    provider = lan.provider("prov1", lan_images)
     address = lan.known_to_the_router()
-    serial = tmp_path / "serial.log"
-    lan.boot(lan_images, serial)
-    log = wait_for_stage2(lan, serial)
-    assert_booted(log)
+    log = boot_by_mdns(lan, lan_images, tmp_path)
     assert f"phase: network up: eth0 {address}/24" in log, log
-    assert f"phase: discovered {provider.manifest_url} via mdns (version " in log, log
 
 
 def test_first_provider_killed_after_discovery_the_vm_boots_from_the_second(
