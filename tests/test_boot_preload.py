@@ -9,31 +9,103 @@ from pathlib import Path
 import pytest
 
 from phase_client.boot.orchestrate import (
+    AFTER_DISCOVERY,
     DHT_MODULES,
     DHT_STEPS,
     DISCOVERY_MODULES,
-    FETCH_MODULES,
-    STAGE_MODULES,
+    Discovery,
     preload_plan,
     wait_for_go,
 )
 
-BOOT = [*FETCH_MODULES, *STAGE_MODULES]
+BOOT = list(AFTER_DISCOVERY)
 
 
-def test_auto_imports_the_lan_path_first_and_the_dht_only_in_idle_time() -> None:
+def test_auto_imports_the_lan_path_first_then_the_fetch_side_then_the_dht_in_idle_time() -> None:
     needed, idle = preload_plan(discover=True, source="auto")
-    assert needed == [*DISCOVERY_MODULES, *BOOT]
-    assert idle == list(DHT_STEPS) and set(DHT_MODULES) <= set(idle)
-    assert not set(DHT_STEPS) & set(needed)
+    assert needed == list(DISCOVERY_MODULES)
+    assert idle == [*BOOT, *DHT_STEPS] and set(DHT_MODULES) <= set(idle)
+    assert not set(idle) & set(needed)
 
 
 def test_each_source_imports_what_it_asks_first() -> None:
-    assert preload_plan(discover=True, source="mdns") == ([*DISCOVERY_MODULES, *BOOT], [])
+    assert preload_plan(discover=True, source="mdns") == (list(DISCOVERY_MODULES), BOOT)
     needed, idle = preload_plan(discover=True, source="dht")
-    assert needed == ["phase_client.discovery.orchestrate", *DHT_MODULES, *BOOT] and idle == []
-    # With --manifest there is no discovery at all.
+    assert needed == ["phase_client.discovery.orchestrate", *DHT_MODULES] and idle == BOOT
+    # With --manifest there is no discovery at all: the fetch side is needed at the go.
     assert preload_plan(discover=False, source="auto") == (BOOT, [])
+
+
+def test_the_fetch_side_covers_what_the_fetch_and_staging_import() -> None:
+    """Every module the trust root, the fetch (urllib3 included) and the staging import is
+    reached by the plan's steps: nothing of it is left to be imported on the boot's path."""
+    code = (
+        "import sys, importlib\n"
+        "import phase_client.cli.boot, phase_client.discovery.orchestrate\n"
+        "import phase_client.discovery.mdns\n"
+        "before = set(sys.modules)\n"
+        "from phase_client.boot.orchestrate import AFTER_DISCOVERY\n"
+        "for name in AFTER_DISCOVERY: importlib.import_module(name)\n"
+        "planned = set(sys.modules)\n"
+        "import phase_client.cli._trust as t, phase_client.fetch.download as d\n"
+        "d.Http(d.Settings()).clear()\n"
+        "import phase_client.fetch.fetcher, phase_client.fetch.rootchain, phase_client.root\n"
+        "import phase_client.boot.stage, phase_client.state\n"
+        "late = sorted(set(sys.modules) - planned)\n"
+        "print(' '.join(late))\n"
+    )
+    assert printed_by(code) == []
+
+
+def printed_by(code: str) -> list[str]:
+    """The words a fresh interpreter prints running ``code`` (its own sys.modules)."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.split()
+
+
+def test_the_tools_flags_import_no_signature_code() -> None:
+    """phase-boot's module and the trust flags import neither PyNaCl nor the manifest's parser:
+    --start-when loads them only while it waits (or while discovery runs)."""
+    code = (
+        "import sys\n"
+        "import phase_client.cli.boot as b, phase_client.cli.fetch\n"
+        "b.build_parser()\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(('nacl', 'urllib3')) or m in "
+        "('phase_client.keys', 'phase_client.manifest', 'phase_client.root')))\n"
+    )
+    assert printed_by(code) == []
+
+
+def test_a_discovery_in_the_background_gives_its_answer_or_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from phase_client.discovery import orchestrate
+    from phase_client.discovery.model import Candidate
+
+    release = threading.Event()
+    seen: list[tuple[str, str, float]] = []
+
+    def find(query, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((query.channel, query.arch, query.timeout))
+        assert release.wait(5)
+        if query.channel == "broken":
+            raise RuntimeError("no sockets")
+        return [Candidate("mdns", "http://192.0.2.1:8080/m.json", query.channel, query.arch)]
+
+    monkeypatch.setattr(orchestrate, "find_providers", find)
+    # start() returns while the lookup is still blocked: the caller goes on meanwhile.
+    running = Discovery("stable", "x86_64", timeout=3.0).start()
+    release.set()
+    assert [c.url for c in running.result()] == ["http://192.0.2.1:8080/m.json"]
+    assert seen == [("stable", "x86_64", 3.0)]
+    failing = Discovery("broken", "x86_64").start()
+    with pytest.raises(RuntimeError, match="no sockets"):
+        failing.result()
 
 
 def test_every_planned_module_exists() -> None:

@@ -12,7 +12,6 @@ directory nobody else can write or swap (stage.py's parent check), exactly as ke
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,9 @@ _DTB_MACHINES = ("aarch64", "arm", "riscv", "ppc", "powerpc", "loongarch")
 
 
 def uses_dtb(machine: str | None = None) -> bool:
-    return (machine or platform.machine()).startswith(_DTB_MACHINES)
+    # os.uname() is what platform.machine() reads on POSIX, without importing platform (~25 ms
+    # of the boot's start-up under QEMU's emulation).
+    return (machine or os.uname().machine).startswith(_DTB_MACHINES)
 
 
 def find_kexec_boot(argv0: str, path: str | None = None) -> str | None:

@@ -102,15 +102,40 @@ class Staged:
         }
 
 
-# What the fetch step imports (urllib3 with http.client, ssl, email: ~40 ms on a host, about a
-# second under TCG emulation). Discovery mostly waits on the network (mDNS answers, the DHT's
-# round trips, the LAN grace, the probe): these are imported in that idle time.
-FETCH_MODULES = (
-    "phase_client.fetch.fetcher",
+# What the boot imports once a provider is found, in small steps (each a few ms on a host, a tenth
+# of a second or less under TCG emulation), dependencies first: the root of trust (PyNaCl, the
+# manifest's parser), the fetch (urllib3 with http.client and email: ~40 ms on a host, about half
+# a second under emulation, imported by the fetch's first request when not before) and the
+# staging. Discovery mostly waits on the network (mDNS answers, the window for other LAN
+# providers, the probe): phase-boot --start-when imports these in the time it waits for the
+# network, and what is left while discovery runs, never ahead of it.
+FETCH_STEPS = (
+    "nacl.bindings",
+    "nacl.signing",
+    "phase_client.keys",
+    "phase_client.timefmt",
+    "phase_client.manifest",
+    "phase_client.trust",
+    "phase_client.root",
+    "phase_client.state",
     "phase_client.fetch.rootchain",
+    "email.utils",
     "phase_client.fetch.download",
+    "phase_client.fetch.fetcher",
     "phase_client.fetch.progress",
+    "http.client",
+    "urllib3.exceptions",
+    "urllib3.util",
+    "importlib.metadata",
+    "urllib3.connection",
+    "urllib3.response",
+    "urllib3.connectionpool",
+    "urllib3",
+    "phase_client.httpdeadline",
 )
+STAGE_MODULES = ("phase_client.boot.stage", "phase_client.boot.carry")
+# Everything the boot imports after discovery.
+AFTER_DISCOVERY = (*FETCH_STEPS, *STAGE_MODULES)
 
 
 # What discovery imports on its way to a LAN answer (zeroconf with asyncio): the largest share of
@@ -134,22 +159,24 @@ DHT_STEPS = (
     "phase_client.dht.crawler",
     "phase_client.dht.node",
 )
-STAGE_MODULES = ("phase_client.boot.stage", "phase_client.boot.carry")
 
 
 def preload_plan(discover: bool, source: str = "auto") -> tuple[list[str], list[str]]:
-    """What a caller with idle time before the boot imports first (everything the boot's path
-    needs), and what it imports only while it still waits: ``(needed, idle)``."""
+    """What a caller with idle time before the boot imports first, and what only while it still
+    waits: ``(needed, idle)``. With discovery, only its own modules are needed at the go: the
+    rest (``AFTER_DISCOVERY``, then in auto mode the DHT's) is imported while waiting, and what
+    is left of it while discovery runs. Without discovery everything is needed at once."""
     needed: list[str] = []
     idle: list[str] = []
-    if discover:
-        if source in ("auto", "mdns"):
-            needed += DISCOVERY_MODULES
-        if source == "dht":
-            needed += (DISCOVERY_MODULES[0], *DHT_MODULES)  # the orchestrator, then the DHT
-        elif source == "auto":
-            idle += DHT_STEPS
-    needed += (*FETCH_MODULES, *STAGE_MODULES)
+    if not discover:
+        return list(AFTER_DISCOVERY), idle
+    if source in ("auto", "mdns"):
+        needed += DISCOVERY_MODULES
+    if source == "dht":
+        needed += (DISCOVERY_MODULES[0], *DHT_MODULES)  # the orchestrator, then the DHT
+    idle += AFTER_DISCOVERY
+    if source == "auto":
+        idle += DHT_STEPS
     return needed, idle
 
 
@@ -202,6 +229,66 @@ def warm_up(modules: Sequence[str]) -> threading.Thread:
     return thread
 
 
+class Discovery:
+    """Discovery (``discovery.orchestrate.find_providers``) in a daemon thread, so that its
+    caller can go on meanwhile: it mostly waits on the network. Daemon: a caller that fails
+    (an unreadable root of trust) exits without waiting for it."""
+
+    def __init__(
+        self,
+        channel: str,
+        arch: str,
+        *,
+        source: str = "auto",
+        bootstrap: Sequence[Contact] = (),
+        timeout: float = 10.0,
+        probe: bool = True,
+    ) -> None:
+        self.channel = channel
+        self.arch = arch
+        self.source = source
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self.probe = probe
+        self._found: list[Candidate] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="discover", daemon=True)
+
+    @classmethod
+    def of(cls, request: BootRequest) -> Discovery:
+        return cls(
+            request.channel,
+            request.arch,
+            source=request.source,
+            bootstrap=request.bootstrap,
+            timeout=request.discover_timeout,
+            probe=request.probe,
+        )
+
+    def start(self) -> Discovery:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            from ..discovery.model import Query
+            from ..discovery.orchestrate import find_providers
+
+            query = Query(channel=self.channel, arch=self.arch, timeout=self.timeout)
+            self._found = find_providers(
+                query, source=self.source, bootstrap=self.bootstrap, probe=self.probe
+            )
+        except BaseException as exc:  # raised again by result(), in the caller's thread
+            self._error = exc
+
+    def result(self) -> list[Candidate]:
+        """The candidates found, best first (empty: none); what discovery raised, raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._found
+
+
 def stage_path(environ: dict[str, str] | None = None) -> Path:
     """A new, unguessable name for the private directory: under $TMPDIR, else /run (when
     writable), else /tmp, as kexec-boot names its own."""
@@ -217,18 +304,16 @@ class Booter:
         self.request = request
         self.say = say or (lambda message: log.info("%s", message))
 
-    def discover(self) -> list[str]:
+    def discover(self, running: Discovery | None = None) -> list[str]:
         """Manifest URLs of the reachable providers, best first (phase-discover --list).
-        NoSourceError when none answered within the timeout."""
-        from ..discovery.model import Query
-        from ..discovery.orchestrate import find_providers
-
+        NoSourceError when none answered within the timeout. ``running``: the discovery the
+        caller started already (``Discovery.start``), having imported the fetch side
+        meanwhile; without it one starts here, and the fetch side is imported beside it."""
         request = self.request
-        warm_up(FETCH_MODULES)
-        query = Query(channel=request.channel, arch=request.arch, timeout=request.discover_timeout)
-        found: list[Candidate] = find_providers(
-            query, source=request.source, bootstrap=request.bootstrap, probe=request.probe
-        )
+        if running is None:
+            running = Discovery.of(request).start()
+            warm_up(AFTER_DISCOVERY)
+        found = running.result()
         if not found:
             where = describe_sources(request.source, request.bootstrap)
             raise NoSourceError(

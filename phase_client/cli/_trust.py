@@ -7,13 +7,20 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ..keys import PublicKey, load_keys_dir, load_public_key
 from ..names import check_arch, check_channel
-from ..root import Root, root_from_keys
-from ..state import StateStore
 from ._common import argtype
+
+if TYPE_CHECKING:
+    from ..keys import PublicKey
+    from ..root import Root
+    from ..state import StateStore
+
+# The keys, the root and the state (PyNaCl, the manifest's parser) are imported where a root is
+# made, not with the flags: phase-boot --start-when adds the flags before the network is up and
+# loads the root only once it is, while discovery runs (~0.5 s of start-up under emulation).
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +85,8 @@ def root_from_args(args: argparse.Namespace) -> Root:
     """The root a client starts from: ``--root FILE``, ``DIR/root.json`` of a ``--keys-dir``,
     or the bare keys as a version-1 root (``root_from_keys``)."""
     from ..fetch.rootchain import ROOT_NAME, read_root_file
+    from ..keys import load_keys_dir, load_public_key
+    from ..root import root_from_keys
 
     in_dirs = [Path(d) / ROOT_NAME for d in args.keys_dir if os.path.lexists(Path(d) / ROOT_NAME)]
     files = ([args.root] if args.root else []) + [str(p) for p in in_dirs]
@@ -96,4 +105,6 @@ def root_from_args(args: argparse.Namespace) -> Root:
 
 
 def state_from_args(args: argparse.Namespace) -> StateStore | None:
+    from ..state import StateStore
+
     return StateStore(args.state_dir) if args.state_dir else None

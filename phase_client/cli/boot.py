@@ -142,11 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--start-when",
         metavar="FILE",
-        help="import what the boot needs (in auto mode the DHT's modules only while still "
-        "waiting), then wait until FILE exists (5 min at most; "
-        "the caller brings the network up meanwhile): 'go' in it starts the boot, anything "
-        "else ends this run with exit 0 and no output (the initramfs's init: start-up overlaps "
-        "DHCP)",
+        help="import what discovery needs (while still waiting: the fetch side, then in auto "
+        "mode the DHT's modules), then wait until FILE exists (5 min at most; the caller brings "
+        "the network up meanwhile): 'go' in it starts the boot (discovery first, the root of "
+        "trust loaded while it runs), anything else ends this run with exit 0 and no output "
+        "(the initramfs's init: start-up overlaps DHCP)",
     )
     parser.add_argument(
         "--init-lines",
@@ -211,8 +211,15 @@ def _unmount(directory: str) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from ..boot.handoff import find_kexec_boot, kexec_boot_argv
-    from ..boot.orchestrate import Booter, BootRequest, preload, preload_plan, wait_for_go
-    from ..fetch.download import Settings
+    from ..boot.orchestrate import (
+        AFTER_DISCOVERY,
+        Booter,
+        BootRequest,
+        Discovery,
+        preload,
+        preload_plan,
+        wait_for_go,
+    )
     from ..names import host_arch
     from .fetch import check_location, check_output
 
@@ -242,9 +249,41 @@ def handle(args: argparse.Namespace) -> int:
         program = args.kexec_boot or find_kexec_boot(sys.argv[0])
         if program is None:
             raise UsageError("kexec-boot not found in PATH nor beside this program (--kexec-boot)")
+    channel = args.channel or "stable"
+    arch = args.arch or host_arch()
+    say = Console(args.init_lines, args.quiet)
+    signal.signal(signal.SIGTERM, _terminate)
+    running = None
+    if args.start_when:
+        # Before the go: what discovery needs. While waiting: the rest, as far as it gets.
+        needed, idle = preload_plan(discover=not manifests, source=args.source)
+        preload(needed)
+        loaded = time.monotonic()
+        try:
+            if not wait_for_go(Path(args.start_when), START_WHEN_TIMEOUT, idle=idle):
+                return EXIT_OK
+        except TimeoutError as exc:
+            raise NoSourceError(f"--start-when: {exc}") from None
+        # For the boot's timeline: which came last, Python's start-up or the network.
+        waited = time.monotonic() - loaded
+        when = f", {waited:.2f} s before the network" if waited >= 0.1 else " (the network first)"
+        what = "discovery's" if not manifests else "the boot's"
+        say(f"loaded: {what} modules imported{when}")
+        if not manifests:
+            # Discovery first: the root of trust and the fetch side load while it waits.
+            running = Discovery(
+                channel,
+                arch,
+                source=args.source,
+                bootstrap=bootstrap,
+                timeout=args.discover_timeout,
+            ).start()
+
+    from ..fetch.download import Settings
+
     request = BootRequest(
-        channel=args.channel or "stable",
-        arch=args.arch or host_arch(),
+        channel=channel,
+        arch=arch,
         output=Path(args.output),
         start=root_from_args(args),
         manifests=manifests,
@@ -257,26 +296,12 @@ def handle(args: argparse.Namespace) -> int:
         meminfo=Path(args.meminfo),
         consume=args.consume,
     )
-    say = Console(args.init_lines, args.quiet)
     booter = Booter(request, say)
-    signal.signal(signal.SIGTERM, _terminate)
-    if args.start_when:
-        needed, idle = preload_plan(discover=not manifests, source=args.source)
-        preload(needed)
-        loaded = time.monotonic()
-        try:
-            if not wait_for_go(Path(args.start_when), START_WHEN_TIMEOUT, idle=idle):
-                return EXIT_OK
-        except TimeoutError as exc:
-            raise NoSourceError(f"--start-when: {exc}") from None
-        # For the boot's timeline: which came last, Python's start-up or the network.
-        waited = time.monotonic() - loaded
-        when = f", {waited:.2f} s before the network" if waited >= 0.1 else " (the network first)"
-        say(f"loaded: the boot's modules imported{when}")
-
+    if running is not None:
+        preload(AFTER_DISCOVERY)
     if not manifests:
         try:
-            manifests = booter.discover()
+            manifests = booter.discover(running)
         except NoSourceError as exc:
             return _failed(args, say, exc, str(exc))
     try:
