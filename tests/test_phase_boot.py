@@ -230,3 +230,24 @@ def test_start_when_waits_for_the_callers_go_or_stop(tmp_path: Path, served: Any
     went = phase_boot(tmp_path, *common(tmp_path, url), "--start-when", str(ready), "--dry-run")
     assert went.returncode == 0, went.stderr
     assert "] phase: manifest verified, artifacts fetched and checked\n" in went.stdout
+
+
+def test_start_when_loads_the_trust_while_discovery_runs(tmp_path: Path) -> None:
+    """After the go, discovery runs in a thread while the root of trust loads: a bad key ends
+    the run with its one line (exit 2) at once, not after discovery's hour-long timeout (the
+    run is cut after 60 s); with a good key, discovery's own failure is the answer (exit 3)."""
+    dead = dead_url().removeprefix("http://").rstrip("/")
+    ready = tmp_path / "ready"
+    ready.write_text("go\n")
+    discover = ["--source", "dht", "--bootstrap", dead, "--start-when", str(ready), "--dry-run"]
+    args = common(tmp_path, "x")[2:]  # no --manifest: discover
+    bad = [*args[:1], "ed25519:zz", *args[2:]]
+    result = phase_boot(tmp_path, *bad, *discover, "--discover-timeout", "3600")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "inline key: expected ed25519:" in last_line(result)
+    assert "] phase: loaded: discovery's modules imported" in result.stdout
+    assert not (tmp_path / "stage").exists()
+    result = phase_boot(tmp_path, *args, *discover, "--discover-timeout", "1")
+    assert result.returncode == 3, result.stderr
+    assert "] phase: ERROR discovery: no provider of stable/x86_64 found" in result.stdout
