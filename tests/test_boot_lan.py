@@ -114,10 +114,11 @@ class BootLan:
             f"lease_file {leases}\npidfile {self.work / f'udhcpd-{interface}.pid'}\n"
             f"option subnet 255.255.255.0\noption router {net}\noption lease 3600\n{reserved}"
         )
-        log = (self.work / f"udhcpd-{interface}.log").open("ab")
-        self.dhcp[interface] = self.router.popen(
-            ["busybox", "udhcpd", "-f", str(conf)], stdout=log, stderr=log
-        )
+        # The child keeps its own descriptor of the log; ours is closed once it is started.
+        with (self.work / f"udhcpd-{interface}.log").open("ab") as log:
+            self.dhcp[interface] = self.router.popen(
+                ["busybox", "udhcpd", "-f", str(conf)], stdout=log, stderr=log
+            )
 
     def known_to_the_router(self) -> str:
         """The router's DHCP server restarted knowing the next VM ``boot`` starts (its MAC):
