@@ -85,7 +85,7 @@ def test_a_discovery_in_the_background_gives_its_answer_or_its_error(
     import threading
 
     from phase_client.discovery import orchestrate
-    from phase_client.discovery.model import Candidate
+    from phase_client.discovery.model import Candidate, Query
 
     release = threading.Event()
     seen: list[tuple[str, str, float]] = []
@@ -99,11 +99,11 @@ def test_a_discovery_in_the_background_gives_its_answer_or_its_error(
 
     monkeypatch.setattr(orchestrate, "find_providers", find)
     # start() returns while the lookup is still blocked: the caller goes on meanwhile.
-    running = Discovery("stable", "x86_64", timeout=3.0).start()
+    running = Discovery(Query("stable", "x86_64", timeout=3.0)).start()
     release.set()
     assert [c.url for c in running.result()] == ["http://192.0.2.1:8080/m.json"]
     assert seen == [("stable", "x86_64", 3.0)]
-    failing = Discovery("broken", "x86_64").start()
+    failing = Discovery(Query("broken", "x86_64")).start()
     with pytest.raises(RuntimeError, match="no sockets"):
         failing.result()
 

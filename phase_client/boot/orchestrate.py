@@ -40,7 +40,7 @@ from ..errors import NoSourceError
 from ..hostport import Contact, split_contacts
 
 if TYPE_CHECKING:
-    from ..discovery.model import Candidate
+    from ..discovery.model import Candidate, Query
     from ..fetch.download import Settings
     from ..fetch.result import FetchResult
     from ..root import Root
@@ -236,19 +236,15 @@ class Discovery:
 
     def __init__(
         self,
-        channel: str,
-        arch: str,
+        query: Query,
         *,
         source: str = "auto",
         bootstrap: Sequence[Contact] = (),
-        timeout: float = 10.0,
         probe: bool = True,
     ) -> None:
-        self.channel = channel
-        self.arch = arch
+        self.query = query
         self.source = source
         self.bootstrap = bootstrap
-        self.timeout = timeout
         self.probe = probe
         self._found: list[Candidate] = []
         self._error: BaseException | None = None
@@ -256,14 +252,10 @@ class Discovery:
 
     @classmethod
     def of(cls, request: BootRequest) -> Discovery:
-        return cls(
-            request.channel,
-            request.arch,
-            source=request.source,
-            bootstrap=request.bootstrap,
-            timeout=request.discover_timeout,
-            probe=request.probe,
-        )
+        from ..discovery.model import Query
+
+        query = Query(channel=request.channel, arch=request.arch, timeout=request.discover_timeout)
+        return cls(query, source=request.source, bootstrap=request.bootstrap, probe=request.probe)
 
     def start(self) -> Discovery:
         self._thread.start()
@@ -271,12 +263,10 @@ class Discovery:
 
     def _run(self) -> None:
         try:
-            from ..discovery.model import Query
             from ..discovery.orchestrate import find_providers
 
-            query = Query(channel=self.channel, arch=self.arch, timeout=self.timeout)
             self._found = find_providers(
-                query, source=self.source, bootstrap=self.bootstrap, probe=self.probe
+                self.query, source=self.source, bootstrap=self.bootstrap, probe=self.probe
             )
         except BaseException as exc:  # raised again by result(), in the caller's thread
             self._error = exc

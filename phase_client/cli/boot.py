@@ -271,13 +271,10 @@ def handle(args: argparse.Namespace) -> int:
         say(f"loaded: {what} modules imported{when}")
         if not manifests:
             # Discovery first: the root of trust and the fetch side load while it waits.
-            running = Discovery(
-                channel,
-                arch,
-                source=args.source,
-                bootstrap=bootstrap,
-                timeout=args.discover_timeout,
-            ).start()
+            from ..discovery.model import Query
+
+            query = Query(channel=channel, arch=arch, timeout=args.discover_timeout)
+            running = Discovery(query, source=args.source, bootstrap=bootstrap).start()
 
     from ..fetch.download import Settings
 
