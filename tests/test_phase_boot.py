@@ -251,3 +251,132 @@ def test_start_when_loads_the_trust_while_discovery_runs(tmp_path: Path) -> None
     result = phase_boot(tmp_path, *args, *discover, "--discover-timeout", "1")
     assert result.returncode == 3, result.stderr
     assert "] phase: ERROR discovery: no provider of stable/x86_64 found" in result.stdout
+
+
+# Without --output (the initramfs's way): the fetch writes straight into the private directory.
+
+
+def in_place(tmp_path: Path, url: str, key: SigningKey = KEY) -> list[str]:
+    args = common(tmp_path, url, key)
+    at = args.index("--output")
+    return args[:at] + args[at + 2 :]
+
+
+def test_without_output_the_fetched_files_are_what_kexec_loads(tmp_path: Path, served: Any) -> None:
+    """Hashed once as they arrived, in the private directory: nothing is copied (no
+    PRIVDIR/initrd beside the initramfs), no fetch directory is made."""
+    _, url = served
+    args = [a for a in in_place(tmp_path, url) if a != "--init-lines"]
+    result = phase_boot(tmp_path, *args, "--stage-only", "--json")
+    assert result.returncode == 0, result.stderr
+    stage = tmp_path / "stage"
+    summary = json.loads(result.stdout)
+    assert summary["stage"] == {
+        "directory": str(stage),
+        "kernel": str(stage / "kernel"),
+        "initrd": str(stage / "initramfs"),
+        "dtb": None,
+        "cmdline": f"console=ttyS0 quiet {VERSION_WORD}",
+    }
+    assert summary["output"] == str(stage)
+    assert sorted(p.name for p in stage.iterdir()) == [
+        "cmdline",
+        "initramfs",
+        "kernel",
+        "manifest.json",
+    ]
+    assert (stage / "kernel").read_bytes() == FILES["kernel"]
+    assert (stage / "initramfs").read_bytes() == FILES["initramfs"]
+    assert (stage / "cmdline").read_text() == f"console=ttyS0 quiet {VERSION_WORD}"
+    assert oct(stage.stat().st_mode & 0o777) == "0o700"
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_output_kexec_boot_gets_the_fetched_files(tmp_path: Path, served: Any) -> None:
+    _, url = served
+    result = phase_boot(tmp_path, *in_place(tmp_path, url), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    stage = tmp_path / "stage"
+    assert f"; files match; staged in {stage}\n" in result.stdout
+    assert f"kexec -s -l {stage}/kernel --initrd={stage}/initramfs " in result.stdout
+    assert not stage.exists()  # removed after the dry run
+
+
+def test_without_output_a_failed_fetch_leaves_no_private_directory(
+    tmp_path: Path, served: Any
+) -> None:
+    server, url = served
+    server.behave("/stable/x86_64/vmlinuz", Behaviour(tamper=True))
+    result = phase_boot(tmp_path, *in_place(tmp_path, url), "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "kernel" in last_line(result)
+    assert f"] phase: ERROR fetch from {url} failed\n" in result.stdout
+    # The initramfs came first and verified: it goes with the rest.
+    assert server.requests_for("/stable/x86_64/initramfs.img")
+    assert not (tmp_path / "stage").exists()
+
+
+def test_without_output_too_little_memory_is_refused_before_the_first_artifact_byte(
+    tmp_path: Path, served: Any
+) -> None:
+    server, url = served
+    meminfo = tmp_path / "meminfo"
+    # The image (370 kB) fits, but not kexec's two copies of it beside it and the headroom.
+    meminfo.write_text(f"MemTotal: 1048576 kB\nMemAvailable: {32 * 1024 + 500} kB\n")
+    result = phase_boot(tmp_path, *in_place(tmp_path, url), "--meminfo", str(meminfo), "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert "not enough memory to stage and load this image: needs 33 MiB" in last_line(result)
+    assert "] phase: ERROR refusing to boot: not enough memory" in result.stdout
+    assert server.requests_for("/stable/x86_64/manifest.json")
+    assert not server.requests_for("/stable/x86_64/vmlinuz")
+    assert not (tmp_path / "stage").exists()
+    meminfo.write_text(f"MemTotal: 1048576 kB\nMemAvailable: {34 * 1024} kB\n")
+    result = phase_boot(tmp_path, *in_place(tmp_path, url), "--meminfo", str(meminfo), "--dry-run")
+    assert result.returncode == 0, result.stderr
+
+
+def test_without_output_an_unsafe_parent_is_refused_before_the_first_artifact_byte(
+    tmp_path: Path, served: Any
+) -> None:
+    """A parent others may write (not sticky) could have PRIVDIR renamed away and replaced
+    between the fetch and kexec's open: refused before anything is fetched."""
+    server, url = served
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    args = in_place(tmp_path, url)
+    args[args.index(str(tmp_path / "stage"))] = str(shared / "stage")
+    result = phase_boot(tmp_path, *args, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert "is not safe for a private staging directory" in last_line(result)
+    assert "] phase: ERROR refusing to boot: " in result.stdout
+    assert not server.requests_for("/stable/x86_64/vmlinuz")
+    assert list(shared.iterdir()) == []
+
+
+ROOTFS_FILES = {**FILES, "rootfs": b"R" * 123_457}
+
+
+@pytest.mark.parametrize("consume", [False, True])
+def test_without_output_a_rootfs_is_folded_into_the_same_initrd(
+    tmp_path: Path, consume: bool
+) -> None:
+    """The initrd built from the fetched files is byte for byte the one --output's copy makes;
+    --consume removes what was folded into it (the initramfs and the rootfs), not the kernel."""
+    with FileServer() as server:
+        url = publish(server, signed_manifest(KEY, ROOTFS_FILES), ROOTFS_FILES)
+        extra = ["--stage-only", *(["--consume"] if consume else [])]
+        copied = phase_boot(tmp_path, *common(tmp_path, url), *extra)
+        assert copied.returncode == 0, copied.stderr
+        want = (tmp_path / "stage" / "initrd").read_bytes()
+        (tmp_path / "in-place").mkdir()
+        args = in_place(tmp_path, url)
+        args[args.index(str(tmp_path / "stage"))] = str(tmp_path / "in-place" / "stage")
+        result = phase_boot(tmp_path, *args, *extra)
+    assert result.returncode == 0, result.stderr
+    stage = tmp_path / "in-place" / "stage"
+    assert (stage / "initrd").read_bytes() == want
+    assert want.startswith(FILES["initramfs"]) and ROOTFS_FILES["rootfs"] in want
+    assert (stage / "kernel").read_bytes() == FILES["kernel"]
+    folded = {"initramfs", "rootfs"} & {p.name for p in stage.iterdir()}
+    assert folded == (set() if consume else {"initramfs", "rootfs"})

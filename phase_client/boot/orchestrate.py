@@ -16,6 +16,13 @@ same steps run once, in order, each the code its tool runs:
    sha256. Those copies are what is handed to kexec (``handoff.py``); nothing re-reads the
    fetch directory after they were hashed.
 
+   Without a fetch directory (``BootRequest.output`` None: the initramfs's way) the private
+   directory is made first and the fetch writes straight into it, after the memory check on
+   the verified manifest: the bytes hashed as they arrived are the bytes kexec loads, in a
+   directory nobody else can write, so ``boot.stage.stage_in_place`` reads none of them again
+   (only a carried rootfs is copied, and hashed again, into the initrd). The one check of
+   every byte still happens, once, in one place: as it arrives.
+
 What is no longer done is the second verification of the same manifest by a second process
 (kexec-boot's phase-verify read back ``DIR/manifest.json``, which this process wrote after
 verifying it): the verified manifest never leaves memory. Every check still happens, once.
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
     from ..fetch.result import FetchResult
     from ..root import Root
     from ..state import StateStore
+    from ..trust import VerifiedManifest
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +76,7 @@ class BootRequest:
 
     channel: str
     arch: str
-    output: Path  # the fetch directory (phase-fetch --output)
+    output: Path | None  # the fetch directory (phase-fetch --output); None: fetch into ``stage``
     start: Root  # the root of trust the chain walk starts from
     manifests: list[str] = field(default_factory=list)
     state: StateStore | None = None
@@ -293,6 +301,8 @@ class Booter:
     def __init__(self, request: BootRequest, say: Callable[[str], None] | None = None) -> None:
         self.request = request
         self.say = say or (lambda message: log.info("%s", message))
+        # The private directory the fetch wrote straight into (no fetch directory), once made.
+        self.fetched_into: Path | None = None
 
     def discover(self, running: Discovery | None = None) -> list[str]:
         """Manifest URLs of the reachable providers, best first (phase-discover --list).
@@ -334,36 +344,83 @@ class Booter:
             request.state,
             persist=True,
         )
+        output = request.output
+        if output is None:
+            from .stage import make_private_dir
+
+            output = request.stage or stage_path()
+            make_private_dir(output)
+            self.fetched_into = output
         fetch_request = FetchRequest(
             manifests=manifests,
-            output=request.output,
+            output=output,
             policy=release_policy(update.root, request.channel, request.arch),
             state=request.state,
             settings=settings,
             before_commit=update.keep_in if request.start.document is not None else None,
+            on_verified=self._check_memory if request.output is None else None,
         )
-        result = fetch(fetch_request, Progress(enabled=False))
+        try:
+            result = fetch(fetch_request, Progress(enabled=False))
+        except BaseException:
+            self.discard()
+            raise
         self.say("manifest verified, artifacts fetched and checked")
         return result
+
+    def _check_memory(self, verified: VerifiedManifest) -> None:
+        """Before the first artifact byte lands in the private directory (RAM): room for the
+        image, an initrd built beside it, and kexec's copies (``memory_needed_in_place``)."""
+        from ..errors import StageError
+        from ..manifest import dump_document
+        from .stage import boot_plan, check_memory, memory_needed_in_place
+
+        request = self.request
+        if request.meminfo is None:
+            return
+        manifest = verified.manifest
+        try:
+            plan = boot_plan(manifest, dump_document(dict(manifest.document)))
+        except ValueError as exc:
+            raise StageError(str(exc)) from exc
+        check_memory(memory_needed_in_place(plan, manifest, request.consume), request.meminfo)
+
+    def discard(self) -> None:
+        """Remove the private directory the fetch wrote into, if any (a failed boot)."""
+        if self.fetched_into is not None:
+            import shutil
+
+            shutil.rmtree(self.fetched_into, ignore_errors=True)
+            self.fetched_into = None
 
     def stage(self, result: FetchResult) -> Staged:
         """Hash every byte kexec will load into a fresh private directory (boot/stage.py)."""
         from ..manifest import dump_document
-        from .stage import stage, staged_cmdline
+        from .stage import stage, stage_in_place, staged_cmdline
 
         request = self.request
         manifest = result.verified.manifest
-        private = request.stage or stage_path()
         # The bytes phase-fetch wrote as DIR/manifest.json: what travels with a rootfs.
         manifest_bytes = dump_document(dict(manifest.document))
-        stage(
-            manifest,
-            manifest_bytes,
-            request.output,
-            private,
-            request.meminfo,
-            consume=request.consume,
-        )
+        if self.fetched_into is not None:
+            private = self.fetched_into
+            try:
+                initrd = stage_in_place(manifest, manifest_bytes, private, request.consume)
+            except BaseException:
+                self.discard()
+                raise
+        else:
+            assert request.output is not None
+            private = request.stage or stage_path()
+            stage(
+                manifest,
+                manifest_bytes,
+                request.output,
+                private,
+                request.meminfo,
+                consume=request.consume,
+            )
+            initrd = private / "initrd" if (private / "initrd").exists() else None
         signed_by = ", ".join(result.verified.signed_by)
         self.say(
             f"VERIFIED {manifest.channel}/{manifest.arch} version {manifest.version} sequence "
@@ -372,7 +429,7 @@ class Booter:
         return Staged(
             directory=private,
             kernel=private / "kernel",
-            initrd=private / "initrd" if (private / "initrd").exists() else None,
+            initrd=initrd,
             dtb=private / "dtb" if (private / "dtb").exists() else None,
             cmdline=staged_cmdline(manifest),
         )

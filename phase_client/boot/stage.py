@@ -24,6 +24,11 @@ size) and hashed while it is copied, so the bytes compared with the manifest are
 will read; nobody else can change the copies (see docs/boot.md). Before anything is copied,
 the machine must have the memory for the copies and for kexec's own copy of them
 (``MemAvailable``): otherwise one clear error instead of an OOM kill half-way through.
+
+``stage_in_place`` is phase-boot's way without a fetch directory: the fetch wrote straight into
+PRIVDIR (``make_private_dir``), each artifact hashed as it arrived and renamed into place only
+once it matched, so the fetched files are already what kexec may load: nothing is read, hashed
+or copied a second time (see ``stage_in_place``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path
 
 from ..errors import InsufficientMemoryError, IntegrityError, StageError
 from ..fsutil import (
+    atomic_write,
     create_exclusive,
     fsync_dir,
     hash_copy,
@@ -116,6 +122,105 @@ def memory_needed(plan: BootPlan, manifest: Manifest, consume: bool = False) -> 
     return 3 * plan.staged_size(manifest) - freed + MEMORY_HEADROOM
 
 
+def memory_needed_in_place(plan: BootPlan, manifest: Manifest, consume: bool = False) -> int:
+    """Bytes of RAM, beyond what is in use before the fetch, that fetching this image straight
+    into the private directory and loading it take: every artifact (RAM: a stage-1 tmpfs), the
+    initrd built beside them when a carry archive is needed, then kexec_file_load's two copies
+    (``memory_needed``), plus MEMORY_HEADROOM. With ``consume``, the artifacts folded into the
+    built initrd are removed once it is built, before the load."""
+    total = sum(a.size for a in manifest.artifacts.values())
+    built = plan.initrd_size(manifest) if plan.carried else 0
+    folded = sum(a.size for a in _folded(plan, manifest)) if consume else 0
+    return total + built - folded + 2 * plan.staged_size(manifest) + MEMORY_HEADROOM
+
+
+def _folded(plan: BootPlan, manifest: Manifest) -> list[Artifact]:
+    """The artifacts that reach kexec only inside the built initrd (none without a carry)."""
+    if not plan.carried:
+        return []
+    return [a for a in manifest.artifacts.values() if a.name not in (plan.kernel, plan.dtb)]
+
+
+def check_memory(needed: int, meminfo: str | os.PathLike[str]) -> None:
+    """InsufficientMemoryError unless ``meminfo``'s MemAvailable covers ``needed`` bytes (no
+    check where the kernel does not say)."""
+    available = _mem_available(Path(meminfo))
+    if available is not None and available < needed:
+        raise InsufficientMemoryError(
+            f"not enough memory to stage and load this image: needs {needed >> 20} MiB, "
+            f"has {available >> 20} MiB available"
+        )
+
+
+def make_private_dir(target: str | os.PathLike[str]) -> None:
+    """The fresh private directory (0700) staging writes into: StageError when it exists, or
+    when its parent is one somebody else could rename it out of (see ``_check_parents``)."""
+    _make_private_dir(Path(target))
+
+
+def stage_in_place(
+    manifest: Manifest,
+    manifest_bytes: bytes,
+    private: str | os.PathLike[str],
+    consume: bool = False,
+) -> Path | None:
+    """Stage what the fetch wrote straight into ``private``, returning the initrd to load
+    (None: the manifest names none). ``private`` must have been made by
+    ``make_private_dir`` and written only by this process's fetch: nobody else can have
+    opened a file there, and every artifact in it was hashed as it arrived and compared with
+    ``manifest`` before it got its name. So the kernel, the dtb and (when nothing is carried)
+    the initramfs are loaded as they are: each is only checked to be a regular file of its
+    signed size, not read again. With a carry archive (a ``rootfs``) the initrd is built as
+    ``stage`` builds it, every artifact read from ``private``, hashed and compared again as
+    it is copied; ``consume`` then removes the artifacts folded into it. Last, ``cmdline``
+    becomes the staged command line. The caller removes ``private`` on a failure."""
+    target = Path(private)
+    try:
+        plan = boot_plan(manifest, manifest_bytes)
+    except ValueError as exc:
+        raise StageError(str(exc)) from exc
+    as_is = [plan.kernel, plan.dtb, None if plan.carried else plan.initramfs]
+    for name in filter(None, as_is):
+        _check_size(target / name, manifest.artifacts[name])
+    initrd: Path | None = None
+    if plan.carried:
+        initrd = target / "initrd"
+        _stage_initrd(initrd, target, manifest, plan)
+        if consume:
+            for artifact in _folded(plan, manifest):
+                os.unlink(target / artifact.name)
+    elif plan.initramfs:
+        initrd = target / plan.initramfs
+    try:
+        atomic_write(target / "cmdline", staged_cmdline(manifest).encode(), 0o600)
+    except OSError as exc:
+        raise StageError(f"cannot write {target / 'cmdline'}: {exc.strerror or exc}") from exc
+    fsync_dir(target)
+    return initrd
+
+
+def _open_sized(path: Path, artifact: Artifact) -> int:
+    """``path`` opened for reading; IntegrityError unless it is a regular file of the
+    artifact's size (a file of the wrong size is refused without reading it)."""
+    try:
+        fd = open_regular(path)
+    except OSError as exc:
+        raise IntegrityError(f"{path}: {exc.strerror or exc}") from exc
+    try:
+        size = os.fstat(fd).st_size
+    except BaseException:
+        os.close(fd)
+        raise
+    if size != artifact.size:
+        os.close(fd)
+        raise IntegrityError(f"{path}: size {size}, the manifest says {artifact.size}")
+    return fd
+
+
+def _check_size(path: Path, artifact: Artifact) -> None:
+    os.close(_open_sized(path, artifact))
+
+
 def check_dir(manifest: Manifest, directory: str | os.PathLike[str]) -> None:
     """Raise IntegrityError unless DIR holds exactly what phase-fetch wrote for this manifest."""
     _check_side_files(manifest, Path(directory))
@@ -144,7 +249,7 @@ def stage(
     except ValueError as exc:
         raise StageError(str(exc)) from exc
     if meminfo is not None:
-        _check_memory(memory_needed(plan, manifest, consume), Path(meminfo))
+        check_memory(memory_needed(plan, manifest, consume), meminfo)
     _make_private_dir(target)
     try:
         loaded = {plan.kernel, plan.initramfs, plan.dtb}
@@ -169,15 +274,6 @@ def stage(
         for artifact in manifest.artifacts.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(source / artifact.name)
-
-
-def _check_memory(needed: int, meminfo: Path) -> None:
-    available = _mem_available(meminfo)
-    if available is not None and available < needed:
-        raise InsufficientMemoryError(
-            f"not enough memory to stage and load this image: needs {needed >> 20} MiB, "
-            f"has {available >> 20} MiB available"
-        )
 
 
 def _mem_available(meminfo: Path) -> int | None:
@@ -209,15 +305,8 @@ def _check_side_files(manifest: Manifest, directory: Path) -> None:
 def _verify_into(path: Path, artifact: Artifact, dst: int | None) -> None:
     """Read ``path`` once, hashing it and, with ``dst``, copying it there in the same pass;
     IntegrityError unless it is a regular file with the artifact's size and sha256."""
+    src = _open_sized(path, artifact)
     try:
-        src = open_regular(path)
-    except OSError as exc:
-        raise IntegrityError(f"{path}: {exc.strerror or exc}") from exc
-    try:
-        # Size first: a file of the wrong size is refused without reading it.
-        size = os.fstat(src).st_size
-        if size != artifact.size:
-            raise IntegrityError(f"{path}: size {size}, the manifest says {artifact.size}")
         try:
             digest, copied = hash_copy(src, dst, artifact.size)
         except OSError as exc:

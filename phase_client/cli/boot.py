@@ -10,7 +10,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from ..errors import EXIT_OK, NoSourceError, PhaseError, UsageError
+from ..errors import (
+    EXIT_OK,
+    NoSourceError,
+    PhaseError,
+    StageError,
+    UsageError,
+)
 from ..hostport import split_contacts
 from ._common import (
     Parser,
@@ -34,18 +40,25 @@ START_WHEN_TIMEOUT = 300.0
 EPILOG = """steps (each the code of the tool named; docs/boot.md):
   1. discover   without --manifest: mDNS, then the DHT (phase-discover --list)
   2. fetch      walk the root chain; verify the manifest (signatures, expiry, channel/arch,
-                rollback state) before any artifact byte is asked for; stream each artifact
-                into DIR, hashed as it arrives; record the rollback state (phase-fetch)
-  3. stage      refuse unless MemAvailable covers the copies and kexec's; copy into a new
-                private directory (0700) every byte kexec loads, hashed as it is copied and
-                compared with the verified manifest (phase-verify --check-dir --stage-into)
-  4. hand off   exec kexec-boot --kernel PRIVDIR/kernel --initrd PRIVDIR/initrd --cmdline
-                '<staged command line>': kexec -s (else -l), sync, kexec -e. kexec-boot is
-                taken from PATH, else from beside this program
+                rollback state) before any artifact byte is asked for; without --output,
+                refuse unless MemAvailable covers the image and kexec's copies, make the new
+                private directory PRIVDIR (0700) and stream each artifact straight into it,
+                hashed as it arrives; with --output DIR, into DIR; record the rollback state
+                (phase-fetch)
+  3. stage      without --output: nothing is read again: the fetched kernel and initramfs are
+                what kexec loads (a rootfs is folded into PRIVDIR/initrd with the initramfs,
+                hashed again as it is copied). With --output DIR: refuse unless MemAvailable
+                covers the copies and kexec's; copy into PRIVDIR every byte kexec loads,
+                hashed as it is copied and compared with the verified manifest (phase-verify
+                --check-dir --stage-into)
+  4. hand off   exec kexec-boot --kernel PRIVDIR/kernel --initrd PRIVDIR/initramfs (or
+                PRIVDIR/initrd) --cmdline '<staged command line>': kexec -s (else -l), sync,
+                kexec -e. kexec-boot is taken from PATH, else from beside this program
 
-Only one interpreter starts: the copies kexec loads were hashed by this process a moment
-before, so kexec-boot does not start phase-verify again. If kexec-boot fails, PRIVDIR is left
-for the caller to remove (the initramfs's init does).
+Only one interpreter starts: what kexec loads was hashed by this process, in a directory
+nobody else can write, so kexec-boot does not start phase-verify again. If kexec-boot fails,
+PRIVDIR is left for the caller to remove (the initramfs's init does); on any failure before,
+this program removes it.
 
 """ + exit_codes_help(
     {
@@ -62,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Boot from the network in one process: find a provider (mDNS, then the "
         "DHT) unless --manifest is given, fetch and verify its signed manifest and artifacts "
-        "(as phase-fetch), stage what kexec loads into a private directory, hashed as it is "
-        "copied (as phase-verify --stage-into), and exec kexec-boot on those copies.",
+        "(as phase-fetch) straight into a new private directory, hashed as they arrive, and "
+        "exec kexec-boot on those files.",
         epilog=EPILOG,
     )
     parser.add_argument(
@@ -74,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="manifest URL or file; repeat for alternative providers (default: discover them)",
     )
     parser.add_argument(
-        "-o", "--output", metavar="DIR", help="where the artifacts are fetched to (required)"
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="fetch the artifacts into DIR (as phase-fetch), then copy what kexec loads into "
+        "PRIVDIR, hashed again (default: fetch straight into PRIVDIR, hashed once as it "
+        "arrives, nothing copied)",
     )
     add_trust_arguments(parser)
     found = parser.add_argument_group("discovery (without --manifest)")
@@ -105,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     staging.add_argument(
         "--consume",
         action="store_true",
-        help="remove DIR's artifact files once staged (RAM holds the image three times, not "
-        "four); the memory check counts their room as freed",
+        help="with --output: remove DIR's artifact files once staged (RAM holds the image "
+        "three times, not four); without: remove the artifacts folded into PRIVDIR/initrd (a "
+        "rootfs) once it is built. The memory check counts their room as freed",
     )
     staging.add_argument(
         "--meminfo",
@@ -227,9 +246,8 @@ def handle(args: argparse.Namespace) -> int:
     manifests = [check_location(m, "--manifest") for m in args.manifest]
     if manifests and (args.bootstrap or args.source != "auto"):
         raise UsageError("--source and --bootstrap are for discovery, not with --manifest")
-    if not args.output:
-        raise UsageError("no output directory given (--output DIR)")
-    check_output(args.output)
+    if args.output:
+        check_output(args.output)
     if args.json and not (args.dry_run or args.stage_only):
         raise UsageError("--json goes with --dry-run or --stage-only (a boot does not return)")
     if args.dry_run and args.stage_only:
@@ -281,7 +299,7 @@ def handle(args: argparse.Namespace) -> int:
     request = BootRequest(
         channel=channel,
         arch=arch,
-        output=Path(args.output),
+        output=Path(args.output) if args.output else None,
         start=root_from_args(args),
         manifests=manifests,
         state=state_from_args(args),
@@ -303,6 +321,8 @@ def handle(args: argparse.Namespace) -> int:
             return _failed(args, say, exc, str(exc))
     try:
         result = booter.fetch(manifests)
+    except StageError as exc:  # PRIVDIR or the memory check, before the first artifact byte
+        return _failed(args, say, exc, f"refusing to boot: {exc}")
     except PhaseError as exc:
         return _failed(args, say, exc, f"fetch from {' '.join(manifests)} failed")
     if args.umount:

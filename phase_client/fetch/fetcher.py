@@ -77,6 +77,9 @@ class FetchRequest:
     settings: Settings = field(default_factory=Settings)
     # Called with DIR after every artifact verified, before the commit (the root chain's files).
     before_commit: Callable[[Path], None] | None = None
+    # Called with the verified manifest before DIR is made or any artifact byte is asked for: a
+    # PhaseError from it ends the run there (phase-boot's memory check, fetching into RAM).
+    on_verified: Callable[[VerifiedManifest], None] | None = None
 
 
 @dataclass
@@ -301,6 +304,8 @@ class Fetcher:
                     f"artifact {', '.join(missing)} not in the manifest (it has {', '.join(names)})"
                 )
             names = [n for n in names if n in request.only]
+        if request.on_verified is not None:
+            request.on_verified(choice.verified)
         try:
             request.output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
