@@ -380,3 +380,29 @@ def test_without_output_a_rootfs_is_folded_into_the_same_initrd(
     assert (stage / "kernel").read_bytes() == FILES["kernel"]
     folded = {"initramfs", "rootfs"} & {p.name for p in stage.iterdir()}
     assert folded == (set() if consume else {"initramfs", "rootfs"})
+
+
+def test_without_output_a_sigterm_mid_fetch_leaves_nothing(tmp_path: Path, served: Any) -> None:
+    """The init's retry (or a shutdown) may stop phase-boot while bytes arrive: the part files
+    and the private directory they land in go with it."""
+    import signal
+    import time
+
+    server, url = served
+    server.behave("/stable/x86_64/vmlinuz", Behaviour(stall_after=1000))
+    proc_cmdline = tmp_path / "proc-cmdline"
+    proc_cmdline.write_text("console=ttyS1\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_proxy")}
+    env |= {"KEXEC_BOOT_PROC_CMDLINE": str(proc_cmdline), "TMPDIR": str(tmp_path)}
+    argv = [sys.executable, "-m", "phase_client", "boot", *in_place(tmp_path, url), "--dry-run"]
+    stage = tmp_path / "stage"
+    with subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 30
+        while not (stage / ".kernel.part").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no part file in time"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not stage.exists()

@@ -325,12 +325,15 @@ def handle(args: argparse.Namespace) -> int:
         return _failed(args, say, exc, f"refusing to boot: {exc}")
     except PhaseError as exc:
         return _failed(args, say, exc, f"fetch from {' '.join(manifests)} failed")
-    if args.umount:
-        _unmount(args.umount)
     try:
+        if args.umount:
+            _unmount(args.umount)
         staged = booter.stage(result)
     except PhaseError as exc:
         return _failed(args, say, exc, f"refusing to boot: {exc}")
+    except BaseException:  # a signal while unmounting: nothing fetched is left behind
+        booter.discard()
+        raise
 
     if args.stage_only:
         if args.json:
