@@ -110,3 +110,34 @@ def test_refuses_what_newc_cannot_hold() -> None:
         carry_plan(m, data)
     with pytest.raises(ValueError):
         header(Carried("phase/x", 0o100444, MAX_CARRIED_SIZE + 1), 1)
+
+
+def test_the_memory_to_fetch_in_place_counts_what_is_held_at_the_peak() -> None:
+    """phase-boot without --output checks, before the fetch: every fetched file, the initrd
+    built beside them (only with a rootfs), kexec's two copies of what it loads; with
+    --consume the initramfs and rootfs go once folded into that initrd."""
+    from phase_client.boot.stage import (
+        MEMORY_HEADROOM,
+        boot_plan,
+        memory_needed,
+        memory_needed_in_place,
+    )
+
+    k, i, r = 10 << 20, 3 << 20, 100 << 20
+    sizes = {"kernel": k, "initramfs": i, "rootfs": r}
+    m, data = manifest({"kernel": "vmlinuz", "initramfs": "initramfs.img"}, sizes)
+    plan = boot_plan(m, data)
+    # Nothing carried: the fetched files are what kexec loads, held once, then copied twice.
+    assert memory_needed_in_place(plan, m) == 3 * (k + i) + MEMORY_HEADROOM
+    assert memory_needed_in_place(plan, m, consume=True) == 3 * (k + i) + MEMORY_HEADROOM
+    m, data = manifest({"kernel": "vmlinuz", "initramfs": "i.img", "rootfs": "r.sqfs"}, sizes)
+    plan = boot_plan(m, data)
+    built = plan.initrd_size(m)
+    assert built > k + i + r  # the initramfs, then an archive carrying every artifact
+    loaded = k + built
+    assert memory_needed_in_place(plan, m) == k + i + r + built + 2 * loaded + MEMORY_HEADROOM
+    assert memory_needed_in_place(plan, m, consume=True) == 3 * loaded + MEMORY_HEADROOM
+    # The same peak as --output --consume's copy, which counts from after its own fetch.
+    assert memory_needed_in_place(plan, m, consume=True) == memory_needed(plan, m, consume=True) + (
+        k + i + r
+    )

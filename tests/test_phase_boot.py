@@ -256,6 +256,12 @@ def test_start_when_loads_the_trust_while_discovery_runs(tmp_path: Path) -> None
 # Without --output (the initramfs's way): the fetch writes straight into the private directory.
 
 
+def artifact_requests(server: FileServer) -> list[str]:
+    """Every request for anything but the manifest (the root chain's files included)."""
+    with server.state.lock:
+        return [r.path for r in server.state.requests if not r.path.endswith("/manifest.json")]
+
+
 def in_place(tmp_path: Path, url: str, key: SigningKey = KEY) -> list[str]:
     args = common(tmp_path, url, key)
     at = args.index("--output")
@@ -327,8 +333,8 @@ def test_without_output_too_little_memory_is_refused_before_the_first_artifact_b
     assert result.returncode == 2, result.stderr
     assert "not enough memory to stage and load this image: needs 33 MiB" in last_line(result)
     assert "] phase: ERROR refusing to boot: not enough memory" in result.stdout
+    assert artifact_requests(server) == []
     assert server.requests_for("/stable/x86_64/manifest.json")
-    assert not server.requests_for("/stable/x86_64/vmlinuz")
     assert not (tmp_path / "stage").exists()
     meminfo.write_text(f"MemTotal: 1048576 kB\nMemAvailable: {34 * 1024} kB\n")
     result = phase_boot(tmp_path, *in_place(tmp_path, url), "--meminfo", str(meminfo), "--dry-run")
@@ -350,7 +356,7 @@ def test_without_output_an_unsafe_parent_is_refused_before_the_first_artifact_by
     assert result.returncode == 2, result.stderr
     assert "is not safe for a private staging directory" in last_line(result)
     assert "] phase: ERROR refusing to boot: " in result.stdout
-    assert not server.requests_for("/stable/x86_64/vmlinuz")
+    assert artifact_requests(server) == []
     assert list(shared.iterdir()) == []
 
 
@@ -365,17 +371,18 @@ def test_without_output_a_rootfs_is_folded_into_the_same_initrd(
     --consume removes what was folded into it (the initramfs and the rootfs), not the kernel."""
     with FileServer() as server:
         url = publish(server, signed_manifest(KEY, ROOTFS_FILES), ROOTFS_FILES)
-        extra = ["--stage-only", *(["--consume"] if consume else [])]
+        extra = ["--stage-only", "--json", *(["--consume"] if consume else [])]
         copied = phase_boot(tmp_path, *common(tmp_path, url), *extra)
         assert copied.returncode == 0, copied.stderr
         want = (tmp_path / "stage" / "initrd").read_bytes()
         (tmp_path / "in-place").mkdir()
-        args = in_place(tmp_path, url)
+        args = [a for a in in_place(tmp_path, url) if a != "--init-lines"]
         args[args.index(str(tmp_path / "stage"))] = str(tmp_path / "in-place" / "stage")
         result = phase_boot(tmp_path, *args, *extra)
     assert result.returncode == 0, result.stderr
     stage = tmp_path / "in-place" / "stage"
-    assert (stage / "initrd").read_bytes() == want
+    assert json.loads(result.stdout)["stage"]["initrd"] == str(stage / "initrd.img")
+    assert (stage / "initrd.img").read_bytes() == want
     assert want.startswith(FILES["initramfs"]) and ROOTFS_FILES["rootfs"] in want
     assert (stage / "kernel").read_bytes() == FILES["kernel"]
     folded = {"initramfs", "rootfs"} & {p.name for p in stage.iterdir()}
@@ -401,6 +408,51 @@ def test_without_output_a_sigterm_mid_fetch_leaves_nothing(tmp_path: Path, serve
         while not (stage / ".kernel.part").exists():
             assert proc.poll() is None and time.monotonic() < deadline, "no part file in time"
             time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not stage.exists()
+
+
+def test_without_output_an_artifact_named_initrd_keeps_its_own_name(tmp_path: Path) -> None:
+    """The initrd built beside the fetched files has a name no artifact can have."""
+    files = {**ROOTFS_FILES, "initrd": b"D" * 1000}
+    with FileServer() as server:
+        url = publish(server, signed_manifest(KEY, files), files)
+        args = [a for a in in_place(tmp_path, url) if a != "--init-lines"]
+        result = phase_boot(tmp_path, *args, "--stage-only", "--json")
+    assert result.returncode == 0, result.stderr
+    stage = tmp_path / "stage"
+    assert (stage / "initrd").read_bytes() == files["initrd"]
+    assert json.loads(result.stdout)["stage"]["initrd"] == str(stage / "initrd.img")
+
+
+def test_without_output_a_sigterm_while_unmounting_leaves_nothing(
+    tmp_path: Path, served: Any
+) -> None:
+    """--umount runs between the fetch and the staging: a signal there removes PRIVDIR too."""
+    import signal
+    import time
+
+    _, url = served
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "umount-started"
+    umount = bin_dir / "umount"
+    umount.write_text(f"#!/bin/sh\ntouch {marker}\nexec sleep 30\n")
+    umount.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_proxy")}
+    env |= {"TMPDIR": str(tmp_path), "PATH": f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"}
+    argv = [sys.executable, "-m", "phase_client", "boot", *in_place(tmp_path, url)]
+    argv += ["--umount", str(tmp_path / "state"), "--stage-only"]
+    stage = tmp_path / "stage"
+    with subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "umount never ran"
+            time.sleep(0.02)
+        assert (stage / "kernel").exists()  # fetched, not yet staged
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err

@@ -344,46 +344,49 @@ class Booter:
             request.state,
             persist=True,
         )
-        output = request.output
-        if output is None:
-            from .stage import make_private_dir
+        private = request.stage or stage_path()
+        in_place = request.output is None
 
-            output = request.stage or stage_path()
-            make_private_dir(output)
-            self.fetched_into = output
+        def make_private_dir(verified: VerifiedManifest) -> None:
+            self._make_private_dir(verified, private)
+
         fetch_request = FetchRequest(
             manifests=manifests,
-            output=output,
+            output=request.output or private,
             policy=release_policy(update.root, request.channel, request.arch),
             state=request.state,
             settings=settings,
             before_commit=update.keep_in if request.start.document is not None else None,
-            on_verified=self._check_memory if request.output is None else None,
+            on_verified=make_private_dir if in_place else None,
         )
         try:
             result = fetch(fetch_request, Progress(enabled=False))
+            self.say("manifest verified, artifacts fetched and checked")
         except BaseException:
             self.discard()
             raise
-        self.say("manifest verified, artifacts fetched and checked")
         return result
 
-    def _check_memory(self, verified: VerifiedManifest) -> None:
-        """Before the first artifact byte lands in the private directory (RAM): room for the
-        image, an initrd built beside it, and kexec's copies (``memory_needed_in_place``)."""
+    def _make_private_dir(self, verified: VerifiedManifest, private: Path) -> None:
+        """Once the manifest verified, before its first artifact byte: the memory check (room
+        in RAM for the image, an initrd built beside it and kexec's copies:
+        ``memory_needed_in_place``), then the fresh private directory the fetch writes into
+        (``stage.make_private_dir``)."""
         from ..errors import StageError
         from ..manifest import dump_document
-        from .stage import boot_plan, check_memory, memory_needed_in_place
+        from .stage import boot_plan, check_memory, make_private_dir, memory_needed_in_place
 
         request = self.request
-        if request.meminfo is None:
-            return
         manifest = verified.manifest
-        try:
-            plan = boot_plan(manifest, dump_document(dict(manifest.document)))
-        except ValueError as exc:
-            raise StageError(str(exc)) from exc
-        check_memory(memory_needed_in_place(plan, manifest, request.consume), request.meminfo)
+        if request.meminfo is not None:
+            try:
+                plan = boot_plan(manifest, dump_document(dict(manifest.document)))
+            except ValueError as exc:
+                raise StageError(str(exc)) from exc
+            needed = memory_needed_in_place(plan, manifest, request.consume)
+            check_memory(needed, request.meminfo)
+        make_private_dir(private)
+        self.fetched_into = private
 
     def discard(self) -> None:
         """Remove the private directory the fetch wrote into, if any (a failed boot)."""

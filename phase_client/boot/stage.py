@@ -28,7 +28,8 @@ the machine must have the memory for the copies and for kexec's own copy of them
 ``stage_in_place`` is phase-boot's way without a fetch directory: the fetch wrote straight into
 PRIVDIR (``make_private_dir``), each artifact hashed as it arrived and renamed into place only
 once it matched, so the fetched files are already what kexec may load: nothing is read, hashed
-or copied a second time (see ``stage_in_place``).
+or copied a second time but a carried rootfs (into ``PRIVDIR/initrd.img``; see
+``stage_in_place``).
 """
 
 from __future__ import annotations
@@ -158,6 +159,11 @@ def make_private_dir(target: str | os.PathLike[str]) -> None:
     _make_private_dir(Path(target))
 
 
+# The initrd stage_in_place builds beside the fetched artifacts: a name with a dot, which no
+# artifact can have (manifest.ARTIFACT_NAME_RE), so an artifact called "initrd" stays its own.
+BUILT_INITRD = "initrd.img"
+
+
 def stage_in_place(
     manifest: Manifest,
     manifest_bytes: bytes,
@@ -171,9 +177,10 @@ def stage_in_place(
     ``manifest`` before it got its name. So the kernel, the dtb and (when nothing is carried)
     the initramfs are loaded as they are: each is only checked to be a regular file of its
     signed size, not read again. With a carry archive (a ``rootfs``) the initrd is built as
-    ``stage`` builds it, every artifact read from ``private``, hashed and compared again as
-    it is copied; ``consume`` then removes the artifacts folded into it. Last, ``cmdline``
-    becomes the staged command line. The caller removes ``private`` on a failure."""
+    ``stage`` builds it, into ``BUILT_INITRD``, every artifact read from ``private``, hashed
+    and compared again as it is copied; ``consume`` then removes the artifacts folded into
+    it. Last, ``cmdline`` becomes the staged command line. The caller removes ``private`` on
+    a failure."""
     target = Path(private)
     try:
         plan = boot_plan(manifest, manifest_bytes)
@@ -184,7 +191,7 @@ def stage_in_place(
         _check_size(target / name, manifest.artifacts[name])
     initrd: Path | None = None
     if plan.carried:
-        initrd = target / "initrd"
+        initrd = target / BUILT_INITRD
         _stage_initrd(initrd, target, manifest, plan)
         if consume:
             for artifact in _folded(plan, manifest):

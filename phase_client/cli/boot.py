@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ..errors import (
     EXIT_OK,
@@ -34,6 +35,9 @@ from ._common import (
 )
 from ._trust import add_trust_arguments, root_from_args, state_from_args
 
+if TYPE_CHECKING:
+    from ..boot.orchestrate import Booter
+
 PROG = "phase-boot"
 START_WHEN_TIMEOUT = 300.0
 
@@ -46,14 +50,15 @@ EPILOG = """steps (each the code of the tool named; docs/boot.md):
                 hashed as it arrives; with --output DIR, into DIR; record the rollback state
                 (phase-fetch)
   3. stage      without --output: nothing is read again: the fetched kernel and initramfs are
-                what kexec loads (a rootfs is folded into PRIVDIR/initrd with the initramfs,
-                hashed again as it is copied). With --output DIR: refuse unless MemAvailable
-                covers the copies and kexec's; copy into PRIVDIR every byte kexec loads,
-                hashed as it is copied and compared with the verified manifest (phase-verify
-                --check-dir --stage-into)
+                what kexec loads (a rootfs is folded into PRIVDIR/initrd.img with the
+                initramfs, hashed again as it is copied). With --output DIR: refuse unless
+                MemAvailable covers the copies and kexec's; copy into PRIVDIR every byte
+                kexec loads, hashed as it is copied and compared with the verified manifest
+                (phase-verify --check-dir --stage-into)
   4. hand off   exec kexec-boot --kernel PRIVDIR/kernel --initrd PRIVDIR/initramfs (or
-                PRIVDIR/initrd) --cmdline '<staged command line>': kexec -s (else -l), sync,
-                kexec -e. kexec-boot is taken from PATH, else from beside this program
+                PRIVDIR/initrd.img; with --output, PRIVDIR/initrd) --cmdline '<staged command
+                line>': kexec -s (else -l), sync, kexec -e. kexec-boot is taken from PATH,
+                else from beside this program
 
 Only one interpreter starts: what kexec loads was hashed by this process, in a directory
 nobody else can write, so kexec-boot does not start phase-verify again. If kexec-boot fails,
@@ -124,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--consume",
         action="store_true",
         help="with --output: remove DIR's artifact files once staged (RAM holds the image "
-        "three times, not four); without: remove the artifacts folded into PRIVDIR/initrd (a "
+        "three times, not four); without: remove the artifacts folded into PRIVDIR/initrd.img (a "
         "rootfs) once it is built. The memory check counts their room as freed",
     )
     staging.add_argument(
@@ -229,7 +234,7 @@ def _unmount(directory: str) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from ..boot.handoff import find_kexec_boot, kexec_boot_argv
+    from ..boot.handoff import find_kexec_boot
     from ..boot.orchestrate import (
         AFTER_DISCOVERY,
         Booter,
@@ -320,6 +325,24 @@ def handle(args: argparse.Namespace) -> int:
         except NoSourceError as exc:
             return _failed(args, say, exc, str(exc))
     try:
+        return _fetch_stage_hand_off(args, booter, manifests, program, say)
+    except BaseException:  # a signal, a closed stdout: nothing fetched is left behind
+        booter.discard()
+        raise
+
+
+def _fetch_stage_hand_off(
+    args: argparse.Namespace,
+    booter: Booter,
+    manifests: list[str],
+    program: str | None,
+    say: Console,
+) -> int:
+    """Steps 2-4 (a failure of fetch or stage has removed what it made; a real boot does not
+    return)."""
+    from ..boot.handoff import kexec_boot_argv
+
+    try:
         result = booter.fetch(manifests)
     except StageError as exc:  # PRIVDIR or the memory check, before the first artifact byte
         return _failed(args, say, exc, f"refusing to boot: {exc}")
@@ -331,9 +354,6 @@ def handle(args: argparse.Namespace) -> int:
         staged = booter.stage(result)
     except PhaseError as exc:
         return _failed(args, say, exc, f"refusing to boot: {exc}")
-    except BaseException:  # a signal while unmounting: nothing fetched is left behind
-        booter.discard()
-        raise
 
     if args.stage_only:
         if args.json:
