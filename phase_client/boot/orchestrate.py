@@ -397,7 +397,9 @@ class Booter:
             self.fetched_into = None
 
     def stage(self, result: FetchResult) -> Staged:
-        """Hash every byte kexec will load into a fresh private directory (boot/stage.py)."""
+        """What kexec loads, in the private directory (boot/stage.py): the files fetched
+        straight into it (``stage_in_place``), else every byte copied there from the fetch
+        directory, hashed as it is copied (``stage``)."""
         from ..manifest import dump_document
         from .stage import stage, stage_in_place, staged_cmdline
 

@@ -153,12 +153,6 @@ def check_memory(needed: int, meminfo: str | os.PathLike[str]) -> None:
         )
 
 
-def make_private_dir(target: str | os.PathLike[str]) -> None:
-    """The fresh private directory (0700) staging writes into: StageError when it exists, or
-    when its parent is one somebody else could rename it out of (see ``_check_parents``)."""
-    _make_private_dir(Path(target))
-
-
 # The initrd stage_in_place builds beside the fetched artifacts: a name with a dot, which no
 # artifact can have (manifest.ARTIFACT_NAME_RE), so an artifact called "initrd" stays its own.
 BUILT_INITRD = "initrd.img"
@@ -257,7 +251,7 @@ def stage(
         raise StageError(str(exc)) from exc
     if meminfo is not None:
         check_memory(memory_needed(plan, manifest, consume), meminfo)
-    _make_private_dir(target)
+    make_private_dir(target)
     try:
         loaded = {plan.kernel, plan.initramfs, plan.dtb}
         loaded |= {entry.artifact for entry in plan.carried}
@@ -399,11 +393,12 @@ def _sync(fd: int, target: Path) -> None:
         raise StageError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
-def _make_private_dir(target: Path) -> None:
-    """mkdir 0700; it must not exist (anything already there may be someone else's), and its
-    parent must be one nobody else can rename it out of or swap (see _check_parents)."""
-    parent = target.parent
-    _check_parents(parent)
+def make_private_dir(private: str | os.PathLike[str]) -> None:
+    """The fresh private directory staging writes into: mkdir 0700; StageError when it exists
+    (anything already there may be someone else's), or when its parent is one somebody else
+    could rename it out of or swap (see _check_parents)."""
+    target = Path(private)
+    _check_parents(target.parent)
     try:
         os.mkdir(target, 0o700)
     except FileExistsError as exc:
