@@ -3,19 +3,23 @@ answers one (``Content-Range``). Pure: no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class ByteRange:
-    """Bytes ``first`` .. ``last`` inclusive (RFC 9110's first-pos and last-pos)."""
-
+class _Bounds(NamedTuple):
     first: int
     last: int
 
-    def __post_init__(self) -> None:
-        if self.first < 0 or self.last < self.first:
-            raise ValueError(f"bad byte range {self.first}-{self.last}")
+
+class ByteRange(_Bounds):
+    """Bytes ``first`` .. ``last`` inclusive (RFC 9110's first-pos and last-pos)."""
+
+    __slots__ = ()
+
+    def __new__(cls, first: int, last: int) -> ByteRange:
+        if first < 0 or last < first:
+            raise ValueError(f"bad byte range {first}-{last}")
+        return super().__new__(cls, first, last)
 
     @property
     def length(self) -> int:

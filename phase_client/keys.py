@@ -12,7 +12,6 @@ import base64
 import binascii
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.exceptions
@@ -51,10 +50,37 @@ def peer_id_for(raw_public: bytes) -> str:
     return base58btc(b"\x00" + bytes([len(proto)]) + proto)
 
 
-@dataclass(frozen=True)
-class PublicKey:
+class _Frozen:
+    """Attributes set once, by ``__init__`` through ``object.__setattr__``, never again."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__}.{name} cannot be changed")
+
+
+class PublicKey(_Frozen):
+    """An Ed25519 public key: its 32 bytes, and PyNaCl's verifier made from them once. Equal,
+    and hashed, by the bytes alone. A plain class, no dataclass: it is on the boot's path
+    (docs/architecture.md, "Records on the client tools' path")."""
+
+    __slots__ = ("_verify_key", "raw")
+
     raw: bytes
-    _verify_key: nacl.signing.VerifyKey = field(compare=False, repr=False, hash=False)
+    _verify_key: nacl.signing.VerifyKey
+
+    def __init__(self, raw: bytes, verify_key: nacl.signing.VerifyKey) -> None:
+        object.__setattr__(self, "raw", raw)
+        object.__setattr__(self, "_verify_key", verify_key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return f"PublicKey(raw={self.raw!r})"
 
     @classmethod
     def from_raw(cls, raw: bytes) -> PublicKey:
@@ -80,10 +106,26 @@ class PublicKey:
         return True
 
 
-@dataclass(frozen=True)
-class SigningKey:
-    seed: bytes = field(repr=False)
-    _signing_key: nacl.signing.SigningKey = field(compare=False, repr=False, hash=False)
+class SigningKey(_Frozen):
+    """An Ed25519 key pair from its 32-byte seed. Equal by the seed; never shown by ``repr``."""
+
+    __slots__ = ("_signing_key", "seed")
+
+    seed: bytes
+    _signing_key: nacl.signing.SigningKey
+
+    def __init__(self, seed: bytes, signing_key: nacl.signing.SigningKey) -> None:
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "_signing_key", signing_key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SigningKey) and other.seed == self.seed
+
+    def __hash__(self) -> int:
+        return hash(self.seed)
+
+    def __repr__(self) -> str:
+        return "SigningKey()"
 
     @classmethod
     def from_seed(cls, seed: bytes) -> SigningKey:

@@ -13,9 +13,8 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .canonical import canonical_bytes, loads_strict
 from .errors import DocumentError, ManifestError
@@ -52,8 +51,7 @@ ARTIFACT_FILES = {
 REQUIRED_ARTIFACT = "kernel"
 
 
-@dataclass(frozen=True)
-class Artifact:
+class Artifact(NamedTuple):
     name: str
     hash: str
     size: int
@@ -66,14 +64,12 @@ class Artifact:
         return self.hash.split(":", 1)[1]
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     keyid: str
     sig: bytes
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     version: str
     sequence: int
     channel: str
@@ -84,8 +80,9 @@ class Manifest:
     artifacts: Mapping[str, Artifact]
     signatures: tuple[Signature, ...]
     document: Mapping[str, Any]  # the whole parsed object, signatures included
-    # Canonicalised once, from the parsed object (never the file's own bytes).
-    signed: bytes = field(repr=False, compare=False)
+    # Canonicalised once, from the parsed object (never the file's own bytes): a function of
+    # ``document``, so comparing it too changes no equality.
+    signed: bytes
 
     def signed_bytes(self) -> bytes:
         return self.signed

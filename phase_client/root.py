@@ -15,9 +15,8 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .canonical import canonical_bytes, loads_strict
 from .errors import (
@@ -45,8 +44,7 @@ RELEASE_ROLE = "release"
 REQUIRED_ROLES = (ROOT_ROLE, RELEASE_ROLE)
 
 
-@dataclass(frozen=True)
-class Role:
+class Role(NamedTuple):
     keys: tuple[PublicKey, ...]
     threshold: int
 
@@ -54,8 +52,7 @@ class Role:
         return {"keys": [key.keyid for key in self.keys], "threshold": self.threshold}
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     """A validated (not yet trusted) root. ``expires_at`` None: a root made from bare keys,
     which never expires; ``document`` None for the same (there is no document to serve)."""
 
@@ -64,7 +61,7 @@ class Root:
     roles: Mapping[str, Role]
     signatures: tuple[Signature, ...] = ()
     document: Mapping[str, Any] | None = None
-    signed: bytes = field(default=b"", repr=False, compare=False)
+    signed: bytes = b""  # canonical bytes of ``document``: comparing them changes nothing
 
     @property
     def root_role(self) -> Role:
@@ -283,8 +280,7 @@ def accept(held: Root, data: bytes) -> Root:
 Candidates = Callable[[int], Iterable[tuple[str, bytes]]]
 
 
-@dataclass(frozen=True)
-class Walk:
+class Walk(NamedTuple):
     """The result of a walk: the newest root accepted, the roots accepted past the starting
     one (in order), why candidates were refused, and whether it stopped at the step bound."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import ExpiredError, MismatchError, RollbackError, SignatureError, UsageError
 from .keys import PublicKey, unique_keys
@@ -32,29 +32,41 @@ MAX_FLOOR_LEAD = 86400
 MAX_KEYIDS_SHOWN = 8
 
 
-@dataclass(frozen=True)
-class TrustPolicy:
+class _Policy(NamedTuple):
     keys: tuple[PublicKey, ...]
-    threshold: int = 1
-    channel: str | None = None
-    arch: str | None = None
+    threshold: int
+    channel: str | None
+    arch: str | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "keys", unique_keys(list(self.keys)))
-        if not self.keys:
+
+class TrustPolicy(_Policy):
+    """The keys trusted, how many of them must sign, and the channel/arch a manifest must
+    name (None: any). Checked when made: distinct keys, 1 <= threshold <= their number."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        keys: Iterable[PublicKey],
+        threshold: int = 1,
+        channel: str | None = None,
+        arch: str | None = None,
+    ) -> TrustPolicy:
+        distinct = unique_keys(list(keys))
+        if not distinct:
             raise UsageError("no trusted key given (use --key or --keys-dir)")
-        if self.threshold < 1:
+        if threshold < 1:
             raise UsageError("--threshold must be at least 1")
-        if self.threshold > len(self.keys):
+        if threshold > len(distinct):
             raise UsageError(
-                f"--threshold {self.threshold} but only {len(self.keys)} distinct trusted key(s)"
+                f"--threshold {threshold} but only {len(distinct)} distinct trusted key(s)"
             )
-        if self.arch is not None:
-            object.__setattr__(self, "arch", normalize_arch(self.arch))
+        if arch is not None:
+            arch = normalize_arch(arch)
+        return super().__new__(cls, distinct, threshold, channel, arch)
 
 
-@dataclass(frozen=True)
-class AcceptedRecord:
+class AcceptedRecord(NamedTuple):
     """What the state directory remembers of the last manifest accepted for a channel/arch.
 
     ``floor``: the earliest "now" a later check of that channel/arch may assume (see
@@ -70,8 +82,7 @@ class AcceptedRecord:
         return self.created_at if self.floor is None else self.floor
 
 
-@dataclass(frozen=True)
-class VerifiedManifest:
+class VerifiedManifest(NamedTuple):
     manifest: Manifest
     signed_by: tuple[str, ...]
     digest: str

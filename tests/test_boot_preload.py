@@ -66,6 +66,24 @@ def printed_by(code: str) -> list[str]:
     return run.stdout.split()
 
 
+def test_no_dataclass_on_the_client_tools_paths() -> None:
+    """Every module phase-boot, phase-fetch, phase-discover and phase-verify import on their way
+    (the boot's whole plan, the DHT's steps included) defines its records without dataclasses:
+    each costs milliseconds of start-up under emulation, and the module itself imports
+    ``inspect`` and ``ast`` (docs/architecture.md)."""
+    code = (
+        "import sys, importlib\n"
+        "import phase_client.cli.boot, phase_client.cli.fetch, phase_client.cli.discover\n"
+        "import phase_client.cli.verify, phase_client.cli._trust, phase_client.verification\n"
+        "from phase_client.boot import orchestrate as o\n"
+        "for name in (*o.DISCOVERY_MODULES, *o.AFTER_DISCOVERY, *o.DHT_STEPS):\n"
+        "    importlib.import_module(name)\n"
+        "import phase_client.discovery.probe, phase_client.discovery.rank\n"
+        "print(' '.join(m for m in ('dataclasses',) if m in sys.modules))\n"
+    )
+    assert printed_by(code) == []
+
+
 def test_the_tools_flags_import_no_signature_code() -> None:
     """phase-boot's module and the trust flags import neither PyNaCl nor the manifest's parser:
     --start-when loads them only while it waits (or while discovery runs)."""

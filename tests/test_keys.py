@@ -9,6 +9,7 @@ import pytest
 
 from phase_client.errors import KeyFormatError
 from phase_client.keys import (
+    PublicKey,
     SigningKey,
     base58btc,
     load_keys_dir,
@@ -102,3 +103,20 @@ def test_inline_and_file_keys(tmp_path: Path) -> None:
     big.write_bytes(b"0" * 10000)
     with pytest.raises(KeyFormatError, match="too large"):
         load_public_key(str(big))
+
+
+def test_keys_are_values_that_never_change_and_never_show_a_seed() -> None:
+    seed = bytes(range(32))
+    signing = SigningKey.from_seed(seed)
+    assert signing == SigningKey.from_seed(seed) and hash(signing) == hash(
+        SigningKey.from_seed(seed)
+    )
+    assert seed.hex() not in repr(signing) and repr(seed) not in repr(signing)
+    public = signing.public
+    assert public == PublicKey.from_raw(public.raw) and len({public, signing.public}) == 1
+    assert public != SigningKey.from_seed(bytes(32)).public
+    with pytest.raises(AttributeError):
+        public.raw = bytes(32)  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        signing.seed = bytes(32)  # type: ignore[misc]
+    assert public.verify(b"m", signing.sign(b"m"))

@@ -21,7 +21,7 @@ entry's header and its padding while hashing them, never holding them whole.
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..manifest import MANIFEST_FILE, Manifest
 
@@ -40,8 +40,7 @@ _LINK = stat.S_IFLNK | 0o777
 TRAILER_NAME = "TRAILER!!!"
 
 
-@dataclass(frozen=True)
-class Carried:
+class Carried(NamedTuple):
     """One archive member: ``body`` inline (a directory's is empty, a link's is its target),
     or, with ``artifact``, that artifact's ``size`` bytes streamed by the caller."""
 

@@ -39,9 +39,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import NoSourceError
 from ..hostport import Contact, split_contacts
@@ -70,15 +69,14 @@ def describe_sources(source: str, bootstrap: Sequence[Contact]) -> str:
 STAGE_PREFIX = "phase-boot."
 
 
-@dataclass
-class BootRequest:
+class BootRequest(NamedTuple):
     """Everything one boot needs. With ``manifests`` empty, providers are discovered."""
 
     channel: str
     arch: str
     output: Path | None  # the fetch directory (phase-fetch --output); None: fetch into ``stage``
     start: Root  # the root of trust the chain walk starts from
-    manifests: list[str] = field(default_factory=list)
+    manifests: Sequence[str] = ()
     state: StateStore | None = None
     source: str = "auto"  # discovery: auto | mdns | dht
     bootstrap: Sequence[Contact] = ()  # (host, port) of the private DHT, libp2p multiaddrs
@@ -90,8 +88,7 @@ class BootRequest:
     consume: bool = False
 
 
-@dataclass(frozen=True)
-class Staged:
+class Staged(NamedTuple):
     """What kexec loads, all in the private directory ``directory``, every byte hashed."""
 
     directory: Path

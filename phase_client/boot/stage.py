@@ -39,8 +39,8 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import InsufficientMemoryError, IntegrityError, StageError
 from ..fsutil import (
@@ -56,8 +56,7 @@ from ..manifest import ARTIFACT_FILES, Artifact, Manifest
 from .carry import Carried, archive_size, carry_plan, header, padding, trailer
 
 
-@dataclass(frozen=True)
-class BootPlan:
+class BootPlan(NamedTuple):
     """What kexec loads: the kernel and the dtb (artifact names), and the initrd: the
     initramfs artifact, then the carry archive (boot/carry.py) when there is one."""
 

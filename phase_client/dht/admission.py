@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from .records import DEFAULT_REPUBLISH, DEFAULT_TTL, ProviderRecord
@@ -39,23 +39,34 @@ DEFAULT_REFRESH_GAP = DEFAULT_REPUBLISH // 6
 DEFAULT_FRESH_FOR = DEFAULT_TTL
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     refresh_gap: int = DEFAULT_REFRESH_GAP
     fresh_for: int = DEFAULT_FRESH_FOR
 
 
-@dataclass(eq=False)  # identity semantics: entries are kept in several indexes
 class Entry:
-    """One held record and what admission knows about it (times on the storage clock)."""
+    """One held record and what admission knows about it (times on the storage clock). Equal
+    only to itself: entries are kept in several indexes."""
 
-    record: ProviderRecord
-    labels: frozenset[str]
-    seq: int  # order of first admission: lower = there longer
-    first_seen: int
-    refreshed_at: int | None = None  # last time a newer version of this peer's record arrived
-    pinned: bool = False  # published by this node itself
-    stored_mono: float = field(default=0.0)  # time.monotonic() of the last change
+    __slots__ = ("first_seen", "labels", "pinned", "record", "refreshed_at", "seq", "stored_mono")
+
+    def __init__(
+        self,
+        record: ProviderRecord,
+        labels: frozenset[str],
+        seq: int,  # order of first admission: lower = there longer
+        first_seen: int,
+        refreshed_at: int | None = None,  # last time a newer version of this peer's record came
+        pinned: bool = False,  # published by this node itself
+        stored_mono: float = 0.0,  # time.monotonic() of the last change
+    ) -> None:
+        self.record = record
+        self.labels = labels
+        self.seq = seq
+        self.first_seen = first_seen
+        self.refreshed_at = refreshed_at
+        self.pinned = pinned
+        self.stored_mono = stored_mono
 
     @property
     def last_seen(self) -> int:

@@ -20,9 +20,8 @@ import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..canonical import canonical_bytes, loads_strict
 from ..errors import DocumentError, PhaseError
@@ -79,8 +78,7 @@ def split_key(key: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-@dataclass(frozen=True)
-class ProviderRecord:
+class ProviderRecord(NamedTuple):
     key: str
     url: str
     peer_id: str

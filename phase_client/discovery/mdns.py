@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from ..errors import NoSourceError, TxtError
 from ..mdns.browse import GRACE_SECONDS, ResolvedService, browse
@@ -94,7 +93,7 @@ def discover_mdns(
         url = reachable_url(candidate.url, candidate.addresses, networks)
         if url != candidate.url:
             log.debug("mDNS: %s: using %s, on this link, for %s", name, url, candidate.url)
-            candidate = replace(candidate, url=url)
+            candidate = candidate._replace(url=url)
         if candidate.channel != query.channel or candidate.arch != arch:
             log.debug("mDNS: %s offers %s/%s", name, candidate.channel, candidate.arch)
             return None

@@ -1,25 +1,25 @@
-"""What every discovery source returns. Pure."""
+"""What every discovery source returns. Pure. NamedTuples and a plain class, no dataclass: this
+is on the boot's path (docs/architecture.md, "Records on the client tools' path")."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..names import host_arch
 
 
-@dataclass(frozen=True)
-class Query:
+class Query(NamedTuple):
     channel: str = "stable"
-    arch: str = field(default_factory=host_arch)
+    # Evaluated once, at import: ``os.uname()``, cheap and without side effects, and the same
+    # for every query of this process.
+    arch: str = host_arch()
     timeout: float = 5.0
     want_all: bool = False  # False: return soon after the first match
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A provider of one channel/arch manifest, as a source reported it (not yet trusted)."""
 
     source: str  # "mdns" or "dht"
@@ -36,15 +36,14 @@ class Candidate:
     rtt_ms: float | None = None  # measured by the probe, when probed
 
     def with_rtt(self, rtt_ms: float | None) -> Candidate:
-        return replace(self, rtt_ms=rtt_ms)
+        return self._replace(rtt_ms=rtt_ms)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
         data["addresses"] = list(self.addresses)
         return data
 
 
-@dataclass
 class LanWatch:
     """What a running mDNS lookup tells the orchestrator, from its own thread, before it ends.
 
@@ -57,7 +56,17 @@ class LanWatch:
     when it starts listening.
     """
 
-    unanswered: threading.Event = field(default_factory=threading.Event)
-    quiet: threading.Event = field(default_factory=threading.Event)
-    found: Callable[[Candidate], None] | None = None
-    until: float | None = None
+    __slots__ = ("found", "quiet", "unanswered", "until")
+
+    def __init__(
+        self,
+        unanswered: threading.Event | None = None,
+        quiet: threading.Event | None = None,
+        found: Callable[[Candidate], None] | None = None,
+        until: float | None = None,
+    ) -> None:
+        # Fresh events for each watch unless given (None stands for "a new one").
+        self.unanswered: threading.Event = threading.Event() if unanswered is None else unanswered
+        self.quiet: threading.Event = threading.Event() if quiet is None else quiet
+        self.found: Callable[[Candidate], None] | None = found
+        self.until: float | None = until

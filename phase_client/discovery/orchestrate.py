@@ -24,7 +24,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from ..errors import PhaseError
 from ..hostport import Contact, split_contacts
@@ -113,7 +112,7 @@ def _mdns_lookup(
     if lan is None:
         return discover_mdns(query, interfaces)
     if lan.until is not None:  # the import above must not push the end past the caller's wait
-        query = replace(query, timeout=max(0.05, lan.until - time.monotonic()))
+        query = query._replace(timeout=max(0.05, lan.until - time.monotonic()))
     return discover_mdns(query, interfaces, lan.quiet, lan.unanswered, lan.found)
 
 
@@ -165,7 +164,7 @@ def find_providers(
     started = time.monotonic()
     deadline = started + query.timeout
     probe_budget = min(PROBE_MAX, query.timeout * PROBE_SHARE) if probe else 0.0
-    search = replace(query, timeout=max(0.1, query.timeout - probe_budget))
+    search = query._replace(timeout=max(0.1, query.timeout - probe_budget))
 
     search_deadline = started + search.timeout + 0.5
     prober = Prober(lambda: max(0.3, min(PROBE_MAX, deadline - time.monotonic())))
@@ -192,7 +191,7 @@ def find_providers(
     # In auto mode the DHTs wait for the LAN's first answers (see the module's docstring).
     gate = lan.unanswered if mdns is not None and not query.want_all else None
     # With probing, collect every record: the first one found may be a dead provider's.
-    dht_query = replace(search, want_all=True) if probe else search
+    dht_query = search._replace(want_all=True) if probe else search
     if source == "dht" or (source == "auto" and contacts):
         dht_run = probed_early(lambda: dht_lookup(dht_query, contacts))
         dht = _Background("dht", dht_run, wake, gate, search_deadline)

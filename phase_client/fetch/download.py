@@ -16,8 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..byterange import ByteRange
 from ..errors import LocalError
@@ -43,8 +42,7 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     retries: int = 3  # resume attempts per source and artifact after a cut connection
@@ -111,18 +109,29 @@ class SourceFailed(Exception):
         self.unreachable = unreachable
 
 
-@dataclass
 class Stats:
-    """Per-artifact facts for the --json summary."""
+    """Per-artifact facts for the --json summary, updated by the download's threads."""
 
-    retries: int = 0
-    resumed: bool = False
-    restarted: bool = False
-    split: bool = False
-    bytes_from: dict[str, int] = field(default_factory=dict)  # of the copy that verified
-    received: int = 0  # every byte read, wasted ones included
-    failures: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    __slots__ = (
+        "bytes_from",
+        "failures",
+        "lock",
+        "received",
+        "restarted",
+        "resumed",
+        "retries",
+        "split",
+    )
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.resumed = False
+        self.restarted = False
+        self.split = False
+        self.bytes_from: dict[str, int] = {}  # of the copy that verified
+        self.received = 0  # every byte read, wasted ones included
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
 
     def add_bytes(self, source: Source, count: int) -> None:
         with self.lock:

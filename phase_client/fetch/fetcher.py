@@ -17,9 +17,9 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from ..byterange import ByteRange
 from ..errors import (
@@ -62,19 +62,18 @@ from .sources import Source, SourceBook, is_url, sources_for
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FetchRequest:
+class FetchRequest(NamedTuple):
     """Everything one run needs. ``manifests`` are alternatives (e.g. what discovery found)."""
 
-    manifests: list[str]
+    manifests: Sequence[str]
     output: Path
     policy: TrustPolicy
     state: StateStore | None = None
     record_state: bool = True
     only: list[str] | None = None
-    mirrors: list[str] = field(default_factory=list)
+    mirrors: Sequence[str] = ()
     cache: Path | None = None
-    settings: Settings = field(default_factory=Settings)
+    settings: Settings = Settings()
     # Called with DIR after every artifact verified, before the commit (the root chain's files).
     before_commit: Callable[[Path], None] | None = None
     # Called with the verified manifest before DIR is made or any artifact byte is asked for: a
@@ -82,8 +81,7 @@ class FetchRequest:
     on_verified: Callable[[VerifiedManifest], None] | None = None
 
 
-@dataclass
-class ManifestChoice:
+class ManifestChoice(NamedTuple):
     verified: VerifiedManifest
     location: str
     others: list[str]
@@ -152,7 +150,7 @@ ALTERNATIVE_GRACE = 0.5  # seconds the other alternatives get once one manifest 
 
 def choose_manifest(
     http: Http | None,
-    locations: list[str],
+    locations: Sequence[str],
     policy: TrustPolicy,
     state: StateStore | None,
     time_limit: float = 60.0,

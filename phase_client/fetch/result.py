@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from ..trust import VerifiedManifest
 
 
-@dataclass(frozen=True)
-class ArtifactResult:
+class ArtifactResult(NamedTuple):
     """One artifact, verified and in place."""
 
     name: str
@@ -18,7 +18,8 @@ class ArtifactResult:
     size: int
     sha256: str
     source: str  # the source that delivered most of the verified copy, or "cache"
-    sources: dict[str, int] = field(default_factory=dict)  # bytes of the verified copy by source
+    # bytes of the verified copy by source
+    sources: Mapping[str, int] = MappingProxyType({})
     received: int = 0  # every byte read, wasted ones included
     seconds: float = 0.0
     retries: int = 0
@@ -51,8 +52,7 @@ class ArtifactResult:
         }
 
 
-@dataclass(frozen=True)
-class FetchResult:
+class FetchResult(NamedTuple):
     """The verified manifest, where it came from, and every artifact written to ``output``."""
 
     verified: VerifiedManifest

@@ -21,9 +21,8 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..buildinfo import BUILD_TIME
 from ..errors import LocalError, PhaseError, StateError, UsageError
@@ -70,8 +69,7 @@ class Place(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class DirPlace:
+class DirPlace(NamedTuple):
     directory: Path
     label: str
 
@@ -85,8 +83,7 @@ class DirPlace:
             raise PlaceFailed(f"{path}: {exc.strerror or exc}") from exc
 
 
-@dataclass(frozen=True)
-class UrlPlace:
+class UrlPlace(NamedTuple):
     origin: str  # scheme://host:port
     http: Http
     time_limit: float
@@ -221,8 +218,7 @@ def keep_chain(directory: Path, roots: Sequence[Root]) -> None:
         atomic_write(chain_file(directory, root.version), dump_document(dict(root.document)))
 
 
-@dataclass
-class RootUpdate:
+class RootUpdate(NamedTuple):
     """The outcome of a walk from the root a client starts from."""
 
     walk: Walk

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..manifest import Artifact
 
@@ -17,8 +17,7 @@ def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """One place to get one artifact: an http(s) URL or a local file path."""
 
     location: str
@@ -84,12 +83,14 @@ def dedupe(sources: Iterable[Source]) -> list[Source]:
     return result
 
 
-@dataclass
 class SourceBook:
     """Run-wide memory: origins that served bad bytes (never again) or were unreachable."""
 
-    banned: dict[str, str] = field(default_factory=dict)
-    unreachable: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("banned", "unreachable")
+
+    def __init__(self) -> None:
+        self.banned: dict[str, str] = {}
+        self.unreachable: dict[str, str] = {}
 
     def ban(self, source: Source, reason: str) -> None:
         self.banned.setdefault(source.origin, reason)

@@ -14,16 +14,14 @@ them. Anything unexpected here simply means "no fast path": the public ``read1``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class _Readinto1(Protocol):
     def readinto1(self, buffer: memoryview, /) -> int: ...
 
 
-@dataclass(frozen=True)
-class RawBody:
+class RawBody(NamedTuple):
     """A Content-Length body, readable from the socket's buffered reader."""
 
     reader: _Readinto1

@@ -48,8 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
@@ -73,8 +72,7 @@ RESOLVE_TIMEOUT_MS = 3000
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ResolvedService:
+class ResolvedService(NamedTuple):
     """One instance as resolved: its SRV, A and TXT records (TXT not yet validated)."""
 
     name: str  # full instance name, e.g. "phase-stable-arm64._phase-image._tcp.local."

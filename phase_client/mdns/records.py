@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import TxtError as TxtError  # defined with every user-visible error
@@ -34,8 +34,7 @@ _PRINTABLE = re.compile(r"^[\x21-\x7e]+\Z")  # visible ASCII, no spaces
 _HOST_LABEL_BAD = re.compile(r"[^A-Za-z0-9-]+")
 
 
-@dataclass(frozen=True)
-class TxtInfo:
+class TxtInfo(NamedTuple):
     """The validated content of one provider's TXT record."""
 
     channel: str
