@@ -3,7 +3,8 @@ answers one (``Content-Range``). Pure: no I/O."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Self
 
 
 class _Bounds(NamedTuple):
@@ -20,6 +21,12 @@ class ByteRange(_Bounds):
         if first < 0 or last < first:
             raise ValueError(f"bad byte range {first}-{last}")
         return super().__new__(cls, first, last)
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Any]) -> Self:  # type: ignore[override]
+        """Through ``__new__``'s check (``_replace`` comes here too), never around it.
+        (The ignore: mypy types NamedTuple's own ``_make`` as generic over the tuple.)"""
+        return cls(*iterable)
 
     @property
     def length(self) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple, Self
 
 from .errors import ExpiredError, MismatchError, RollbackError, SignatureError, UsageError
 from .keys import PublicKey, unique_keys
@@ -64,6 +64,12 @@ class TrustPolicy(_Policy):
         if arch is not None:
             arch = normalize_arch(arch)
         return super().__new__(cls, distinct, threshold, channel, arch)
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Any]) -> Self:  # type: ignore[override]
+        """Through ``__new__``'s checks (``_replace`` comes here too), never around them.
+        (The ignore: mypy types NamedTuple's own ``_make`` as generic over the tuple.)"""
+        return cls(*iterable)
 
 
 class AcceptedRecord(NamedTuple):

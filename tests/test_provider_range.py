@@ -176,3 +176,15 @@ def test_http_dates_round_trip() -> None:
     assert format_http_date(MTIME) == "Wed, 26 Nov 2025 12:00:00 GMT"
     assert parse_http_date(format_http_date(MTIME)) == MTIME
     assert parse_http_date("Wed, 26 Nov 2025 12:00:00") is None  # no zone: not an HTTP date
+
+
+def test_a_byte_range_is_checked_however_it_is_made() -> None:
+    assert ByteRange(0, 9)._replace(last=3) == ByteRange(0, 3)
+    for make in (
+        lambda: ByteRange(5, 4),
+        lambda: ByteRange(-1, 4),
+        lambda: ByteRange(0, 9)._replace(last=-1),
+        lambda: ByteRange._make((5, 1)),
+    ):
+        with pytest.raises(ValueError, match="bad byte range"):
+            make()

@@ -81,6 +81,12 @@ def test_threshold_larger_than_keys_is_usage_error(key: SigningKey) -> None:
         policy(key, threshold=0)
     with pytest.raises(UsageError):
         TrustPolicy(keys=())
+    good = policy(key)
+    with pytest.raises(UsageError):  # a changed copy goes through the same checks
+        good._replace(threshold=0)
+    with pytest.raises(UsageError):
+        TrustPolicy._make(((), 1, None, None))
+    assert good._replace(arch="amd64").arch == "x86_64"
 
 
 def test_signature_by_untrusted_key_does_not_count(key: SigningKey, other_key: SigningKey) -> None:
