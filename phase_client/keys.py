@@ -12,6 +12,7 @@ import base64
 import binascii
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import nacl.exceptions
@@ -51,12 +52,16 @@ def peer_id_for(raw_public: bytes) -> str:
 
 
 class _Frozen:
-    """Attributes set once, by ``__init__`` through ``object.__setattr__``, never again."""
+    """Attributes set once, by ``__init__`` through ``object.__setattr__``, never changed or
+    deleted again."""
 
     __slots__ = ()
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__}.{name} cannot be changed")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted")
 
 
 class PublicKey(_Frozen):
@@ -81,6 +86,9 @@ class PublicKey(_Frozen):
 
     def __repr__(self) -> str:
         return f"PublicKey(raw={self.raw!r})"
+
+    def __reduce__(self) -> tuple[Callable[[bytes], PublicKey], tuple[bytes]]:
+        return (PublicKey.from_raw, (self.raw,))  # copy and pickle: made again from the bytes
 
     @classmethod
     def from_raw(cls, raw: bytes) -> PublicKey:
@@ -126,6 +134,9 @@ class SigningKey(_Frozen):
 
     def __repr__(self) -> str:
         return "SigningKey()"
+
+    def __reduce__(self) -> tuple[Callable[[bytes], SigningKey], tuple[bytes]]:
+        return (SigningKey.from_seed, (self.seed,))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> SigningKey:

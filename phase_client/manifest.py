@@ -80,8 +80,8 @@ class Manifest(NamedTuple):
     artifacts: Mapping[str, Artifact]
     signatures: tuple[Signature, ...]
     document: Mapping[str, Any]  # the whole parsed object, signatures included
-    # Canonicalised once, from the parsed object (never the file's own bytes): a function of
-    # ``document``, so comparing it too changes no equality.
+    # Canonicalised once, from the parsed object (never the file's own bytes). Compared too: two
+    # documents Python finds equal but whose signed bytes differ (true against 1) are unequal.
     signed: bytes
 
     def signed_bytes(self) -> bytes:

@@ -61,7 +61,7 @@ class Root(NamedTuple):
     roles: Mapping[str, Role]
     signatures: tuple[Signature, ...] = ()
     document: Mapping[str, Any] | None = None
-    signed: bytes = b""  # canonical bytes of ``document``: comparing them changes nothing
+    signed: bytes = b""  # the bytes signatures cover (signed_bytes_of ``document``)
 
     @property
     def root_role(self) -> Role:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import copy
+import pickle
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,8 @@ def test_keys_are_values_that_never_change_and_never_show_a_seed() -> None:
     with pytest.raises(AttributeError):
         signing.seed = bytes(32)  # type: ignore[misc]
     assert public.verify(b"m", signing.sign(b"m"))
+    with pytest.raises(AttributeError):
+        del public.raw
+    for copy_of in (copy.copy, copy.deepcopy, lambda k: pickle.loads(pickle.dumps(k))):
+        assert copy_of(public) == public and copy_of(public).verify(b"m", signing.sign(b"m"))
+        assert copy_of(signing) == signing and copy_of(signing).public == public
