@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Self
 
 import nacl.exceptions
 import nacl.signing
@@ -51,11 +52,23 @@ def peer_id_for(raw_public: bytes) -> str:
     return base58btc(b"\x00" + bytes([len(proto)]) + proto)
 
 
-class _Frozen:
-    """Attributes set once, by ``__init__`` through ``object.__setattr__``, never changed or
-    deleted again."""
+class _Key:
+    """The 32 bytes an Ed25519 key is made from, and PyNaCl's object made from them once.
+    Equal, hashed, copied and pickled by the bytes alone (a copy is made again from them by
+    ``_from_bytes``); never changed or deleted once made. A plain class, no dataclass: it is on
+    the boot's path (docs/architecture.md, "Records on the client tools' path")."""
 
-    __slots__ = ()
+    __slots__ = ("_bytes", "_nacl")
+    _bytes: bytes
+
+    def __init__(self, key_bytes: bytes, nacl_key: Any) -> None:
+        object.__setattr__(self, "_bytes", key_bytes)
+        object.__setattr__(self, "_nacl", nacl_key)
+
+    @classmethod
+    def _from_bytes(cls, key_bytes: bytes) -> Self:
+        """The key made from its bytes, checked (``from_raw``, ``from_seed``)."""
+        raise NotImplementedError
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__}.{name} cannot be changed")
@@ -63,35 +76,35 @@ class _Frozen:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted")
 
-
-class PublicKey(_Frozen):
-    """An Ed25519 public key: its 32 bytes, and PyNaCl's verifier made from them once. Equal,
-    and hashed, by the bytes alone. A plain class, no dataclass: it is on the boot's path
-    (docs/architecture.md, "Records on the client tools' path")."""
-
-    __slots__ = ("_verify_key", "raw")
-
-    raw: bytes
-    _verify_key: nacl.signing.VerifyKey
-
-    def __init__(self, raw: bytes, verify_key: nacl.signing.VerifyKey) -> None:
-        object.__setattr__(self, "raw", raw)
-        object.__setattr__(self, "_verify_key", verify_key)
-
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, PublicKey) and other.raw == self.raw
+        return isinstance(other, _Key) and type(other) is type(self) and other._bytes == self._bytes
 
     def __hash__(self) -> int:
-        return hash(self.raw)
+        return hash(self._bytes)
+
+    def __reduce__(self) -> tuple[Callable[[bytes], Self], tuple[bytes]]:
+        return (self._from_bytes, (self._bytes,))
+
+
+class PublicKey(_Key):
+    """An Ed25519 public key: ``raw``, its 32 bytes, and PyNaCl's verifier."""
+
+    __slots__ = ()
+    _nacl: nacl.signing.VerifyKey
+
+    @property
+    def raw(self) -> bytes:
+        return self._bytes
 
     def __repr__(self) -> str:
         return f"PublicKey(raw={self.raw!r})"
 
-    def __reduce__(self) -> tuple[Callable[[bytes], PublicKey], tuple[bytes]]:
-        return (PublicKey.from_raw, (self.raw,))  # copy and pickle: made again from the bytes
+    @classmethod
+    def _from_bytes(cls, key_bytes: bytes) -> Self:
+        return cls.from_raw(key_bytes)
 
     @classmethod
-    def from_raw(cls, raw: bytes) -> PublicKey:
+    def from_raw(cls, raw: bytes) -> Self:
         if len(raw) != 32:
             raise KeyFormatError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
         return cls(bytes(raw), nacl.signing.VerifyKey(bytes(raw)))
@@ -108,38 +121,31 @@ class PublicKey(_Frozen):
         if len(signature) != 64:
             return False
         try:
-            self._verify_key.verify(message, signature)
+            self._nacl.verify(message, signature)
         except nacl.exceptions.BadSignatureError:
             return False
         return True
 
 
-class SigningKey(_Frozen):
-    """An Ed25519 key pair from its 32-byte seed. Equal by the seed; never shown by ``repr``."""
+class SigningKey(_Key):
+    """An Ed25519 key pair from ``seed``, its 32 bytes; never shown by ``repr``."""
 
-    __slots__ = ("_signing_key", "seed")
+    __slots__ = ()
+    _nacl: nacl.signing.SigningKey
 
-    seed: bytes
-    _signing_key: nacl.signing.SigningKey
-
-    def __init__(self, seed: bytes, signing_key: nacl.signing.SigningKey) -> None:
-        object.__setattr__(self, "seed", seed)
-        object.__setattr__(self, "_signing_key", signing_key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SigningKey) and other.seed == self.seed
-
-    def __hash__(self) -> int:
-        return hash(self.seed)
+    @property
+    def seed(self) -> bytes:
+        return self._bytes
 
     def __repr__(self) -> str:
         return "SigningKey()"
 
-    def __reduce__(self) -> tuple[Callable[[bytes], SigningKey], tuple[bytes]]:
-        return (SigningKey.from_seed, (self.seed,))
+    @classmethod
+    def _from_bytes(cls, key_bytes: bytes) -> Self:
+        return cls.from_seed(key_bytes)
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> SigningKey:
+    def from_seed(cls, seed: bytes) -> Self:
         if len(seed) != 32:
             raise KeyFormatError(f"an Ed25519 seed is 32 bytes, got {len(seed)}")
         return cls(bytes(seed), nacl.signing.SigningKey(bytes(seed)))
@@ -150,10 +156,10 @@ class SigningKey(_Frozen):
 
     @property
     def public(self) -> PublicKey:
-        return PublicKey.from_raw(bytes(self._signing_key.verify_key))
+        return PublicKey.from_raw(bytes(self._nacl.verify_key))
 
     def sign(self, message: bytes) -> bytes:
-        return self._signing_key.sign(message).signature
+        return self._nacl.sign(message).signature
 
     def file_bytes(self) -> bytes:
         return f"{SEED_PREFIX}{self.seed.hex()}\n".encode()
