@@ -53,6 +53,7 @@ def test_bootstrap_contacts_may_be_ipv6() -> None:
         ("::", "--bind", "::"),
         ("[::]", "--bind", "::"),
         ("0.0.0.0", "--bind", "0.0.0.0"),
+        (" ", "--bind", ""),  # empty: the default, every address of both families
         ("fd00:0213:0001:0::5", "--advertise-host", "fd00:213:1::5"),
         ("[2001:db8::5]", "--advertise-host", "2001:db8::5"),
         ("boot.lan", "--advertise-host", "boot.lan"),

@@ -92,6 +92,10 @@ def test_config_check_of_a_good_file(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is True and report["file"] == str(config)
     assert report["settings"]["artifacts_dir"] == str(tmp_path / "art")
+    assert report["settings"]["bind"] == "127.0.0.1"
+    config.write_text(GOOD.replace('bind = "127.0.0.1"\n', ""))
+    result = run_tool("plasmd", "config", "check", "--json", str(config))
+    assert json.loads(result.stdout)["settings"]["bind"] is None  # every address, both families
 
 
 def test_config_check_of_an_unreadable_key(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from phase_client.errors import UsageError
 from phase_client.provider.config import (
+    EVERY_ADDRESS,
     default_state_dir,
     load_config_file,
     parse_config_text,
@@ -60,7 +61,7 @@ def test_seed_format(tmp_path: Path) -> None:
     }
     assert config.artifacts_root is None
     assert config.port == 8080
-    assert config.bind == "0.0.0.0"
+    assert config.bind == EVERY_ADDRESS  # no bind: every address, IPv4 and IPv6
     assert config.mdns and config.dht
 
 

@@ -40,7 +40,7 @@ def summary(config: Any) -> dict[str, Any]:
         "artifacts_dir": str(config.artifacts_root) if config.artifacts_root else None,
         "channel_dirs": {c: str(d) for c, d in config.channel_dirs.items()},
         "port": config.port,
-        "bind": config.bind,
+        "bind": config.bind or None,  # null: every address, IPv4 and IPv6 (the default)
         "state_dir": str(config.state_dir),
         "key": str(config.key) if config.key else None,
         "mdns": config.mdns,

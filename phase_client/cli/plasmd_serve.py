@@ -102,7 +102,6 @@ def setup_daemon_logging(log_format: str, verbose: int) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..provider.config import (
-        DEFAULT_BIND,
         DEFAULT_EVICT_BELOW_RATE,
         DEFAULT_HEADER_TIMEOUT,
         DEFAULT_MIN_SEND_RATE,
@@ -127,7 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "whose journal stamps them) or one JSON object per line (default text)",
     )
     add("--port", help=f"HTTP port, 0 picks a free one (default {DEFAULT_PORT})")
-    add("--bind", metavar="ADDR", help=f"listen address (default {DEFAULT_BIND})")
+    add(
+        "--bind",
+        metavar="ADDR",
+        help="listen address (default: every address, IPv4 and IPv6; 0.0.0.0: IPv4 only)",
+    )
     add(
         "--config",
         metavar="FILE",

@@ -10,7 +10,7 @@ File format (every key optional; relative paths are relative to the file's direc
     channels = ["stable", "testing"]       # the *expected* set: missing ones are warned about
     architectures = ["arm64", "x86_64"]
     port = 8080
-    bind = "0.0.0.0"
+    bind = "0.0.0.0"                       # IPv4 only; default "": every address, both families
     name = "lab-provider"
     advertise_host = "192.0.2.10"
     state_dir = "/var/lib/plasmd"
@@ -60,7 +60,10 @@ from ..names import check_arch, check_channel
 DEFAULT_CONFIG = Path("/etc/plasmd/plasmd.toml")
 CONFIG_ENV = "PLASMD_CONFIG"  # another default path (tests, a second instance)
 DEFAULT_PORT = 8080
-DEFAULT_BIND = "0.0.0.0"
+# No --bind (or an empty one): every address of both families, one dual-stack socket on ``::``
+# (IPv4 only where the system has no IPv6; see server.listen). Kept apart from an explicit ``::``
+# because the default leaves the DHT node and the advertised host as they were (IPv4).
+EVERY_ADDRESS = ""
 DEFAULT_SCAN_INTERVAL = 3.0
 DEFAULT_SETTLE_TIME = 3.0
 DEFAULT_IDLE_TIMEOUT = 30.0
@@ -183,7 +186,7 @@ def check_host(text: str, what: str) -> str:
     """
     host = text.strip()
     if not host and what == "--bind":
-        return host  # every address, as "0.0.0.0" (kept as it was)
+        return EVERY_ADDRESS  # as if not given: the default
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if ":" in host or host.replace(".", "").isdigit():
@@ -268,7 +271,7 @@ class ServeConfig:
     expected_channels: tuple[str, ...]
     expected_arches: tuple[str, ...]
     port: int
-    bind: str
+    bind: str  # EVERY_ADDRESS when none was given
     name: str
     advertise_host: str | None
     state_dir: Path
@@ -561,7 +564,7 @@ def resolve(flags: Mapping[str, Any], file: Mapping[str, Any] | None = None) -> 
         expected_channels=tuple(file.get("channels", ())),
         expected_arches=tuple(file.get("architectures", ())),
         port=port,
-        bind=check_host(_first(flags.get("bind"), file.get("bind"), DEFAULT_BIND), "--bind"),
+        bind=check_host(_first(flags.get("bind"), file.get("bind"), EVERY_ADDRESS), "--bind"),
         name=_first(flags.get("name"), file.get("name"), socket.gethostname() or "plasmd"),
         advertise_host=(
             check_host(advertise, "--advertise-host")

@@ -432,6 +432,15 @@ class ProviderServer(ThreadingHTTPServer):
         log.debug("connection from %s failed", client_address, exc_info=True)
 
 
+def client_host(address: tuple[Any, ...]) -> str:
+    """The client as logs name it: an IPv4 client of a dual-stack socket (the default listen
+    address) as its IPv4 address, ``::ffff:192.0.2.7`` -> ``192.0.2.7``."""
+    host = str(address[0])
+    if host.startswith("::ffff:") and "." in host:
+        return host.removeprefix("::ffff:")
+    return host
+
+
 def printable(text: str, limit: int = 512) -> str:
     """``text`` safe for one log line: control characters, quotes and backslashes escaped."""
     out = [
@@ -503,7 +512,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reader = io.BufferedReader(DeadlineReader(self))
         self.rfile = self.reader
         # Writes go through pump, which holds the client to the minimum rate.
-        self.peer = str(self.client_address[0])
+        self.peer = client_host(self.client_address)
         self.written = 0  # bytes handed to the kernel on this connection
         self.rate = SendRate(self.server.min_send_rate, self.server.send_grace)
         self.wfile.close()

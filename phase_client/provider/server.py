@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import UsageError
 from ..hostport import url_host
@@ -24,7 +24,7 @@ from ..keys import SigningKey
 from ..mdns.interfaces import primary_address
 from .advertise import Advertiser, Offer
 from .catalog import Catalog, Snapshot, describe_changes
-from .config import ServeConfig
+from .config import EVERY_ADDRESS, ServeConfig
 from .hashcache import HashCache
 from .http import ProviderServer
 from .metrics import Family, counter, gauge
@@ -37,28 +37,64 @@ SHUTDOWN_GRACE = 5.0  # seconds running transfers get to finish before they are 
 SETTLE_STEP = 0.25  # seconds between the first scan's re-scans while files settle
 
 
+# What opening an IPv6 socket on ``::`` fails with where the system has no IPv6 (booted with
+# ipv6.disable=1, a kernel or container without it): the default then listens on IPv4 alone.
+NO_IPV6 = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
+S = TypeVar("S")
+
+
 def advertised_host(config: ServeConfig) -> str:
     """The host of the offers' URLs (DHT records, status): ``--advertise-host``, else a specific
     ``--bind`` address, else this machine's first IPv4 address, else its first global or
     unique-local IPv6 address. mDNS picks per link (``mdns.records.manifest_url_for``)."""
     if config.advertise_host:
         return config.advertise_host
-    if config.bind not in ("0.0.0.0", "::", ""):
+    if config.bind not in ("0.0.0.0", "::", EVERY_ADDRESS):
         return config.bind
     return primary_address()
 
 
 def dht_listen_host(config: ServeConfig) -> str | None:
     """Where the DHT node listens: the ``--bind`` address, ``::`` (both stacks) for ``--bind
-    ::``, else (the default) IPv4 everywhere, as before."""
-    if not config.bind or config.bind == "0.0.0.0":
+    ::``, else (no --bind) IPv4 everywhere, as before: HTTP on both families lets clients that
+    only have IPv6 fetch, while the DHT's reach changes only when asked."""
+    if config.bind in (EVERY_ADDRESS, "0.0.0.0"):
         return None
     return config.bind
 
 
+def listen(bind: str, open_at: Callable[[str], S]) -> tuple[S, str]:
+    """``open_at(host)`` for ``bind`` and that host: the address given, else ``::`` (both
+    families: a client with only an IPv6 link-local address can fetch what mDNS tells it of),
+    else, when the system has no IPv6, ``0.0.0.0`` with an INFO line saying why. Any other
+    OSError (a busy port) is raised as it is."""
+    if bind != EVERY_ADDRESS:
+        return open_at(bind), bind
+    if not socket.has_ipv6:
+        reason = "Python was built without IPv6"
+    else:
+        try:
+            return open_at("::"), "::"
+        except OSError as exc:
+            if exc.errno not in NO_IPV6:
+                raise
+            reason = exc.strerror or str(exc)
+    log.info("No IPv6 on this system (%s): listening on IPv4 only", reason)
+    return open_at("0.0.0.0"), "0.0.0.0"
+
+
+def listen_error(exc: OSError, bind: str, port: int) -> UsageError:
+    """The one line for a failed listen, naming the address as the user gave it."""
+    if exc.errno == errno.EADDRINUSE:
+        return UsageError(f"port {port} on {bind or 'every address'} is busy")
+    where = f"{url_host(bind)}:{port}" if bind else f"port {port} of every address"
+    return UsageError(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
 class DualStackServer(ProviderServer):
-    """``--bind ::`` serves IPv6 and IPv4 (v4-mapped) on one socket, whatever the system's
-    ``net.ipv6.bindv6only`` default says; a specific IPv6 address serves IPv6 only."""
+    """``::`` (``--bind ::``, or no --bind) serves IPv6 and IPv4 (v4-mapped) on one socket,
+    whatever the system's ``net.ipv6.bindv6only`` default says; a specific IPv6 address serves
+    IPv6 only."""
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
@@ -215,28 +251,27 @@ class Provider:
     # -- life cycle ---------------------------------------------------------------------------
 
     def bind(self) -> None:
-        address = (self.config.bind, self.config.port)
         try:
-            self.server = DualStackServer(
-                address,
-                self,
-                self.config.idle_timeout,
-                header_timeout=self.config.header_timeout,
-                min_send_rate=self.config.min_send_rate,
-                send_grace=self.config.send_grace,
-                evict_below_rate=self.config.evict_below_rate,
-            )
+            self.server, host = listen(self.config.bind, self._server_at)
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UsageError(f"port {self.config.port} on {self.config.bind} is busy") from exc
-            where = f"{self.config.bind}:{self.config.port}"
-            raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
-        log.info("Listening on http://%s:%d/", url_host(self.config.bind), self.port)
+            raise listen_error(exc, self.config.bind, self.config.port) from exc
+        log.info("Listening on http://%s:%d/", url_host(host), self.port)
         log.info("Signing keyid %s", self.signing_key.public.keyid)
         if self.signing_key.public == self.identity.public:
             log.info("Public key for clients: %s.pub", self.state.path / IDENTITY_FILE)
         identity = self.identity.public
         log.info("Peer id %s (identity %s)", identity.peer_id, identity.keyid)
+
+    def _server_at(self, host: str) -> DualStackServer:
+        return DualStackServer(
+            (host, self.config.port),
+            self,
+            self.config.idle_timeout,
+            header_timeout=self.config.header_timeout,
+            min_send_rate=self.config.min_send_rate,
+            send_grace=self.config.send_grace,
+            evict_below_rate=self.config.evict_below_rate,
+        )
 
     def offers(self, snapshot: Snapshot) -> list[Offer]:
         base = f"http://{url_host(self.host)}:{self.port}"
