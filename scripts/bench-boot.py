@@ -170,7 +170,9 @@ def timeline(serial: Path) -> dict[str, float]:
     text = serial.read_text(errors="replace")
     marks = {
         "init started": r"\[\s*([\d.]+)\] Run /init as init process",
-        "network up": r"\[\s*([\d.]+)\] phase: network up",
+        # The first of the DHCP lease and the link (phase-boot may boot from the link first).
+        "network up": r"\[\s*([\d.]+)\] phase: (?:network|link) up",
+        "DHCP lease": r"\[\s*([\d.]+)\] phase: network up",
         "discovered": r"\[\s*([\d.]+)\] phase: discovered ",
         "fetching": r"\[\s*([\d.]+)\] phase: fetching ",
         "fetched and verified": r"\[\s*([\d.]+)\] phase: manifest verified",

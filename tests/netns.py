@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,3 +322,26 @@ def describe(proc: subprocess.CompletedProcess[str]) -> str:
     """A failed command's argv, exit code and output, for assertion messages."""
     argv = proc.args if isinstance(proc.args, str) else shlex.join(map(str, proc.args))
     return f"$ {argv}\nexit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+# What a booting machine's serial console says about a provider it found on such a LAN. Stage 1
+# may find it on the link before its DHCP lease comes (docs/boot.md: phase-boot looks at the
+# link by mDNS over IPv6 link-local while DHCP waits), then at the provider's fe80:: address
+# with the machine's own interface as zone; or after the lease, at the URL the provider
+# announces. Which comes first is a race both sides of which are right.
+
+
+def discovered_url(url: str, link_local: str | None = None) -> str:
+    """A regex of ``url`` as a booting machine may report it: as given, or on the link (the
+    provider's ``link_local`` address; default: any ``fe80::`` one) with a zone."""
+    parts = urllib.parse.urlsplit(url)
+    host = re.escape(link_local) if link_local else "fe80::[0-9a-f:]+"
+    rest = re.escape(f":{parts.port}{parts.path}")
+    return rf"(?:{re.escape(url)}|http://\[{host}%25\w+\]{rest})"
+
+
+def network_up(address: str = r"10\.213\.\d+\.1\d\d/24") -> str:
+    """A regex of stage 1's line for its network: its lease (``address``, a regex; SLAAC's on an
+    IPv6-only LAN) or, when the machine booted from the link before it came, its link-local
+    address."""
+    return rf"phase: (?:network up: \w+ {address}|link up: \w+ fe80::[0-9a-f:]+)\n"

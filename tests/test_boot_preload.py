@@ -4,6 +4,7 @@ what only while it still waits (phase_client/boot/orchestrate.py)."""
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from phase_client.boot.orchestrate import (
     DISCOVERY_MODULES,
     Discovery,
     preload_plan,
-    wait_for_go,
+    wait_for_network,
 )
 
 BOOT = list(AFTER_DISCOVERY)
@@ -149,7 +150,7 @@ def test_go_already_there_imports_nothing_idle(
     modules(tmp_path, monkeypatch, {"idle_probe_a": ""})
     go = tmp_path / "ready"
     go.write_text("go\n")
-    assert wait_for_go(go, timeout=5, idle=["idle_probe_a"]) is True
+    assert wait_for_network(go, timeout=5, idle=["idle_probe_a"]) == "go"
     assert "idle_probe_a" not in sys.modules
 
 
@@ -164,7 +165,7 @@ def test_idle_modules_are_imported_one_by_one_until_go_comes(
         monkeypatch,
         {"idle_probe_b": f"open({str(go)!r}, 'w').write('go')\n", "idle_probe_c": ""},
     )
-    assert wait_for_go(go, timeout=5, idle=["idle_probe_b", "idle_probe_c"]) is True
+    assert wait_for_network(go, timeout=5, idle=["idle_probe_b", "idle_probe_c"]) == "go"
     assert "idle_probe_b" in sys.modules and "idle_probe_c" not in sys.modules
 
 
@@ -182,7 +183,26 @@ def test_a_failing_idle_import_ends_the_warm_up_not_the_wait(
     )
     go_later = tmp_path / "never"
     with pytest.raises(TimeoutError):
-        wait_for_go(go_later, timeout=0.2, poll=0.01, idle=["idle_probe_d", "idle_probe_e"])
+        wait_for_network(go_later, timeout=0.2, poll=0.01, idle=["idle_probe_d", "idle_probe_e"])
     assert "idle_probe_e" not in sys.modules  # the warm-up stopped at the failure
     go.write_text("stop")
-    assert wait_for_go(go, timeout=5) is False
+    assert wait_for_network(go, timeout=5) == "stop"
+
+
+def test_link_is_a_start_only_when_asked_for(tmp_path: Path) -> None:
+    """Stage 1's 'link' (a link-local address is up, DHCP still waits): phase-boot may ask the
+    link by mDNS at once (``link``); a boot that cannot use it (a provider given, or the DHT
+    asked for) waits on, to the go or stop that follows."""
+    ready = tmp_path / "ready"
+    ready.write_text("link\n")
+    assert wait_for_network(ready, timeout=5, link=True) == "link"
+    with pytest.raises(TimeoutError):
+        wait_for_network(ready, timeout=0.2, poll=0.01)
+    later = threading.Timer(0.1, lambda: ready.write_text("go\n"))
+    later.start()
+    try:
+        assert wait_for_network(ready, timeout=5, poll=0.01) == "go"
+    finally:
+        later.join()
+    ready.write_text("anything else\n")
+    assert wait_for_network(ready, timeout=5, link=True) == "stop"

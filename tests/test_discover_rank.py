@@ -189,7 +189,7 @@ def test_mdns_lookup_ends_when_the_orchestrator_said(monkeypatch: pytest.MonkeyP
 
     seen: list[float] = []
 
-    def discover(query: Query, *_: object) -> list[Candidate]:
+    def discover(query: Query, *_: object, until_quiet: bool = False) -> list[Candidate]:
         seen.append(query.timeout)
         return []
 

@@ -5,8 +5,10 @@
                        └── veth ── prov1   plasmd serve --bind :: (HTTP, mDNS)
 
 The VM's command line names no provider and no address: the kernel configures an address from
-the router advertisement (SLAAC), stage 1 waits for it, phase-discover finds the provider by
-mDNS (AAAA), phase-fetch downloads over IPv6, kexec-boot hands off, stage 2 prints its marker.
+the router advertisement (SLAAC); phase-boot finds the provider by mDNS (AAAA) on the link
+while stage 1 still waits for an address (at its link-local address, docs/boot.md), or once
+it has one, at its ULA; through the DHT it waits for the SLAAC address. phase-fetch
+downloads over IPv6, kexec-boot hands off, stage 2 prints its marker.
 The images are the e2e's (``tests/test_e2e_qemu.py``); the LAN is ``tests/netns.py``'s.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from . import test_e2e_qemu
-from .netns import Lan
+from .netns import Lan, discovered_url, network_up
 from .test_boot_lan import STAGE2_CMDLINE, lan_images
 from .test_e2e_qemu import BOOT_DEADLINE, sh, terminate, wait_for
 
@@ -94,15 +96,17 @@ def boot_ipv6_only(
             terminate(provider)
             subprocess.run(["ip", "-n", lan.hub, "link", "del", tap], capture_output=True)
         prefix = lan.segments[0].prefix6.split("::", 1)[0]
-        # SLAAC: an address in the advertised prefix, none from DHCP (there is no server)
-        assert re.search(rf"phase: network up: eth0 {prefix}:[0-9a-f:]+\n", text), text
+        # SLAAC: an address in the advertised prefix, none from DHCP (there is no server); or
+        # the link first
+        assert re.search(network_up(rf"{prefix}:[0-9a-f:]+"), text), text
         assert node.address6 is not None
         return text, node.address6
 
 
 def assert_booted(text: str, url: str, source: str) -> None:
-    assert f"phase: discovered {url} via {source} (version " in text, text
-    assert f"phase: fetching {url}" in text, text
+    url = discovered_url(url)
+    assert re.search(rf"phase: discovered {url} via {source} \(version ", text), text
+    assert re.search(rf"phase: fetching {url}", text), text
     assert re.search(r"INFO kernel: \d+ bytes verified", text), text
     assert "kexec-boot: kernel loaded; kexec -e" in text, text
     assert text.index("kexec -e") < text.index("PHASE-STAGE2-OK"), text
@@ -133,3 +137,7 @@ def test_vm_boots_on_an_ipv6_only_lan_through_the_dht(
     )
     url = f"http://[{address}]:{HTTP_PORT}/stable/x86_64/manifest.json"
     assert_booted(text, url, "dht")
+    assert f"phase: discovered {url} via dht" in text, text  # DHT records are never link-local
+    # No answer on the link (no mDNS): the boot waited for the SLAAC address.
+    assert "phase: nobody answered on the link yet: waiting for DHCP" in text, text
+    assert re.search(r"phase: network up: eth0 fd00:213:", text), text

@@ -40,17 +40,20 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("net_up")
     bin_dir = work / "bin"
     bin_dir.mkdir()
-    for applet in ("ip", "awk", "head", "tr", "cat", "sleep", "printf"):
+    for applet in ("ip", "awk", "head", "tr", "cat", "sleep", "printf", "mv"):
         (bin_dir / applet).symlink_to(BUSYBOX)
     (bin_dir / "udhcpc").write_text("#!/bin/sh\nexit 1\n")  # no DHCPv4 server on the LAN
     (bin_dir / "udhcpc").chmod(0o755)
-    body = "\n".join(function(init, name) for name in ("ethernet_ifaces", "ipv6_addr", "net_up"))
+    names = ("ethernet_ifaces", "ipv6_addr", "quick_dad", "link_watch", "net_up")
+    body = "\n".join(function(init, name) for name in names)
     script = work / "net_up.sh"
+    # net_up.sh STATIC_IP STATIC_GW runs net_up; net_up.sh --link-watch FILE runs link_watch.
     script.write_text(
         f"PATH={bin_dir}\nLOG=/dev/null\n"
-        'STATIC_IP="$1" STATIC_GW="$2" STATIC_DNS=""\n'
         'say() { printf "phase: %s\\n" "$*"; }\n'
         f"{body}\n"
+        'if [ "$1" = --link-watch ]; then link_watch "$2"; exit; fi\n'
+        'STATIC_IP="$1" STATIC_GW="$2" STATIC_DNS=""\n'
         "net_up\n"
     )
     return script
@@ -101,3 +104,35 @@ def test_a_tentative_address_is_waited_for(lan: Lan, harness: Path) -> None:
     tentative = node.run(["ip", "-6", "-o", "addr", "show", "dev", "eth0", "tentative"], 30)
     assert "fd00:213:98::9" in tentative.stdout, describe(tentative)
     assert net_up(node, harness) == "phase: network up: eth0 fd00:213:98::9\n"
+
+
+def test_duplicate_address_detection_is_made_quick_before_the_link_comes_up(
+    lan: Lan, harness: Path
+) -> None:
+    """One probe at once (no random 0-1 s delay) and 100 ms of listening for an answer."""
+    node = lan.add_node("boot", ipv4=False, ipv6=False)
+    net_up(node, harness)
+    for knob, value in (
+        ("conf/eth0/router_solicitation_delay", "0"),
+        ("neigh/eth0/retrans_time_ms", "100"),
+    ):
+        read = node.run(["cat", f"/proc/sys/net/ipv6/{knob}"], timeout=30)
+        assert read.stdout.strip() == value, describe(read)
+
+
+def test_link_watch_says_link_once_and_never_over_a_go(
+    lan: Lan, harness: Path, tmp_path: Path
+) -> None:
+    """stage 1's 'link' for phase-boot: written (by a rename) once a link-local address is
+    usable, with one console line; never over the go or stop already there."""
+    node = lan.add_node("boot", ipv4=False, ipv6=False)
+    ready = tmp_path / "ready"
+    watched = node.run([str(BUSYBOX), "sh", str(harness), "--link-watch", str(ready)], 60)
+    assert watched.returncode == 0, describe(watched)
+    assert watched.stdout == f"phase: link up: eth0 {node.link_local()}\n"
+    assert ready.read_text() == "link\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ready"]
+    ready.write_text("go\n")
+    again = node.run([str(BUSYBOX), "sh", str(harness), "--link-watch", str(ready)], 60)
+    assert again.returncode == 0 and again.stdout == "", describe(again)
+    assert ready.read_text() == "go\n"

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from . import test_e2e_qemu, test_os_image
+from .netns import discovered_url
 from .test_e2e_qemu import artifacts_dir, boot, sh, static_server, terminate, wait_for
 from .test_os_image import console_line
 
@@ -44,7 +45,7 @@ def assert_booted_the_os(
     ``manifest_url`` (by ``via``, a regex: mdns, dht), verified all three artifacts, staged
     them and kexec'd; the image's initramfs found the carried rootfs and checked it; systemd
     came up."""
-    found = rf"phase: discovered {re.escape(manifest_url)} via {via} \(version "
+    found = rf"phase: discovered {discovered_url(manifest_url)} via {via} \(version "
     assert re.search(found + re.escape(image["version"]) + r"\)", log), log
     for name in ("kernel", "initramfs", "rootfs"):
         assert re.search(rf"INFO {name}: \d+ bytes verified", log), (name, log)

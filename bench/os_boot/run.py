@@ -39,7 +39,7 @@ KERNEL_DIR = REPO / "build" / "boot" / "kernel"
 # (name, pattern), in the order they appear on the console.
 MILESTONES = [
     ("stage 1 init runs", r"Run /init as init process"),
-    ("network up (DHCP)", r"phase: network up"),
+    ("network up (DHCP, or the link first)", r"phase: (?:network|link) up"),
     ("provider discovered (mDNS)", r"phase: discovered "),
     ("image fetched and verified", r"phase: manifest verified, artifacts fetched"),
     ("staged, kexec loaded", r"kexec-boot: kernel loaded; kexec -e"),

@@ -192,22 +192,35 @@ def preload(modules: Sequence[str]) -> None:
         importlib.import_module(name)
 
 
-def wait_for_go(path: Path, timeout: float, poll: float = 0.05, idle: Sequence[str] = ()) -> bool:
-    """Wait until ``path`` exists (``timeout`` seconds at most): True when it says ``go``, False
-    for anything else (the caller gave up: no network). TimeoutError when it never came.
-    Meanwhile ``idle`` is imported, one module between two looks at ``path``: what is left
-    when it comes is imported later, where it is needed (a failure here is only a failure of
-    the warm-up: the real import raises it again where it belongs)."""
+def wait_for_network(
+    path: Path,
+    timeout: float,
+    poll: float = 0.05,
+    idle: Sequence[str] = (),
+    link: bool = False,
+) -> str:
+    """Wait until ``path`` exists (``timeout`` seconds at most) and say what it says: ``go``
+    (the network is up), ``stop`` (the caller gave up: no network; also for anything else it
+    may say) or, with ``link``, ``link`` (stage 1's link_watch: a link-local IPv6 address is
+    usable while DHCP still waits; without ``link`` that is waited past, to the go or stop).
+    TimeoutError when it never came. Meanwhile ``idle`` is imported, one module between two
+    looks at ``path``: what is left when it comes is imported later, where it is needed (a
+    failure here is only a failure of the warm-up: the real import raises it again where it
+    belongs)."""
     deadline = time.monotonic() + timeout
     pending = list(idle)
     while True:
         try:
             with open(path, "rb") as f:
-                return f.read(16).strip() == b"go"
+                word = f.read(16).strip()
         except FileNotFoundError:
-            pass
+            word = b""
+        if word == b"go" or (word == b"link" and link):
+            return word.decode()
+        if word and word != b"link":
+            return "stop"
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout:g} s")
+            raise TimeoutError(f"{path} did not say go within {timeout:g} s")
         if pending:
             try:
                 importlib.import_module(pending.pop(0))
@@ -246,11 +259,13 @@ class Discovery:
         source: str = "auto",
         bootstrap: Sequence[Contact] = (),
         probe: bool = True,
+        until_quiet: bool = False,
     ) -> None:
         self.query = query
         self.source = source
         self.bootstrap = bootstrap
         self.probe = probe
+        self.until_quiet = until_quiet
         self._found: list[Candidate] = []
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="discover", daemon=True)
@@ -271,7 +286,11 @@ class Discovery:
             from ..discovery.orchestrate import find_providers
 
             self._found = find_providers(
-                self.query, source=self.source, bootstrap=self.bootstrap, probe=self.probe
+                self.query,
+                source=self.source,
+                bootstrap=self.bootstrap,
+                probe=self.probe,
+                until_quiet=self.until_quiet,
             )
         except BaseException as exc:  # raised again by result(), in the caller's thread
             self._error = exc
@@ -301,16 +320,19 @@ class Booter:
         # The private directory the fetch wrote straight into (no fetch directory), once made.
         self.fetched_into: Path | None = None
 
-    def discover(self, running: Discovery | None = None) -> list[str]:
+    def discover(self, running: Discovery | None = None, must_find: bool = True) -> list[str]:
         """Manifest URLs of the reachable providers, best first (phase-discover --list).
-        NoSourceError when none answered within the timeout. ``running``: the discovery the
-        caller started already (``Discovery.start``), having imported the fetch side
-        meanwhile; without it one starts here, and the fetch side is imported beside it."""
+        NoSourceError when none answered within the timeout (empty without ``must_find``).
+        ``running``: the discovery the caller started already (``Discovery.start``), having
+        imported the fetch side meanwhile; without it one starts here, and the fetch side is
+        imported beside it."""
         request = self.request
         if running is None:
             running = Discovery.of(request).start()
             warm_up(AFTER_DISCOVERY)
         found = running.result()
+        if not found and not must_find:
+            return []
         if not found:
             where = describe_sources(request.source, request.bootstrap)
             raise NoSourceError(

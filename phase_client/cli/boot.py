@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -170,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         "mode the DHT's modules), then wait until FILE exists (5 min at most; the caller brings "
         "the network up meanwhile): 'go' in it starts the boot (discovery first, the root of "
         "trust loaded while it runs), anything else ends this run with exit 0 and no output "
-        "(the initramfs's init: start-up overlaps DHCP)",
+        "(the initramfs's init: start-up overlaps DHCP); 'link' before it (a link-local IPv6 "
+        "address is up, DHCP still waits) asks the link by mDNS once and boots from a "
+        "provider reachable there, else waits on for the go",
     )
     parser.add_argument(
         "--init-lines",
@@ -242,7 +245,6 @@ def handle(args: argparse.Namespace) -> int:
         Discovery,
         preload,
         preload_plan,
-        wait_for_go,
     )
     from ..names import host_arch
     from .fetch import check_location, check_output
@@ -277,16 +279,17 @@ def handle(args: argparse.Namespace) -> int:
     say = Console(args.init_lines, args.quiet)
     signal.signal(signal.SIGTERM, _terminate)
     running = None
+    network = "go"
     if args.start_when:
         # Before the go: what discovery needs. While waiting: the rest, as far as it gets.
         needed, idle = preload_plan(discover=not manifests, source=args.source)
         preload(needed)
         loaded = time.monotonic()
-        try:
-            if not wait_for_go(Path(args.start_when), START_WHEN_TIMEOUT, idle=idle):
-                return EXIT_OK
-        except TimeoutError as exc:
-            raise NoSourceError(f"--start-when: {exc}") from None
+        # A provider on the link may be asked before DHCP is done (stage 1 says 'link').
+        link_first = not manifests and args.source in ("auto", "mdns")
+        network = _wait_for_network(args.start_when, idle, link_first)
+        if network == "stop":
+            return EXIT_OK
         # For the boot's timeline: which came last, Python's start-up or the network.
         waited = time.monotonic() - loaded
         when = f", {waited:.2f} s before the network" if waited >= 0.1 else " (the network first)"
@@ -297,7 +300,10 @@ def handle(args: argparse.Namespace) -> int:
             from ..discovery.model import Query
 
             query = Query(channel=channel, arch=arch, timeout=args.discover_timeout)
-            running = Discovery(query, source=args.source, bootstrap=bootstrap).start()
+            if network == "link":  # one look at the link, over IPv6 link-local: mDNS only
+                running = Discovery(query, source="mdns", until_quiet=True).start()
+            else:
+                running = Discovery(query, source=args.source, bootstrap=bootstrap).start()
 
     from ..fetch.download import Settings
 
@@ -319,6 +325,13 @@ def handle(args: argparse.Namespace) -> int:
     booter = Booter(request, say)
     if running is not None:
         preload(AFTER_DISCOVERY)
+    if network == "link":
+        manifests = booter.discover(running, must_find=False)
+        if not manifests:
+            say("nobody answered on the link yet: waiting for DHCP")
+            if _wait_for_network(args.start_when, (), link=False) == "stop":
+                return EXIT_OK
+            running = Discovery(query, source=args.source, bootstrap=bootstrap).start()
     if not manifests:
         try:
             manifests = booter.discover(running)
@@ -329,6 +342,17 @@ def handle(args: argparse.Namespace) -> int:
     except BaseException:  # a signal, a closed stdout: nothing fetched is left behind
         booter.discard()
         raise
+
+
+def _wait_for_network(path: str, idle: Sequence[str], link: bool) -> str:
+    """``boot.orchestrate.wait_for_network`` on --start-when's file; NoSourceError when it
+    never comes."""
+    from ..boot.orchestrate import wait_for_network
+
+    try:
+        return wait_for_network(Path(path), START_WHEN_TIMEOUT, idle=idle, link=link)
+    except TimeoutError as exc:
+        raise NoSourceError(f"--start-when: {exc}") from None
 
 
 def _fetch_stage_hand_off(

@@ -65,6 +65,8 @@ def discover_mdns(
     quiet: threading.Event | None = None,
     unanswered: threading.Event | None = None,
     found: Callable[[Candidate], None] | None = None,
+    *,
+    until_quiet: bool = False,
 ) -> list[Candidate]:
     """Providers of ``query.channel``/``query.arch`` on the LAN, best first (maybe empty).
 
@@ -73,6 +75,8 @@ def discover_mdns(
     nothing, ``unanswered`` when its immediate answers are in and there are none (see
     ``mdns.browse``), both before the lookup returns. ``found`` is called with each fitting
     candidate when it is first accepted (in the browse's event loop: it must not block).
+    ``until_quiet``: return as soon as the LAN has clearly answered nothing (empty), not at
+    the timeout.
     Raises NoSourceError when mDNS cannot run at all (no interface, no multicast socket), so
     the caller can move on to the DHT.
     """
@@ -110,7 +114,14 @@ def discover_mdns(
         return candidate
 
     answers = browse(
-        addresses, query.timeout, accept, query.want_all, GRACE_SECONDS, quiet, unanswered
+        addresses,
+        query.timeout,
+        accept,
+        query.want_all,
+        GRACE_SECONDS,
+        quiet,
+        unanswered,
+        until_quiet=until_quiet,
     )
     if not answers:
         log.info("mDNS: no provider of %s/%s answered", query.channel, arch)

@@ -53,10 +53,11 @@ class LanWatch:
     used. ``found``: called with each candidate as it is accepted (the orchestrator starts its
     liveness probe at once); it must not block. ``until``: when the lookup must be over (a
     ``time.monotonic()`` value), whatever its own start-up cost; None: ``query.timeout`` from
-    when it starts listening.
+    when it starts listening. ``end_when_quiet``: the lookup also ends once ``quiet`` is set
+    (one look at the link: stage 1 asking it before DHCP is done).
     """
 
-    __slots__ = ("found", "quiet", "unanswered", "until")
+    __slots__ = ("end_when_quiet", "found", "quiet", "unanswered", "until")
 
     def __init__(
         self,
@@ -64,9 +65,11 @@ class LanWatch:
         quiet: threading.Event | None = None,
         found: Callable[[Candidate], None] | None = None,
         until: float | None = None,
+        end_when_quiet: bool = False,
     ) -> None:
         # Fresh events for each watch unless given (None stands for "a new one").
         self.unanswered: threading.Event = threading.Event() if unanswered is None else unanswered
         self.quiet: threading.Event = threading.Event() if quiet is None else quiet
         self.found: Callable[[Candidate], None] | None = found
         self.until: float | None = until
+        self.end_when_quiet = end_when_quiet

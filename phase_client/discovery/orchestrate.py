@@ -113,7 +113,9 @@ def _mdns_lookup(
         return discover_mdns(query, interfaces)
     if lan.until is not None:  # the import above must not push the end past the caller's wait
         query = query._replace(timeout=max(0.05, lan.until - time.monotonic()))
-    return discover_mdns(query, interfaces, lan.quiet, lan.unanswered, lan.found)
+    return discover_mdns(
+        query, interfaces, lan.quiet, lan.unanswered, lan.found, until_quiet=lan.end_when_quiet
+    )
 
 
 def _dht_lookup(query: Query, bootstrap: Sequence[tuple[str, int]]) -> list[Candidate]:
@@ -151,8 +153,12 @@ def find_providers(
     dht_lookup: Callable[[Query, Sequence[tuple[str, int]]], list[Candidate]] = _dht_lookup,
     libp2p_lookup: Callable[[Query, Sequence[str]], list[Candidate]] = _libp2p_lookup,
     networks: Sequence[str] | None = None,
+    until_quiet: bool = False,
 ) -> list[Candidate]:
     """Ranked, reachable candidates (best first); empty when none was found in time.
+
+    ``until_quiet``: mDNS ends as soon as the LAN has clearly answered nothing instead of at the
+    timeout (one look at the link; stage 1 takes it before its DHCP lease, docs/boot.md).
 
     ``networks``: this machine's networks for the ranking (default: read from its interfaces).
     ``mdns_lookup(query, interfaces, lan)`` reports to the ``LanWatch`` ``lan`` while it runs:
@@ -184,6 +190,7 @@ def find_providers(
         quiet=_Wake(wake),
         found=prober.submit if probe else None,
         until=started + search.timeout,
+        end_when_quiet=until_quiet,
     )
     mdns = dht = p2p = None
     if source in ("auto", "mdns"):

@@ -90,17 +90,21 @@ def browse(
     grace: float = GRACE_SECONDS,
     quiet: threading.Event | None = None,
     unanswered: threading.Event | None = None,
+    *,
+    until_quiet: bool = False,
 ) -> list[T]:
     """Browse from ``addresses`` (local (interface, address) pairs, IPv4 and IPv6); see the
     module's docstring.
 
     ``accept(service, first)`` returns a result, or None to ignore the service; ``first`` is
     True when this instance is not among the results yet (not a re-announcement of a known one).
+    ``until_quiet``: end (with nothing) once the LAN has clearly answered nothing, as ``quiet``
+    is set, instead of listening until the timeout.
 
     Raises NoSourceError when no multicast socket can be opened on them.
     """
     return asyncio.run(
-        _browse(list(addresses), timeout, accept, want_all, grace, quiet, unanswered)
+        _browse(list(addresses), timeout, accept, want_all, grace, quiet, unanswered, until_quiet)
     )
 
 
@@ -112,9 +116,11 @@ async def _browse(
     grace: float,
     quiet: threading.Event | None = None,
     unanswered: threading.Event | None = None,
+    until_quiet: bool = False,
 ) -> list[T]:
     deadline = time.monotonic() + timeout
     found: dict[str, T] = {}
+    # Set by the first accepted answer; with until_quiet also by a LAN that answered nothing.
     first_match = asyncio.Event()
     resolving: dict[str, asyncio.Task[None]] = {}  # instance name -> its pending resolution
 
@@ -175,10 +181,14 @@ async def _browse(
         # unicast response (QU) is answered at once, while answers to a plain multicast question
         # wait another 20-120 ms. The browser's own queries follow as usual.
         await _zeroconf.send_ptr_query(azc.zeroconf, SERVICE_TYPE)
-        if quiet is not None or unanswered is not None:
+        if quiet is not None or unanswered is not None or until_quiet:
             watch = asyncio.ensure_future(
                 _watch_answers(
-                    (unanswered, quiet), deadline, lambda: bool(found), lambda: bool(resolving)
+                    (unanswered, quiet),
+                    deadline,
+                    lambda: bool(found),
+                    lambda: bool(resolving),
+                    first_match.set if until_quiet else None,
                 )
             )
         if want_all:
@@ -189,7 +199,8 @@ async def _browse(
             except TimeoutError:
                 pass
             else:
-                await asyncio.sleep(max(0.0, min(grace, deadline - time.monotonic())))
+                if found:  # the other providers' answers to the same question
+                    await asyncio.sleep(max(0.0, min(grace, deadline - time.monotonic())))
     finally:
         if watch is not None:
             watch.cancel()
@@ -207,10 +218,12 @@ async def _watch_answers(
     deadline: float,
     answered: Callable[[], bool],
     resolving: Callable[[], bool],
+    on_quiet: Callable[[], None] | None = None,
 ) -> None:
     """Set ``unanswered`` once ``FIRST_ANSWERS`` has passed since the question with nothing
     accepted and nothing pending (or ``QUIET_AFTER`` with nothing accepted), and ``quiet`` once
-    ``QUIET_AFTER`` has passed with nothing accepted and nothing pending."""
+    ``QUIET_AFTER`` has passed with nothing accepted and nothing pending (then ``on_quiet``
+    is called too)."""
     unanswered, quiet = events
     asked = time.monotonic()
     await asyncio.sleep(FIRST_ANSWERS)
@@ -229,6 +242,8 @@ async def _watch_answers(
             log.debug("mDNS: no answer %.0f ms after the question", QUIET_AFTER * 1000)
             if quiet is not None:
                 quiet.set()
+            if on_quiet is not None:
+                on_quiet()
             return
         await asyncio.sleep(0.01)
 
