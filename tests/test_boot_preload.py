@@ -18,6 +18,7 @@ from phase_client.boot.orchestrate import (
     preload_plan,
     wait_for_network,
 )
+from phase_client.mdns.interfaces import usable_link_local
 
 BOOT = list(AFTER_DISCOVERY)
 
@@ -189,20 +190,37 @@ def test_a_failing_idle_import_ends_the_warm_up_not_the_wait(
     assert wait_for_network(go, timeout=5) == "stop"
 
 
-def test_link_is_a_start_only_when_asked_for(tmp_path: Path) -> None:
-    """Stage 1's 'link' (a link-local address is up, DHCP still waits): phase-boot may ask the
-    link by mDNS at once (``link``); a boot that cannot use it (a provider given, or the DHT
-    asked for) waits on, to the go or stop that follows."""
+def test_a_usable_link_ends_the_wait_before_the_go_only_when_asked_for(tmp_path: Path) -> None:
+    """``link`` (phase-boot --link-first: a usable link-local address) ends the wait before the
+    go; without it, or while the link is not usable, the wait goes on to the go or stop."""
     ready = tmp_path / "ready"
-    ready.write_text("link\n")
-    assert wait_for_network(ready, timeout=5, link=True) == "link"
+    assert wait_for_network(ready, timeout=5, link=lambda: True) == "link"
     with pytest.raises(TimeoutError):
-        wait_for_network(ready, timeout=0.2, poll=0.01)
-    later = threading.Timer(0.1, lambda: ready.write_text("go\n"))
+        wait_for_network(ready, timeout=0.2, poll=0.01, link=lambda: False)
+    usable = threading.Event()
+    later = threading.Timer(0.1, usable.set)
     later.start()
     try:
-        assert wait_for_network(ready, timeout=5, poll=0.01) == "go"
+        assert wait_for_network(ready, timeout=5, poll=0.01, link=usable.is_set) == "link"
     finally:
         later.join()
+    ready.write_text("go\n")  # the go or stop, once there, comes first
+    assert wait_for_network(ready, timeout=5, link=lambda: True) == "go"
     ready.write_text("anything else\n")
-    assert wait_for_network(ready, timeout=5, link=True) == "stop"
+    assert wait_for_network(ready, timeout=5, link=lambda: True) == "stop"
+
+
+def test_usable_link_local_addresses_are_read_from_the_kernels_table() -> None:
+    """/proc/net/if_inet6: link scope (0x20) only, not while tentative (0x40) or after a failed
+    duplicate address detection (0x08), never loopback; malformed lines skipped."""
+    table = (
+        "fe80000000000000505400fffe123456 02 40 20 80 eth0\n"  # usable (permanent)
+        "fe80000000000000505400fffe123457 03 40 20 c0 eth1\n"  # tentative: DAD runs
+        "fe80000000000000505400fffe123458 04 40 20 88 eth2\n"  # DAD failed
+        "fd000213000000010000000000000005 02 40 00 80 eth0\n"  # global scope
+        "00000000000000000000000000000001 01 80 10 80 lo\n"
+        "fe80000000000000000000000000000a 05 40 20 80\n"  # malformed
+        "zz80000000000000505400fffe123459 06 40 20 80 eth3\n"
+    )
+    assert usable_link_local(table) == [("eth0", "fe80::5054:ff:fe12:3456")]
+    assert usable_link_local("") == []

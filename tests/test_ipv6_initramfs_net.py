@@ -40,19 +40,17 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("net_up")
     bin_dir = work / "bin"
     bin_dir.mkdir()
-    for applet in ("ip", "awk", "head", "tr", "cat", "sleep", "printf", "mv"):
+    for applet in ("ip", "awk", "head", "tr", "cat", "sleep", "printf"):
         (bin_dir / applet).symlink_to(BUSYBOX)
     (bin_dir / "udhcpc").write_text("#!/bin/sh\nexit 1\n")  # no DHCPv4 server on the LAN
     (bin_dir / "udhcpc").chmod(0o755)
-    names = ("ethernet_ifaces", "ipv6_addr", "quick_dad", "link_watch", "net_up")
+    names = ("ethernet_ifaces", "ipv6_addr", "quick_dad", "net_up")
     body = "\n".join(function(init, name) for name in names)
     script = work / "net_up.sh"
-    # net_up.sh STATIC_IP STATIC_GW runs net_up; net_up.sh --link-watch FILE runs link_watch.
     script.write_text(
         f"PATH={bin_dir}\nLOG=/dev/null\n"
         'say() { printf "phase: %s\\n" "$*"; }\n'
         f"{body}\n"
-        'if [ "$1" = --link-watch ]; then link_watch "$2"; exit; fi\n'
         'STATIC_IP="$1" STATIC_GW="$2" STATIC_DNS=""\n'
         "net_up\n"
     )
@@ -118,21 +116,3 @@ def test_duplicate_address_detection_is_made_quick_before_the_link_comes_up(
     ):
         read = node.run(["cat", f"/proc/sys/net/ipv6/{knob}"], timeout=30)
         assert read.stdout.strip() == value, describe(read)
-
-
-def test_link_watch_says_link_once_and_never_over_a_go(
-    lan: Lan, harness: Path, tmp_path: Path
-) -> None:
-    """stage 1's 'link' for phase-boot: written (by a rename) once a link-local address is
-    usable, with one console line; never over the go or stop already there."""
-    node = lan.add_node("boot", ipv4=False, ipv6=False)
-    ready = tmp_path / "ready"
-    watched = node.run([str(BUSYBOX), "sh", str(harness), "--link-watch", str(ready)], 60)
-    assert watched.returncode == 0, describe(watched)
-    assert watched.stdout == f"phase: link up: eth0 {node.link_local()}\n"
-    assert ready.read_text() == "link\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ready"]
-    ready.write_text("go\n")
-    again = node.run([str(BUSYBOX), "sh", str(harness), "--link-watch", str(ready)], 60)
-    assert again.returncode == 0 and again.stdout == "", describe(again)
-    assert ready.read_text() == "go\n"

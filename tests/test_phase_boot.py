@@ -209,6 +209,7 @@ def test_nothing_discovered_exits_3(tmp_path: Path) -> None:
         (["--json"], "--json goes with --dry-run or --stage-only"),
         (["--source", "dht"], "not with --manifest"),
         (["--kexec-boot", "/nonexistent", "--dry-run", "--stage-only"], "not both"),
+        (["--link-first"], "--link-first goes with --start-when"),
     ],
 )
 def test_usage_errors(tmp_path: Path, extra: list[str], words: str) -> None:

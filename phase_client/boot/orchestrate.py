@@ -197,30 +197,27 @@ def wait_for_network(
     timeout: float,
     poll: float = 0.05,
     idle: Sequence[str] = (),
-    link: bool = False,
+    link: Callable[[], object] | None = None,
 ) -> str:
     """Wait until ``path`` exists (``timeout`` seconds at most) and say what it says: ``go``
-    (the network is up), ``stop`` (the caller gave up: no network; also for anything else it
-    may say) or, with ``link``, ``link`` (stage 1's link_watch: a link-local IPv6 address is
-    usable while DHCP still waits; without ``link`` that is waited past, to the go or stop).
-    TimeoutError when it never came. Meanwhile ``idle`` is imported, one module between two
-    looks at ``path``: what is left when it comes is imported later, where it is needed (a
-    failure here is only a failure of the warm-up: the real import raises it again where it
-    belongs)."""
+    (the network is up) or ``stop`` (for anything else: the caller gave up, no network); or
+    ``link`` as soon as ``link()`` is true before either (a usable link-local address: stage
+    1's look at the link, docs/boot.md). TimeoutError when none came. Meanwhile ``idle`` is
+    imported, one module between two looks: what is left when it comes is imported later,
+    where it is needed (a failure here is only a failure of the warm-up: the real import
+    raises it again where it belongs)."""
     deadline = time.monotonic() + timeout
     pending = list(idle)
     while True:
         try:
             with open(path, "rb") as f:
-                word = f.read(16).strip()
+                return "go" if f.read(16).strip() == b"go" else "stop"
         except FileNotFoundError:
-            word = b""
-        if word == b"go" or (word == b"link" and link):
-            return word.decode()
-        if word and word != b"link":
-            return "stop"
+            pass
+        if link is not None and link():
+            return "link"
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"{path} did not say go within {timeout:g} s")
+            raise TimeoutError(f"{path} did not appear within {timeout:g} s")
         if pending:
             try:
                 importlib.import_module(pending.pop(0))

@@ -171,9 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
         "mode the DHT's modules), then wait until FILE exists (5 min at most; the caller brings "
         "the network up meanwhile): 'go' in it starts the boot (discovery first, the root of "
         "trust loaded while it runs), anything else ends this run with exit 0 and no output "
-        "(the initramfs's init: start-up overlaps DHCP); 'link' before it (a link-local IPv6 "
-        "address is up, DHCP still waits) asks the link by mDNS once and boots from a "
-        "provider reachable there, else waits on for the go",
+        "(the initramfs's init: start-up overlaps DHCP)",
+    )
+    parser.add_argument(
+        "--link-first",
+        action="store_true",
+        help="with --start-when and discovery by mDNS: as soon as an interface has a usable "
+        "IPv6 link-local address, before the go, ask the link by mDNS once and boot from a "
+        "provider that answers and is reachable there; else wait for the go as without it "
+        "(the initramfs's init: a provider on the link needs no DHCP lease)",
     )
     parser.add_argument(
         "--init-lines",
@@ -257,6 +263,8 @@ def handle(args: argparse.Namespace) -> int:
         check_output(args.output)
     if args.json and not (args.dry_run or args.stage_only):
         raise UsageError("--json goes with --dry-run or --stage-only (a boot does not return)")
+    if args.link_first and not args.start_when:
+        raise UsageError("--link-first goes with --start-when (it starts before the go)")
     if args.dry_run and args.stage_only:
         raise UsageError("give --dry-run or --stage-only, not both")
     if args.stage_into and os.path.lexists(args.stage_into):
@@ -285,11 +293,16 @@ def handle(args: argparse.Namespace) -> int:
         needed, idle = preload_plan(discover=not manifests, source=args.source)
         preload(needed)
         loaded = time.monotonic()
-        # A provider on the link may be asked before DHCP is done (stage 1 says 'link').
-        link_first = not manifests and args.source in ("auto", "mdns")
+        # A provider on the link may be asked before DHCP is done (docs/boot.md).
+        link_first = args.link_first and not manifests and args.source in ("auto", "mdns")
         network = _wait_for_network(args.start_when, idle, link_first)
         if network == "stop":
             return EXIT_OK
+        if network == "link":
+            from ..mdns.interfaces import usable_link_local
+
+            for name, address in usable_link_local()[:1]:
+                say(f"link up: {name} {address}")
         # For the boot's timeline: which came last, Python's start-up or the network.
         waited = time.monotonic() - loaded
         when = f", {waited:.2f} s before the network" if waited >= 0.1 else " (the network first)"
@@ -329,7 +342,7 @@ def handle(args: argparse.Namespace) -> int:
         manifests = booter.discover(running, must_find=False)
         if not manifests:
             say("nobody answered on the link yet: waiting for DHCP")
-            if _wait_for_network(args.start_when, (), link=False) == "stop":
+            if _wait_for_network(args.start_when, (), link_first=False) == "stop":
                 return EXIT_OK
             running = Discovery(query, source=args.source, bootstrap=bootstrap).start()
     if not manifests:
@@ -344,11 +357,13 @@ def handle(args: argparse.Namespace) -> int:
         raise
 
 
-def _wait_for_network(path: str, idle: Sequence[str], link: bool) -> str:
-    """``boot.orchestrate.wait_for_network`` on --start-when's file; NoSourceError when it
-    never comes."""
+def _wait_for_network(path: str, idle: Sequence[str], link_first: bool) -> str:
+    """``boot.orchestrate.wait_for_network`` on --start-when's file (with ``link_first``, a
+    usable link-local address ends the wait too); NoSourceError when nothing came."""
     from ..boot.orchestrate import wait_for_network
+    from ..mdns.interfaces import usable_link_local
 
+    link = usable_link_local if link_first else None
     try:
         return wait_for_network(Path(path), START_WHEN_TIMEOUT, idle=idle, link=link)
     except TimeoutError as exc:

@@ -25,26 +25,56 @@ IF_INET6 = "/proc/net/if_inet6"
 _UNUSABLE_FLAGS = 0x40 | 0x08 | 0x01 | 0x20
 
 
-def _unusable_ipv6() -> set[tuple[str, str]]:
-    """(interface, address) pairs not to announce a service on (``_UNUSABLE_FLAGS``)."""
-    found: set[tuple[str, str]] = set()
-    try:
-        with open(IF_INET6, encoding="ascii") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return found
-    for line in lines:
+# linux/if_addr.h and ipv6.h: the scope of a link-local address in /proc/net/if_inet6.
+_SCOPE_LINK = 0x20
+# Not usable yet, or ever: IFA_F_TENTATIVE (duplicate address detection runs) and
+# IFA_F_DADFAILED.
+_NOT_YET_FLAGS = 0x40 | 0x08
+
+
+def _if_inet6(text: str) -> list[tuple[str, str, int, int]]:
+    """(interface, address, scope, flags) of each line of ``/proc/net/if_inet6``'s ``text``;
+    malformed lines are skipped."""
+    rows = []
+    for line in text.splitlines():
         fields = line.split()
         if len(fields) != 6:
             continue
         try:
             address = str(ipaddress.IPv6Address(int(fields[0], 16)))
-            flags = int(fields[4], 16)
+            rows.append((fields[5], address, int(fields[3], 16), int(fields[4], 16)))
         except ValueError:
             continue
-        if flags & _UNUSABLE_FLAGS:
-            found.add((fields[5], address))
-    return found
+    return rows
+
+
+def _read_if_inet6() -> str:
+    try:
+        with open(IF_INET6, encoding="ascii") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _unusable_ipv6() -> set[tuple[str, str]]:
+    """(interface, address) pairs not to announce a service on (``_UNUSABLE_FLAGS``)."""
+    return {
+        (name, address)
+        for name, address, _, flags in _if_inet6(_read_if_inet6())
+        if flags & _UNUSABLE_FLAGS
+    }
+
+
+def usable_link_local(text: str | None = None) -> list[tuple[str, str]]:
+    """(interface, address) of each link-local IPv6 address that is usable (its duplicate
+    address detection over): what mDNS and a provider on the same link need, no lease of any
+    kind. ``text``: ``/proc/net/if_inet6``'s (default: read now; no file, no IPv6: none)."""
+    rows = _if_inet6(_read_if_inet6() if text is None else text)
+    return [
+        (name, address)
+        for name, address, scope, flags in rows
+        if scope == _SCOPE_LINK and not flags & _NOT_YET_FLAGS and name != "lo"
+    ]
 
 
 def _enumerate() -> list[tuple[str, list[tuple[str, int]]]]:
