@@ -91,7 +91,8 @@ def test_a_booted_machine_serves_the_next_ones(
         terminate(vm2)
         terminate(vm3)
     version = re.escape(image["version"])
-    assert re.search(rf"phase: discovered {discovered_url(vm1_url)} via mdns \({version}\)", log2)
+    found = rf"phase: discovered {discovered_url(vm1_url)} via mdns \(version {version}\)"
+    assert re.search(found, log2), log2
     assert f"phase: discovered {vm1_url} via dht (version {image['version']})" in log3, log3
     assert "via mdns" not in log3, log3  # LAN 2 hears no mDNS from LAN 1
     for log in (log2, log3):
