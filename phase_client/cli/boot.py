@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -361,9 +361,12 @@ def _wait_for_network(path: str, idle: Sequence[str], link_first: bool) -> str:
     """``boot.orchestrate.wait_for_network`` on --start-when's file (with ``link_first``, a
     usable link-local address ends the wait too); NoSourceError when nothing came."""
     from ..boot.orchestrate import wait_for_network
-    from ..mdns.interfaces import usable_link_local
 
-    link = usable_link_local if link_first else None
+    link: Callable[[], object] | None = None
+    if link_first:  # a boot with --manifest never loads the interfaces' module
+        from ..mdns.interfaces import usable_link_local
+
+        link = usable_link_local
     try:
         return wait_for_network(Path(path), START_WHEN_TIMEOUT, idle=idle, link=link)
     except TimeoutError as exc:
