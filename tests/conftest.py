@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from phase_client.cli._common import _Where
 from phase_client.keys import SigningKey
 from phase_client.manifest import build_document, sign_document
 
@@ -32,6 +34,18 @@ settings.register_profile(
 FUZZ_DEADLINE = timedelta(seconds=2)
 FUZZING = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "fuzz"
 settings.load_profile("fuzz" if FUZZING else "ci")
+
+
+@pytest.fixture(autouse=True)
+def _our_log_handlers_end_with_the_test() -> Iterator[None]:
+    """A command run in-process (``main([...])``) puts its stderr handler on the root logger,
+    writing to that test's captured stderr. Left there, a later test's server thread logs into
+    the closed capture ("Logging error ... I/O operation on closed file"). Remove it."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, _Where):
+            root.removeHandler(handler)
 
 
 def fuzz_settings(ci_examples: int) -> settings:

@@ -23,7 +23,7 @@ from phase_client.provider.config import EVERY_ADDRESS, ServeConfig, resolve
 from phase_client.provider.http import client_host
 from phase_client.provider.server import Provider, advertised_host, dht_listen_host, listen
 from phase_client.provider.statedir import StateDir
-from tests.provider_helpers import ServerProcess, make_tree, serve_args, threaded
+from tests.provider_helpers import ServerProcess, make_tree, poll, serve_args, threaded
 
 LISTENING = "phase_client.provider.server"
 
@@ -63,8 +63,14 @@ def test_the_default_serves_ipv4_and_ipv6_on_one_socket(
     assert config.bind == EVERY_ADDRESS
     with serving(config, key) as provider:
         assert provider.server is not None and provider.server.socket.family == socket.AF_INET6
+        # The access line is written once the answer is out: the client can read its answer
+        # before the server's thread has logged it, so each connection is waited out (it logs,
+        # then gives back its slot) before the next one and before the lines are read.
+        server = provider.server
         assert health("127.0.0.1", provider.port) == 200  # v4-mapped on the IPv6 socket
+        assert poll(lambda: server.connections == 0)
         assert health("::1", provider.port) == 200
+        assert poll(lambda: server.connections == 0)
     listening = [r.getMessage() for r in caplog.records if r.name == LISTENING]
     assert f"Listening on http://[::]:{provider.port}/" in listening
     clients = [r.fields["client"] for r in caplog.records if hasattr(r, "fields")]
