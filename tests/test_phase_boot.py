@@ -284,6 +284,7 @@ def test_without_output_the_fetched_files_are_what_kexec_loads(tmp_path: Path, s
         "initrd": str(stage / "initramfs"),
         "dtb": None,
         "cmdline": f"console=ttyS0 quiet {VERSION_WORD}",
+        "consumed": [],
     }
     assert summary["output"] == str(stage)
     assert sorted(p.name for p in stage.iterdir()) == [
@@ -373,7 +374,8 @@ def test_without_output_a_rootfs_is_folded_into_the_same_initrd(
     with FileServer() as server:
         url = publish(server, signed_manifest(KEY, ROOTFS_FILES), ROOTFS_FILES)
         extra = ["--stage-only", "--json", *(["--consume"] if consume else [])]
-        copied = phase_boot(tmp_path, *common(tmp_path, url), *extra)
+        output_args = [a for a in common(tmp_path, url) if a != "--init-lines"]
+        copied = phase_boot(tmp_path, *output_args, *extra)
         assert copied.returncode == 0, copied.stderr
         want = (tmp_path / "stage" / "initrd").read_bytes()
         (tmp_path / "in-place").mkdir()
@@ -388,6 +390,17 @@ def test_without_output_a_rootfs_is_folded_into_the_same_initrd(
     assert (stage / "kernel").read_bytes() == FILES["kernel"]
     folded = {"initramfs", "rootfs"} & {p.name for p in stage.iterdir()}
     assert folded == (set() if consume else {"initramfs", "rootfs"})
+    # The --json summary names no removed file: from --output's directory --consume removes
+    # every artifact, in place only what the initrd holds.
+    everything = set(ROOTFS_FILES)
+    for run, gone in ((copied, everything), (result, {"initramfs", "rootfs"})):
+        summary = json.loads(run.stdout)
+        assert set(summary["stage"]["consumed"]) == (gone if consume else set())
+        files = {name: a["file"] for name, a in summary["artifacts"].items()}
+        assert {name for name, file in files.items() if file is None} == set(
+            summary["stage"]["consumed"]
+        )
+        assert all(Path(file).is_file() for file in files.values() if file is not None)
 
 
 def test_without_output_a_sigterm_mid_fetch_leaves_nothing(tmp_path: Path, served: Any) -> None:

@@ -96,6 +96,7 @@ class Staged(NamedTuple):
     initrd: Path | None
     dtb: Path | None
     cmdline: str  # the staged command line (signed cmdline, phase.version=, ...)
+    consumed: tuple[str, ...] = ()  # artifacts whose fetched file --consume removed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +105,7 @@ class Staged(NamedTuple):
             "initrd": str(self.initrd) if self.initrd else None,
             "dtb": str(self.dtb) if self.dtb else None,
             "cmdline": self.cmdline,
+            "consumed": list(self.consumed),
         }
 
 
@@ -417,7 +419,7 @@ class Booter:
         straight into it (``stage_in_place``), else every byte copied there from the fetch
         directory, hashed as it is copied (``stage``)."""
         from ..manifest import dump_document
-        from .stage import stage, stage_in_place, staged_cmdline
+        from .stage import boot_plan, consumed, stage, stage_in_place, staged_cmdline
 
         request = self.request
         manifest = result.verified.manifest
@@ -442,6 +444,11 @@ class Booter:
                 consume=request.consume,
             )
             initrd = private / "initrd" if (private / "initrd").exists() else None
+        removed: list[str] = []
+        if request.consume:
+            # Staging made this plan already, from the same bytes: it cannot fail here.
+            plan = boot_plan(manifest, manifest_bytes)
+            removed = consumed(plan, manifest, in_place=self.fetched_into is not None)
         signed_by = ", ".join(result.verified.signed_by)
         self.say(
             f"VERIFIED {manifest.channel}/{manifest.arch} version {manifest.version} sequence "
@@ -453,6 +460,7 @@ class Booter:
             initrd=initrd,
             dtb=private / "dtb" if (private / "dtb").exists() else None,
             cmdline=staged_cmdline(manifest),
+            consumed=tuple(removed),
         )
 
     def run(self) -> tuple[FetchResult, Staged]:

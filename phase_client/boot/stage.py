@@ -141,6 +141,14 @@ def _folded(plan: BootPlan, manifest: Manifest) -> list[Artifact]:
     return [a for a in manifest.artifacts.values() if a.name not in (plan.kernel, plan.dtb)]
 
 
+def consumed(plan: BootPlan, manifest: Manifest, in_place: bool) -> list[str]:
+    """The artifacts whose fetched files ``consume`` removes once staged: in place
+    (``stage_in_place``), those folded into the built initrd; from a fetch directory
+    (``stage``), every one, since what kexec loads was copied out of it."""
+    chosen = _folded(plan, manifest) if in_place else manifest.artifacts.values()
+    return [a.name for a in chosen]
+
+
 def check_memory(needed: int, meminfo: str | os.PathLike[str]) -> None:
     """InsufficientMemoryError unless ``meminfo``'s MemAvailable covers ``needed`` bytes (no
     check where the kernel does not say)."""
@@ -187,8 +195,8 @@ def stage_in_place(
         initrd = target / BUILT_INITRD
         _stage_initrd(initrd, target, manifest, plan)
         if consume:
-            for artifact in _folded(plan, manifest):
-                os.unlink(target / artifact.name)
+            for name in consumed(plan, manifest, in_place=True):
+                os.unlink(target / name)
     elif plan.initramfs:
         initrd = target / plan.initramfs
     try:
@@ -271,9 +279,9 @@ def stage(
         shutil.rmtree(target, ignore_errors=True)
         raise
     if consume:
-        for artifact in manifest.artifacts.values():
+        for name in consumed(plan, manifest, in_place=False):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(source / artifact.name)
+                os.unlink(source / name)
 
 
 def _mem_available(meminfo: Path) -> int | None:

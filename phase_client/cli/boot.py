@@ -37,7 +37,10 @@ from ._common import (
 from ._trust import add_trust_arguments, root_from_args, state_from_args
 
 if TYPE_CHECKING:
-    from ..boot.orchestrate import Booter
+    from typing import Any
+
+    from ..boot.orchestrate import Booter, Staged
+    from ..fetch.result import FetchResult
 
 PROG = "phase-boot"
 START_WHEN_TIMEOUT = 300.0
@@ -225,6 +228,15 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _summary(result: FetchResult, staged: Staged) -> dict[str, Any]:
+    """The --json fields of a staged boot: the fetch's and the stage's. An artifact whose
+    fetched file --consume removed is named by no file (``"file": null``)."""
+    fields = result.to_json()
+    for name in staged.consumed:
+        fields["artifacts"][name]["file"] = None
+    return {**fields, "stage": staged.to_json()}
+
+
 def _failed(args: argparse.Namespace, say: Console, exc: PhaseError, line: str) -> int:
     report(PROG, args, failure_of(exc), f"{PROG}: {exc}")
     say(f"ERROR {line}")
@@ -399,7 +411,7 @@ def _fetch_stage_hand_off(
 
     if args.stage_only:
         if args.json:
-            print_json(success({**result.to_json(), "stage": staged.to_json()}))
+            print_json(success(_summary(result, staged)))
         elif not args.quiet:
             sys.stdout.write(f"{staged.directory}\n")
         return EXIT_OK
@@ -417,8 +429,7 @@ def _fetch_stage_hand_off(
         finally:
             shutil.rmtree(staged.directory, ignore_errors=True)
         if args.json and code.returncode == 0:
-            fields = {**result.to_json(), "stage": staged.to_json(), "kexec_boot": argv}
-            print_json(success(fields))
+            print_json(success({**_summary(result, staged), "kexec_boot": argv}))
         return code.returncode
     say(f"kexec: booting {result.verified.manifest.cmdline or ''}")
     sys.stdout.flush()
