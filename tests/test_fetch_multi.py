@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from phase_client.fetch.download import Settings
+from phase_client.fetch import download as download_module
+from phase_client.fetch import fetcher as fetcher_module
+from phase_client.fetch.download import Delivered, Settings, find_liars, range_digests
 from phase_client.fetch.fetcher import FetchRequest, fetch
 from phase_client.manifest import dump_document
 from phase_client.trust import TrustPolicy
@@ -51,20 +55,43 @@ def test_split_across_two_rate_limited_providers(tmp_path: Path) -> None:
         assert set(kernel["sources"]) == {u.replace("manifest.json", "vmlinuz") for u in urls}
 
 
-def test_split_with_a_lying_provider_falls_back_and_bans_it(tmp_path: Path) -> None:
+def deleted_files_open_under(directory: Path) -> list[str]:
+    """This process's open files under ``directory`` that were unlinked."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(directory)) and target.endswith(" (deleted)"):
+                found.append(target)
+    return found
+
+
+def test_split_with_a_lying_provider_falls_back_and_bans_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     size = 4 * MiB
     arts = {"kernel": blob(size, 8), "initramfs": blob(8 * MiB, 9)}
     document = signed_manifest(KEY, arts)
+    # While the artifact is fetched again one source at a time, the failed copy is not kept
+    # (fetched in place, it would be in RAM twice): only its ranges' digests are.
+    held: list[list[str]] = []
+
+    def fetch_whole(*args: Any, **kwargs: Any) -> Any:
+        held.append(deleted_files_open_under(tmp_path / "out"))
+        return download_module.fetch_whole(*args, **kwargs)
+
+    monkeypatch.setattr(fetcher_module, "fetch_whole", fetch_whole)
     # Rate-limited so that neither provider can take every range before the other starts.
     with FileServer(rate=32 * MiB) as good, FileServer(rate=32 * MiB) as liar:
         urls = [publish(good, document, arts), publish(liar, document, arts)]
         # initramfs is fetched first (name order); the liar tampers with every range of it.
         liar.behave(PREFIX + "initramfs.img", Behaviour(tamper=True))
         summary = fetch(request(urls, tmp_path / "out")).to_json()
+        assert held and held == [[]] * len(held)
         initramfs = summary["artifacts"]["initramfs"]
         assert (tmp_path / "out" / "initramfs").read_bytes() == arts["initramfs"]
         assert initramfs["source"] == good.url(PREFIX + "initramfs.img")
-        # Comparing the failed split copy with the verified one found the liar's ranges...
+        # Hashing the verified file's ranges as the failed split copy's found the liar's...
         assert any(
             f.startswith(liar.url(PREFIX + "initramfs.img") + ": served wrong bytes in range")
             for f in initramfs["failures"]
@@ -72,6 +99,34 @@ def test_split_with_a_lying_provider_falls_back_and_bans_it(tmp_path: Path) -> N
         # ...so the kernel came from the good provider alone, not split.
         assert liar.requests_for(PREFIX + "vmlinuz") == []
         assert summary["artifacts"]["kernel"]["split"] is False
+
+
+def test_liars_are_the_sources_whose_ranges_hash_otherwise(tmp_path: Path) -> None:
+    from phase_client.byterange import ByteRange
+    from phase_client.fetch.sources import Source
+
+    verified = tmp_path / "verified"
+    verified.write_bytes(blob(3 * MiB, 3))
+    suspect = tmp_path / "suspect"
+    good = verified.read_bytes()
+    suspect.write_bytes(good[: 2 * MiB] + b"x" + good[2 * MiB + 1 :])
+    honest, lying, short = (Source(f"http://127.0.0.1:{port}/k") for port in (1, 2, 3))
+    delivered = [
+        (honest, ByteRange(0, 2 * MiB - 1)),
+        (lying, ByteRange(2 * MiB, 3 * MiB - 2)),
+        (short, ByteRange(3 * MiB - 1, 3 * MiB + 9)),  # past the end of the failed copy
+    ]
+    suspect_fd, verified_fd = os.open(suspect, os.O_RDONLY), os.open(verified, os.O_RDONLY)
+    try:
+        digests = range_digests(suspect_fd, delivered)
+        assert [d.source for d in digests] == [honest, lying, short]
+        assert all(isinstance(d, Delivered) and len(d.sha256) == 32 for d in digests)
+        os.close(suspect_fd)
+        suspect.unlink()  # the copy itself is not needed any more
+        liars = find_liars(verified_fd, digests)
+    finally:
+        os.close(verified_fd)
+    assert liars == {lying: ByteRange(2 * MiB, 3 * MiB - 2)}
 
 
 def test_split_survives_a_provider_dying_mid_range(tmp_path: Path) -> None:

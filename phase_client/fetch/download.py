@@ -484,21 +484,40 @@ def delivered_range(piece: ByteRange, done: int) -> ByteRange | None:
     return ByteRange(piece.first, piece.first + done - 1) if done else None
 
 
-def find_liars(
-    verified_fd: int, suspect_fd: int, delivered: list[tuple[Source, ByteRange]]
-) -> dict[Source, ByteRange]:
+class Delivered(NamedTuple):
+    """One source's bytes in a failed multi-source copy, kept as their digest."""
+
+    source: Source
+    got: ByteRange
+    sha256: bytes
+
+
+def _range_sha256(fd: int, got: ByteRange) -> bytes:
+    import hashlib
+
+    digest = hashlib.sha256()
+    offset = got.first
+    while offset <= got.last:
+        chunk = os.pread(fd, min(MiB, got.last - offset + 1), offset)
+        if not chunk:
+            break  # shorter than its range: the digest of what is there cannot match
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.digest()
+
+
+def range_digests(fd: int, delivered: list[tuple[Source, ByteRange]]) -> list[Delivered]:
+    """What each source wrote into the failed copy ``fd``, as one SHA-256 per range: the copy
+    itself need not stay (in RAM, on a tmpfs) while the artifact is fetched again."""
+    return [Delivered(source, got, _range_sha256(fd, got)) for source, got in delivered]
+
+
+def find_liars(verified_fd: int, delivered: list[Delivered]) -> dict[Source, ByteRange]:
     """Sources whose ranges in the failed multi-source copy differ from the verified file."""
     liars: dict[Source, ByteRange] = {}
-    for source, got in delivered:
-        if source in liars:
-            continue
-        offset = got.first
-        while offset <= got.last:
-            length = min(MiB, got.last - offset + 1)
-            if os.pread(verified_fd, length, offset) != os.pread(suspect_fd, length, offset):
-                liars[source] = got
-                break
-            offset += length
+    for source, got, sha256 in delivered:
+        if source not in liars and _range_sha256(verified_fd, got) != sha256:
+            liars[source] = got
     return liars
 
 

@@ -45,6 +45,7 @@ from ..trust import TrustPolicy, VerifiedManifest, content_digest
 from ..verification import verify_bytes
 from .cache import BlobCache
 from .download import (
+    Delivered,
     Http,
     Settings,
     SourceFailed,
@@ -54,6 +55,7 @@ from .download import (
     fetch_split,
     fetch_whole,
     find_liars,
+    range_digests,
 )
 from .progress import Progress
 from .result import ArtifactResult, FetchResult
@@ -400,7 +402,7 @@ class Fetcher:
         transfer = Transfer(http, self.settings, self.progress, stats)
         try:
             usable = self.book.usable(candidates)
-            suspect: tuple[int, list[tuple[Source, ByteRange]]] | None = None
+            suspect: list[Delivered] | None = None
             if (
                 len(usable) >= 2
                 and artifact.size >= self.settings.split_min
@@ -421,34 +423,31 @@ class Fetcher:
                 if digest == artifact.sha256:
                     return
                 # A wrong hash over ranges from several sources does not say which one lied.
-                # Keep that copy (unlinked, so nothing is left on disk), fetch one source at a
-                # time into a fresh part file, then compare range by range to find the liar.
+                # Keep a digest of each source's ranges (not the copy: in place, the artifact
+                # would be in RAM twice), fetch one source at a time into a fresh part file,
+                # then hash the same ranges of the verified file to find the liar.
                 log.warning(
                     "%s: multi-source download %s; retrying one source at a time",
                     artifact.name,
                     "did not verify" if complete else "was incomplete",
                 )
                 if complete:
-                    suspect = (os.dup(fd), delivered)
+                    suspect = range_digests(fd, delivered)
                     part.unlink()
                     fresh = _open_part(part)
                     os.dup2(fresh, fd)
                     os.close(fresh)
                 stats.split = False
                 self.progress.start(artifact.name, artifact.size)
-            try:
-                for source in self.book.usable(candidates):
-                    stats.start_over()
-                    try:
-                        fetch_whole(transfer, source, artifact, fd, stats)
-                        if suspect is not None:
-                            self._ban_liars(artifact, fd, *suspect, stats)
-                        return
-                    except SourceFailed as failure:
-                        self._failed(stats, failure, artifact.name)
-            finally:
-                if suspect is not None:
-                    os.close(suspect[0])
+            for source in self.book.usable(candidates):
+                stats.start_over()
+                try:
+                    fetch_whole(transfer, source, artifact, fd, stats)
+                    if suspect is not None:
+                        self._ban_liars(artifact, fd, suspect, stats)
+                    return
+                except SourceFailed as failure:
+                    self._failed(stats, failure, artifact.name)
         finally:
             self.progress.finish()
         self._give_up(artifact, candidates, stats)
@@ -457,11 +456,10 @@ class Fetcher:
         self,
         artifact: Artifact,
         fd: int,
-        suspect_fd: int,
-        delivered: list[tuple[Source, ByteRange]],
+        delivered: list[Delivered],
         stats: Stats,
     ) -> None:
-        for source, got in find_liars(fd, suspect_fd, delivered).items():
+        for source, got in find_liars(fd, delivered).items():
             self._failed(
                 stats,
                 SourceFailed(
