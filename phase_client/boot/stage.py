@@ -177,11 +177,11 @@ def stage_in_place(
     opened a file there, and every artifact in it was hashed as it arrived and compared with
     ``manifest`` before it got its name. So the kernel, the dtb and (when nothing is carried)
     the initramfs are loaded as they are: each is only checked to be a regular file of its
-    signed size, not read again. With a carry archive (a ``rootfs``) the initrd is built as
-    ``stage`` builds it, into ``BUILT_INITRD``, every artifact read from ``private``, hashed
-    and compared again as it is copied; ``consume`` then removes the artifacts folded into
-    it. Last, ``cmdline`` becomes the staged command line. The caller removes ``private`` on
-    a failure."""
+    signed size with no other name, not read again. With a carry archive (a ``rootfs``) the
+    initrd is built as ``stage`` builds it, into ``BUILT_INITRD``, every artifact read from
+    ``private``, hashed and compared again as it is copied; ``consume`` then removes the
+    artifacts folded into it. Last, ``cmdline`` becomes the staged command line. The caller
+    removes ``private`` on a failure."""
     target = Path(private)
     try:
         plan = boot_plan(manifest, manifest_bytes)
@@ -189,7 +189,7 @@ def stage_in_place(
         raise StageError(str(exc)) from exc
     as_is = [plan.kernel, plan.dtb, None if plan.carried else plan.initramfs]
     for name in filter(None, as_is):
-        _check_size(target / name, manifest.artifacts[name])
+        _check_loaded_as_is(target / name, manifest.artifacts[name])
     initrd: Path | None = None
     if plan.carried:
         initrd = target / BUILT_INITRD
@@ -225,8 +225,17 @@ def _open_sized(path: Path, artifact: Artifact) -> int:
     return fd
 
 
-def _check_size(path: Path, artifact: Artifact) -> None:
-    os.close(_open_sized(path, artifact))
+def _check_loaded_as_is(path: Path, artifact: Artifact) -> None:
+    """A file kexec loads without reading it again: a regular file of its signed size, and
+    its only name. Another name (a hard link, e.g. a blob cache's) would be a way to change
+    its bytes from outside the private directory between the fetch's hash and kexec."""
+    fd = _open_sized(path, artifact)
+    try:
+        links = os.fstat(fd).st_nlink
+    finally:
+        os.close(fd)
+    if links != 1:
+        raise IntegrityError(f"{path}: has {links} names (hard links); it must be its only one")
 
 
 def check_dir(manifest: Manifest, directory: str | os.PathLike[str]) -> None:
