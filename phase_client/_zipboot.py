@@ -7,7 +7,8 @@ them (with the rest of the ``nacl`` package, which must sit beside ``_sodium``) 
 ``aarch64``: ``os.uname().machine``); the first run extracts this machine's part once into a
 private directory named after its content hash, and every later run only checks that the
 directory exists. This is what shiv does for a whole application, limited to the ~2-3 MB per
-machine that needs it.
+machine that needs it. (An initramfs carries no zipapp: scripts/initramfs-zipapp.py unpacks it
+there at build time, and its tools never come here.)
 
 Where: ``$PHASE_PYZ_ROOT``, else ``$XDG_RUNTIME_DIR/phase-pyz``, else ``/run/phase-pyz`` for root,
 else ``~/.cache/phase-pyz``. The root must belong to us and not be writable by others: anyone who
@@ -65,10 +66,9 @@ def extract(archive: str, target: str, root: str, machine: str) -> None:
             prefix = f"{NATIVE_PREFIX}{machine}/"
             mine = [i for i in zf.infolist() if i.filename.startswith(prefix) and not i.is_dir()]
             if not mine:
-                # An initramfs' copy (scripts/initramfs-zipapp.py): its part is unpacked there.
                 raise ZipbootError(
                     f"{archive} carries no native part for {machine} and {target} is missing "
-                    "(an initramfs' zipapp: set PHASE_PYZ_ROOT to the directory built beside it)"
+                    "(a damaged zipapp? rebuild it with 'make zipapp')"
                 )
             for info in mine:
                 relative = info.filename[len(prefix) :]

@@ -17,10 +17,10 @@
 # --root FILE: the root of trust (docs/trust.md) baked as /etc/phase/keys/root.json, which the
 # tools use instead of the *.pub keys (--keys is then optional; its keys are ignored at boot).
 # Contents: busybox-static, kexec-tools and its libraries, Debian's python3.11 with its standard
-# library as sourceless bytecode in /usr/lib/python311.zip (trimmed) and the lib-dynload modules
+# library as sourceless bytecode in /usr/lib/python3.11 (trimmed) and the lib-dynload modules
 # the tools use (+ libssl/libcrypto for fast hashlib), the NIC drivers of the kernel, the zipapp
-# with phase-verify/phase-fetch/phase-discover links, kexec-boot, the trusted keys, and
-# initramfs/init. Reproducible: fixed mtimes (SOURCE_DATE_EPOCH), sorted newc cpio, zstd -19.
+# unpacked in /usr/lib/phase/app with phase-boot/phase-verify/phase-fetch/phase-discover links
+# to its launcher, kexec-boot, the trusted keys, and initramfs/init. Reproducible: fixed mtimes (SOURCE_DATE_EPOCH), sorted newc cpio, zstd -19.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -316,14 +316,12 @@ sys.exit(0 if magic in main or "if \"\" and" in main else 1)' "$ZIPAPP"; then
     # kexec-tools (Debian's links the Xen libraries: put_elf copies whatever ldd lists).
     put_elf "$KEXEC"
 
-    # Python: interpreter, stdlib as one zip of sourceless bytecode, the extension modules.
+    # Python: interpreter, stdlib as a directory of sourceless bytecode (its os.pyc is getpath's
+    # landmark for sys.prefix), the extension modules.
     put_elf "$PY"
     ln -s python3.11 "$root/usr/bin/python3"
-    "$PY" -I "$here/pack-stdlib.py" "$STDLIB" "$root/usr/lib/python311.zip"
-    # getpath's landmark for sys.prefix (the modules themselves come from the zip).
+    "$PY" -I "$here/pack-stdlib.py" "$STDLIB" "$root/usr/lib/python3.11"
     mkdir -p "$root/usr/lib/python3.11/lib-dynload"
-    "$PY" -I -c 'import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], dfile="os.py", invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)' \
-        "$STDLIB/os.py" "$root/usr/lib/python3.11/os.pyc"
     # What the client tools import (no _bz2/_lzma: nothing here reads such archives; no
     # _multibytecodec: the CJK codecs are not packed).
     for mod in _asyncio _contextvars _ctypes _hashlib _json _queue _ssl _uuid mmap resource \
@@ -333,18 +331,17 @@ sys.exit(0 if magic in main or "if \"\" and" in main else 1)' "$ZIPAPP"; then
 
     # Phase tools.
     mkdir -p "$root/usr/lib/phase" "$root/usr/share/phase" "$root/etc/phase/keys"
-    # Every entry stored (the initramfs is compressed whole); this machine's native part unpacked
-    # beside it as bytecode, where the init's PHASE_PYZ_ROOT points: no unpacking, no compiling
-    # at boot.
-    "$PY" -I "$here/initramfs-zipapp.py" "$ZIPAPP" "$root/usr/lib/phase/phase.pyz" "$MACHINE" \
-        "$root/usr/lib/phase/pyz" ||
+    # The zipapp unpacked (its bytecode, this machine's native part, nothing of another's) and
+    # its launcher, which the tools' links point at: no unpacking, no compiling at boot, and
+    # imports from a directory (quicker than from a zip under emulation).
+    "$PY" -I "$here/initramfs-zipapp.py" "$ZIPAPP" "$root/usr/lib/phase/phase" "$MACHINE" \
+        "$root/usr/lib/phase/app" ||
         die "cannot put $ZIPAPP in the initramfs (scripts/build-zipapp.py --machines?)"
     for tool in phase-verify phase-fetch phase-discover phase-boot; do
-        ln -s /usr/lib/phase/phase.pyz "$root/usr/bin/$tool"
+        ln -s /usr/lib/phase/phase "$root/usr/bin/$tool"
     done
     # The libraries PyNaCl's and cffi's native modules link (libpthread for _cffi_backend).
-    # They are in the part unpacked above, no need to unpack them again.
-    natives=$root/usr/lib/phase/pyz
+    natives=$root/usr/lib/phase/app
     find "$natives" -name '*.so*' | grep -q . ||
         die "$ZIPAPP has no native part for $MACHINE (scripts/build-zipapp.py --machines)"
     for so in $(find "$natives" -name '*.so*' | sort); do

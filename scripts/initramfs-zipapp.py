@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""The zipapp as an initramfs carries it: every entry stored, the native part unpacked beside it.
+"""The zipapp as an initramfs carries it: unpacked, with a launcher beside it.
 
-    initramfs-zipapp.py SRC.pyz DST.pyz MACHINE NATIVE_ROOT
+    initramfs-zipapp.py SRC.pyz LAUNCHER MACHINE APP_DIR
 
-An initramfs boots one machine. Its zipapp keeps no native part at all: MACHINE's (PyNaCl and
-cffi) is written, unpacked, to ``NATIVE_ROOT/native-<id>/`` (``<id>`` as the zip's ``__main__``
-names it), its Python modules as sourceless bytecode of this Python, so the boot neither unpacks
-it nor compiles it (under emulation that was ~0.5-1 s of every boot: the unpacking, then
-compiling PyNaCl's sources); the init points ``$PHASE_PYZ_ROOT`` at ``NATIVE_ROOT``. The other
-machines' parts (~0.5 MB each) are dropped. The zip is compressed as a whole with the initramfs
-(scripts/pack-cpio.sh), which packs stored entries tighter than entries each deflated on their
-own. The rest is kept as it is: the #! line, the entries' date, the bytecode and ``__main__.py``.
-Same input, same bytes. Run it with the initramfs' Python (the bytecode is that Python's).
-Exit codes: 0 written, 1 the input is not a zipapp with MACHINE's native part (or writing
-failed), 2 usage.
+An initramfs boots one machine, and under QEMU's emulation importing from a zip costs: every
+module goes through zipimport, which is Python code (~0.12 s more of a boot's start than from a
+directory, docs/bench-boot.md, tenth round). So the zipapp's modules are written, as the
+sourceless bytecode they are in the zip, to the new directory APP_DIR, with MACHINE's native
+part (PyNaCl and cffi) unpacked among them, its Python modules compiled to sourceless bytecode
+of this Python: the boot neither unpacks nor compiles anything (under emulation the unpacking,
+then compiling PyNaCl's sources, took ~0.5-1 s of every boot). The other machines' parts are
+dropped. LAUNCHER is the script the tools' links point at (``#!/usr/bin/python3 -IS``): it puts
+APP_DIR (by its path relative to the launcher's own directory, links resolved) first on
+``sys.path`` and runs the tool named by ``argv[0]``. The initramfs is compressed as a whole
+(scripts/pack-cpio.sh). Same input, same bytes. Run it with the initramfs' Python (the bytecode
+is that Python's). Exit codes: 0 written, 1 the input is not a zipapp with MACHINE's native
+part (or writing failed), 2 usage.
 """
 
 from __future__ import annotations
@@ -21,14 +23,12 @@ from __future__ import annotations
 import ast
 import io
 import os
-import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: find pyczip beside us
-from pyczip import compile_source, write_executable, zip_bytes
+from pyczip import compile_source, write_executable, write_tree
 
 NATIVE_PREFIX = "_native/"
 
@@ -43,9 +43,10 @@ def native_ids(main: str) -> dict[str, str]:
     raise ValueError("its __main__.py names no native parts (boot({...}))")
 
 
-def split(source: Path, machine: str) -> tuple[bytes, str, dict[str, bytes]]:
-    """The zip without any native part, MACHINE's native id, and its native part's files
-    (relative paths; modules compiled to ``.pyc``)."""
+def split(source: Path, machine: str) -> dict[str, bytes]:
+    """Every file of the app as it goes into APP_DIR (relative paths): the zip's modules and
+    data as they are, MACHINE's native part with its modules compiled to ``.pyc``; no
+    ``__main__.py``, no other machine's part."""
     data = source.read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         infos = zf.infolist()
@@ -58,7 +59,7 @@ def split(source: Path, machine: str) -> tuple[bytes, str, dict[str, bytes]]:
         entries: dict[str, bytes] = {}
         native: dict[str, bytes] = {}
         for info in infos:
-            if info.is_dir():
+            if info.is_dir() or info.filename == "__main__.py":
                 continue
             if info.filename.startswith(mine):
                 native[info.filename[len(mine) :]] = zf.read(info)
@@ -66,44 +67,35 @@ def split(source: Path, machine: str) -> tuple[bytes, str, dict[str, bytes]]:
                 entries[info.filename] = zf.read(info)
         if not native:
             raise ValueError(f"{source} has no native part for {machine}")
-        prefix = data[: min(info.header_offset for info in infos)]
-    unpacked: dict[str, bytes] = {}
     for relative, body in native.items():
-        if relative.startswith("/") or ".." in relative.split("/"):
-            raise ValueError(f"bad entry {relative!r} in {source}")
         if relative.endswith(".py"):
             # Sourceless bytecode beside the shared objects: what the import system loads
             # from a directory without compiling (and without writing a __pycache__).
-            unpacked[relative + "c"] = compile_source(Path(relative), relative, body, optimize=2)
-        else:
-            unpacked[relative] = body
-    zipped = zip_bytes(entries, date_time=infos[0].date_time, prefix=prefix)
-    return zipped, ids[machine], unpacked
+            relative, body = (
+                relative + "c",
+                compile_source(Path(relative), relative, body, optimize=2),
+            )
+        if relative in entries:
+            raise ValueError(f"{relative} is both in {source} and in its native part")
+        entries[relative] = body
+    for relative in entries:
+        if relative.startswith("/") or ".." in relative.split("/"):
+            raise ValueError(f"bad entry {relative!r} in {source}")
+    return entries
 
 
-def write_native(root: Path, native_id: str, files: dict[str, bytes]) -> Path:
-    """``files`` as ``root/native-<id>/`` (root and the part mode 0700, as _zipboot demands of
-    its root; shared objects 0755): written in a temporary directory beside it, then renamed
-    into place, so nothing half-written is left."""
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o700)
-    target = root / f"native-{native_id}"
-    if target.exists():
-        shutil.rmtree(target)
-    staging = Path(tempfile.mkdtemp(prefix=".native-", dir=root))
-    try:
-        for relative in sorted(files):
-            dest = staging / relative
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(files[relative])
-            dest.chmod(0o755 if ".so" in dest.name else 0o644)
-        for directory in (staging, *(p for p in staging.rglob("*") if p.is_dir())):
-            directory.chmod(0o700 if directory == staging else 0o755)
-        os.rename(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+LAUNCHER = """#!/usr/bin/python3 -IS
+# Written by scripts/initramfs-zipapp.py from the zipapp {source}: this initramfs' tools run
+# from its modules unpacked in {app}/ beside this file (a directory imports faster than a zip
+# under emulation). argv[0] names the tool (phase-boot, phase-fetch, ...: links to this file).
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), {app!r}))
+from phase_client.cli import main
+
+sys.exit(main(sys.argv))
+"""
 
 
 def main(argv: list[str]) -> int:
@@ -112,20 +104,21 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) != 4:
         sys.stderr.write(
-            "usage: initramfs-zipapp.py SRC.pyz DST.pyz MACHINE NATIVE_ROOT (try --help)\n"
+            "usage: initramfs-zipapp.py SRC.pyz LAUNCHER MACHINE APP_DIR (try --help)\n"
         )
         return 2
-    source, output, machine, native_root = Path(argv[0]), Path(argv[1]), argv[2], Path(argv[3])
+    source, launcher, machine, app = Path(argv[0]), Path(argv[1]), argv[2], Path(argv[3])
+    relative = os.path.relpath(app.resolve(), launcher.parent.resolve())
     try:
-        data, native_id, files = split(source, machine)
+        files = split(source, machine)
     except (OSError, ValueError, SyntaxError, zipfile.BadZipFile) as exc:
         sys.stderr.write(f"initramfs-zipapp: {exc}\n")
         return 1
     try:
-        write_native(native_root, native_id, files)
-        write_executable(output, data)
+        write_tree(app, files)
+        write_executable(launcher, LAUNCHER.format(source=source.name, app=relative).encode())
     except OSError as exc:
-        sys.stderr.write(f"initramfs-zipapp: writing {exc.filename or output}: {exc}\n")
+        sys.stderr.write(f"initramfs-zipapp: writing {exc.filename or launcher}: {exc}\n")
         return 1
     return 0
 

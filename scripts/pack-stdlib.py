@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Pack a Python standard library into one zip of sourceless bytecode for the initramfs.
+"""Pack a Python standard library as a directory of sourceless bytecode for the initramfs.
 
-    pack-stdlib.py /usr/lib/python3.11 OUT.zip
+    pack-stdlib.py /usr/lib/python3.11 OUT_DIR
 
 Run it with the interpreter the initramfs ships (the bytecode must match). Drops what a boot
 never imports: tests, GUI, IDLE, ensurepip, site-packages, and the modules outside the static
@@ -10,8 +10,12 @@ phase-fetch, phase-verify, phase-discover and the init's own `python3 -c`, docs/
 the codecs other than the Unicode ones, Latin-1 and ASCII (the initramfs runs in Python's UTF-8
 mode, and the CJK codecs lack their native modules there anyway). Bytecode is compiled as under
 `python -OO` (no docstrings, no asserts: CPython's own test suite runs its standard library so).
-Reproducible: unchecked-hash .pyc, sorted entries, one fixed date; stored (not deflated): the
-initramfs is compressed as a whole, and stored entries import faster.
+Each module is ``OUT_DIR/<name>.pyc`` (a package's ``<name>/__init__.pyc``), what the import
+system loads from a directory without a source: a directory, not a zip, because under QEMU's
+emulation importing from a zip (zipimport is Python code, run for every module) took ~0.25 s
+more of a boot's start (docs/bench-boot.md, tenth round); the initramfs is compressed as a
+whole either way. OUT_DIR must not exist: it is written beside itself and renamed into place.
+Reproducible: unchecked-hash .pyc, and the initramfs' packer fixes names' order and dates.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: find pyczip beside us
-from pyczip import compile_source, zip_bytes
+from pyczip import compile_source, write_tree
 
 SKIP_DIRS = {
     "__pycache__",
@@ -71,7 +75,7 @@ ENCODINGS = {
 
 
 def wanted(rel: str) -> bool:
-    """Whether the module at ``rel`` (a path under the stdlib, ``.py``) goes into the zip."""
+    """Whether the module at ``rel`` (a path under the stdlib, ``.py``) is packed."""
     parts = rel[:-3].split("/")
     if parts[0] in SKIP_MODULES:
         return False
@@ -79,10 +83,16 @@ def wanted(rel: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        sys.stdout.write(__doc__ or "")
+        return 0
     if len(argv) != 2:
-        sys.stderr.write("usage: pack-stdlib.py STDLIB_DIR OUT.zip\n")
+        sys.stderr.write("usage: pack-stdlib.py STDLIB_DIR OUT_DIR (try --help)\n")
         return 2
     stdlib, output = Path(argv[0]), Path(argv[1])
+    if os.path.lexists(output):
+        sys.stderr.write(f"pack-stdlib: {output} exists\n")
+        return 1
     entries: dict[str, bytes] = {}
     for dirpath, dirnames, filenames in os.walk(stdlib):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
@@ -97,9 +107,13 @@ def main(argv: list[str]) -> int:
                 entries[rel[:-3] + ".pyc"] = compile_source(path, rel, optimize=2)
             except py_compile.PyCompileError:
                 continue  # a few files are templates or Python 2 only
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(zip_bytes(entries))
-    print(f"packed {len(entries)} modules into {output}: {output.stat().st_size} bytes")
+    try:
+        write_tree(output, entries)
+    except OSError as exc:
+        sys.stderr.write(f"pack-stdlib: writing {output}: {exc}\n")
+        return 1
+    size = sum(len(body) for body in entries.values())
+    print(f"packed {len(entries)} modules into {output}: {size} bytes")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Reproducible bytecode and zip files, shared by build-zipapp.py, initramfs-zipapp.py and
-pack-stdlib.py.
+"""Reproducible bytecode, zip files and directory trees, shared by build-zipapp.py,
+initramfs-zipapp.py and pack-stdlib.py.
 
 Bytecode is unchecked-hash .pyc (no timestamp: the same source gives the same bytes) and names
 ``arcname`` in tracebacks; zip entries are sorted, carry one fixed date and Unix modes (0755 for
@@ -8,9 +8,11 @@ shared libraries, 0644 for the rest).
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import py_compile
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -78,3 +80,25 @@ def write_executable(output: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_tree(target: Path, files: dict[str, bytes]) -> None:
+    """``files`` (relative path -> bytes) as the new directory ``target`` (directories 0755,
+    shared libraries 0755, the rest 0644): written in a temporary directory beside it, then
+    renamed into place, so nothing half-written is left. FileExistsError if it exists."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "exists", str(target))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for relative in sorted(files):
+            dest = staging / relative
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(files[relative])
+            dest.chmod(0o755 if ".so" in dest.name else 0o644)
+        for directory in (staging, *(p for p in staging.rglob("*") if p.is_dir())):
+            directory.chmod(0o755)
+        os.rename(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

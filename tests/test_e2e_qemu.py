@@ -516,24 +516,22 @@ def test_initramfs_python_has_what_the_client_tools_import(
         f"zstd -dc {images['stage1']} 2>/dev/null | (cd {root} && cpio -idm --quiet)"
         " || test -x " + str(root / "init"),
     )
-    # The environment the init gives them: PyNaCl's native part was unpacked at build time.
-    found = re.search(r"PHASE_PYZ_ROOT=(\S+)", (root / "init").read_text())
-    assert found, "the init sets no PHASE_PYZ_ROOT"
-    env = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", found.group(0))
-    native = list((root / found.group(1).lstrip("/")).glob("native-*"))
-    assert len(native) == 1, native
-    before = sorted(str(p.relative_to(native[0])) for p in native[0].rglob("*"))
-    assert "nacl/signing.pyc" in before and not any(p.endswith(".py") for p in before), before
+    env = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
+    # The zipapp unpacked at build time, PyNaCl's native part included, all of it bytecode;
+    # the stdlib a directory of bytecode too (both import quicker than from a zip).
+    app = root / "usr/lib/phase/app"
+    before = sorted(str(p.relative_to(app)) for p in app.rglob("*"))
+    assert "nacl/signing.pyc" in before and "phase_client/cli/boot.pyc" in before, before
+    assert not any(p.endswith(".py") for p in before), before
+    assert not (root / "usr/lib/python311.zip").exists()
+    assert (root / "usr/lib/python3.11/os.pyc").is_file()
     for tool in ("phase-boot", "phase-fetch", "phase-verify", "phase-discover"):
+        assert os.readlink(root / "usr/bin" / tool) == "/usr/lib/phase/phase"
         out = sh("chroot", str(root), *env, f"/usr/bin/{tool}", "--help", timeout=60)
         assert out.startswith("usage: " + tool), out
-    script = (
-        "import glob, sys; sys.path.insert(0, '/usr/lib/phase/phase.pyz')\n"
-        "from phase_client._zipboot import default_root\n"
-        "sys.path += glob.glob(default_root() + '/native-*')\n" + CLIENT_IMPORTS
-    )
+    script = "import sys; sys.path.insert(0, '/usr/lib/phase/app')\n" + CLIENT_IMPORTS
     out = sh("chroot", str(root), *env, "/usr/bin/python3", "-I", "-S", "-c", script, timeout=120)
     assert out.startswith("imported "), out
-    # Nothing was unpacked or compiled at run time (no __pycache__, no second copy).
-    assert sorted(str(p.relative_to(native[0])) for p in native[0].rglob("*")) == before
-    assert [p.name for p in native[0].parent.iterdir()] == [native[0].name]
+    # Nothing was unpacked or compiled at run time (no __pycache__, nothing new).
+    assert sorted(str(p.relative_to(app)) for p in app.rglob("*")) == before
+    assert not list((root / "usr/lib/python3.11").rglob("__pycache__"))
