@@ -20,7 +20,8 @@
 # library as sourceless bytecode in /usr/lib/python3.11 (trimmed) and the lib-dynload modules
 # the tools use (+ libssl/libcrypto for fast hashlib), the NIC drivers of the kernel, the zipapp
 # unpacked in /usr/lib/phase/app with phase-boot/phase-verify/phase-fetch/phase-discover links
-# to its launcher, kexec-boot, the trusted keys, and initramfs/init. Reproducible: fixed mtimes (SOURCE_DATE_EPOCH), sorted newc cpio, zstd -19.
+# to its launcher, kexec-boot, the trusted keys, and initramfs/init. Reproducible: fixed mtimes
+# (SOURCE_DATE_EPOCH), sorted newc cpio, zstd -19.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)

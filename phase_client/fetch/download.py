@@ -500,7 +500,7 @@ def _range_sha256(fd: int, got: ByteRange) -> bytes:
     while offset <= got.last:
         chunk = os.pread(fd, min(MiB, got.last - offset + 1), offset)
         if not chunk:
-            break  # shorter than its range: the digest of what is there cannot match
+            break  # the file ends inside the range: what is there is hashed
         digest.update(chunk)
         offset += len(chunk)
     return digest.digest()
