@@ -89,6 +89,39 @@ def test_select_addresses_takes_both_families_but_loopback() -> None:
     assert select_addresses(INTERFACES, ["fd00:213:1::5"]) == [("eth0", "fd00:213:1::5")]
 
 
+SEEN = [
+    ("lo", [("127.0.0.1", 8), ("::1", 128)]),
+    ("eth0", [("192.168.1.5", 24), ("fd00:213:1::5", 64), ("fe80::5%eth0", 64)]),
+]
+
+
+def test_mdns_discovery_looks_at_the_interfaces_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The addresses to browse from and their networks come from one look at the interfaces
+    (each look is tens of ms of a boot's one emulated CPU)."""
+    from phase_client.discovery import mdns
+    from phase_client.discovery.model import Query
+
+    def no_second_look() -> list[object]:
+        raise AssertionError("the interfaces were enumerated a second time")
+
+    looks: list[int] = []
+    monkeypatch.setattr(interfaces, "enumerate_interfaces", no_second_look)
+    monkeypatch.setattr(mdns, "enumerate_interfaces", lambda: looks.append(1) or SEEN)
+    browsed: list[object] = []
+
+    def browse(addresses: object, *args: object, **kwargs: object) -> list[object]:
+        browsed.append(addresses)
+        return []
+
+    monkeypatch.setattr(mdns, "browse", browse)
+    assert mdns.discover_mdns(Query(timeout=0.1)) == []
+    assert looks == [1]
+    assert browsed == [
+        [("eth0", "192.168.1.5"), ("eth0", "fd00:213:1::5"), ("eth0", "fe80::5%eth0")]
+    ]
+    assert interfaces.local_networks(None, SEEN) == ["192.168.1.0/24", "fd00:213:1::/64"]
+
+
 def test_zeroconf_opens_ipv4_addresses_and_one_link_local_per_interface() -> None:
     chosen = zeroconf_interfaces(select_addresses(INTERFACES, None))
     assert chosen == ["192.168.1.5", "fe80::5%eth0", "fe80::6%eth1"]

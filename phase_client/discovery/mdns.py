@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import NoSourceError, TxtError
 from ..mdns.browse import GRACE_SECONDS, ResolvedService, browse
-from ..mdns.interfaces import choose_addresses, local_networks
+from ..mdns.interfaces import Enumerated, choose_addresses, enumerate_interfaces, local_networks
 from ..mdns.records import TxtInfo, TxtProperties, instance_label, parse_txt, reachable_url
 from ..names import normalize_arch
 from .model import Candidate, Query
@@ -25,10 +25,12 @@ from .model import Candidate, Query
 log = logging.getLogger(__name__)
 
 
-def client_addresses(interfaces: Sequence[str] | None) -> list[tuple[str, str]]:
+def client_addresses(
+    interfaces: Sequence[str] | None, seen: Enumerated | None = None
+) -> list[tuple[str, str]]:
     """(interface, address) pairs to browse from, IPv4 and IPv6: the wanted interfaces, or every
-    non-loopback address."""
-    pairs = choose_addresses(interfaces)
+    non-loopback address (of ``seen``, one look at the interfaces; default: one now)."""
+    pairs = choose_addresses(interfaces, seen)
     if not pairs:
         raise NoSourceError(
             "mDNS: no network interface with an IPv4 or IPv6 address (is the network up?)"
@@ -80,9 +82,10 @@ def discover_mdns(
     Raises NoSourceError when mDNS cannot run at all (no interface, no multicast socket), so
     the caller can move on to the DHT.
     """
-    addresses = client_addresses(interfaces)
+    seen = enumerate_interfaces()  # one look serves the addresses and their networks
+    addresses = client_addresses(interfaces, seen)
     started = time.monotonic()
-    networks = local_networks([address for _, address in addresses])
+    networks = local_networks([address for _, address in addresses], seen)
     arch = normalize_arch(query.arch)
 
     def accept(service: ResolvedService, first: bool) -> Candidate | None:

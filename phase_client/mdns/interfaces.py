@@ -77,8 +77,14 @@ def usable_link_local(text: str | None = None) -> list[tuple[str, str]]:
     ]
 
 
-def _enumerate() -> list[tuple[str, list[tuple[str, int]]]]:
-    """(interface, [(address, prefix length)]) for every interface, both families."""
+# (interface, [(address, prefix length)]) for every interface: one look at the machine's.
+Enumerated = list[tuple[str, list[tuple[str, int]]]]
+
+
+def enumerate_interfaces() -> Enumerated:
+    """(interface, [(address, prefix length)]) for every interface, both families. A caller
+    needing both the addresses and the networks passes one look to both (each look lists the
+    adapters through ctypes and reads ``/proc/net/if_inet6``: tens of ms under emulation)."""
     import ifaddr
 
     unusable = _unusable_ipv6()
@@ -100,21 +106,26 @@ def _enumerate() -> list[tuple[str, list[tuple[str, int]]]]:
     return result
 
 
-def interface_addresses() -> list[tuple[str, list[str]]]:
+def interface_addresses(seen: Enumerated | None = None) -> list[tuple[str, list[str]]]:
     """Every (interface name, addresses) pair of this machine, in the system's order.
 
     IPv4 first as ``ifaddr`` lists them, then usable IPv6 (link-local ones with their zone).
+    ``seen``: a look taken by ``enumerate_interfaces`` (default: one now).
     """
-    return [(name, [address for address, _ in ips]) for name, ips in _enumerate()]
+    seen = enumerate_interfaces() if seen is None else seen
+    return [(name, [address for address, _ in ips]) for name, ips in seen]
 
 
-def local_networks(addresses: Sequence[str] | None = None) -> list[str]:
+def local_networks(
+    addresses: Sequence[str] | None = None, seen: Enumerated | None = None
+) -> list[str]:
     """The networks (``10.0.0.0/24``, ``fd00:213:1::/64``) these local addresses are on
     (None: every address of the machine). Loopback and link-local IPv6 are left out: every
-    link has ``fe80::/64``, so it says nothing about which link (see ``records.on_link``)."""
+    link has ``fe80::/64``, so it says nothing about which link (see ``records.on_link``).
+    ``seen``: a look taken by ``enumerate_interfaces`` (default: one now)."""
     wanted = None if addresses is None else {strip_zone(a) for a in addresses}
     networks: list[str] = []
-    for _, ips in _enumerate():
+    for _, ips in enumerate_interfaces() if seen is None else seen:
         for address, prefix in ips:
             bare = strip_zone(address)
             if (wanted is not None and bare not in wanted) or is_link_local(bare):
@@ -162,12 +173,14 @@ def select_ipv4(
     return select_addresses(interfaces, wanted, (4,))
 
 
-def choose_addresses(wanted: Sequence[str] | None) -> list[tuple[str, str]]:
+def choose_addresses(
+    wanted: Sequence[str] | None, seen: Enumerated | None = None
+) -> list[tuple[str, str]]:
     """(interface, address) pairs for mDNS, both families: ``wanted`` names/addresses, or every
-    non-loopback one. An unknown wanted interface or address is a UsageError (the operator's
-    mistake)."""
+    non-loopback one (in ``seen``, a look taken by ``enumerate_interfaces``; default: one now).
+    An unknown wanted interface or address is a UsageError (the operator's mistake)."""
     try:
-        return select_addresses(interface_addresses(), wanted)
+        return select_addresses(interface_addresses(seen), wanted)
     except TxtError as exc:
         raise UsageError(f"mDNS: {exc}") from exc
 
