@@ -6,6 +6,7 @@ which is multi-call: run through a symlink named ``phase-verify`` it acts as pha
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -35,7 +36,18 @@ Run 'phase TOOL --help' for the options of a tool; 'phase --version' for the ver
 
 
 def run_tool(name: str, argv: list[str]) -> int:
-    module = importlib.import_module(TOOLS[name])
+    # Importing a tool makes tens of thousands of objects and next to no garbage: the cyclic
+    # collector's passes meanwhile are pure cost (~10 % of the imports' time; under emulation,
+    # where phase-boot's start-up is on the boot's critical path, a tenth of a second and more:
+    # docs/bench-boot.md). So it is off while the tool is imported (phase-boot keeps it off
+    # until its last import).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        module = importlib.import_module(TOOLS[name])
+    finally:
+        if collecting:
+            gc.enable()
     return int(module.main(argv))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -267,6 +268,9 @@ def handle(args: argparse.Namespace) -> int:
     from ..names import host_arch
     from .fetch import check_location, check_output
 
+    # The collector stays off until the boot's modules are imported (cli.run_tool says why); main
+    # puts it back as it was whatever happens.
+    gc.disable()
     setup_logging(args.verbose, args.quiet)
     manifests = [check_location(m, "--manifest") for m in args.manifest]
     if manifests and (args.bootstrap or args.source != "auto"):
@@ -350,6 +354,7 @@ def handle(args: argparse.Namespace) -> int:
     booter = Booter(request, say)
     if running is not None:
         preload(AFTER_DISCOVERY)
+    gc.enable()  # the boot's modules are in (what a boot without --start-when imports later)
     if network == "link":
         manifests = booter.discover(running, must_find=False)
         if not manifests:
@@ -446,4 +451,11 @@ def _fetch_stage_hand_off(
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(PROG, build_parser(), handle, argv)
+    collecting = gc.isenabled()
+    try:
+        return run(PROG, build_parser(), handle, argv)
+    finally:
+        if collecting:
+            gc.enable()
+        else:
+            gc.disable()
