@@ -37,10 +37,10 @@ Run 'phase TOOL --help' for the options of a tool; 'phase --version' for the ver
 
 def run_tool(name: str, argv: list[str]) -> int:
     # Importing a tool makes tens of thousands of objects and next to no garbage: the cyclic
-    # collector's passes meanwhile are pure cost (~10 % of the imports' time; under emulation,
-    # where phase-boot's start-up is on the boot's critical path, a tenth of a second and more:
-    # docs/bench-boot.md). So it is off while the tool is imported (phase-boot keeps it off
-    # until its last import).
+    # collector's passes meanwhile are pure cost (5-10 % of the imports' time; under emulation,
+    # where phase-boot's start-up is on the boot's critical path, 0.07 s of 1.23 s, more on a
+    # cold start: docs/bench-boot.md). So it is off while the tool is imported (phase-boot
+    # keeps it off until its last import).
     collecting = gc.isenabled()
     gc.disable()
     try:

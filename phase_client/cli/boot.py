@@ -268,9 +268,6 @@ def handle(args: argparse.Namespace) -> int:
     from ..names import host_arch
     from .fetch import check_location, check_output
 
-    # The collector stays off until the boot's modules are imported (cli.run_tool says why); main
-    # puts it back as it was whatever happens.
-    gc.disable()
     setup_logging(args.verbose, args.quiet)
     manifests = [check_location(m, "--manifest") for m in args.manifest]
     if manifests and (args.bootstrap or args.source != "auto"):
@@ -451,7 +448,10 @@ def _fetch_stage_hand_off(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The collector stays off until the boot's modules are imported (cli.run_tool says why;
+    # handle turns it on then), and is put back as it was whatever happens.
     collecting = gc.isenabled()
+    gc.disable()
     try:
         return run(PROG, build_parser(), handle, argv)
     finally:
