@@ -36,6 +36,8 @@ def test_a_tool_is_imported_with_the_collector_off(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(cli.TOOLS, "gc-probe", "gc_probe_tool")
+    monkeypatch.setitem(sys.modules, "gc_probe_tool", None)  # restored (absent) afterwards
+    del sys.modules["gc_probe_tool"]
     gc.enable()
     assert cli.run_tool("gc-probe", []) == 3
     module = sys.modules["gc_probe_tool"]
