@@ -383,3 +383,33 @@ def test_waiting_past_the_lan_grace_sleeps() -> None:
     )
     assert result == []
     assert time.process_time() - started_cpu < 0.5  # a busy loop burns ~1.5 s of CPU here
+
+
+def test_the_interfaces_are_read_only_to_judge_a_dht_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # mDNS answers are on the LAN by definition: ranking them reads no interface (a look is
+    # tens of ms of a booting machine's emulated CPU). A DHT answer needs the look: a provider
+    # on this machine's network ranks as a LAN one, before a faster one elsewhere.
+    looks: list[int] = []
+
+    def networks() -> list[str]:
+        looks.append(1)
+        return ["10.9.0.0/16"]
+
+    monkeypatch.setattr(orchestrate, "_networks", networks)
+    lan = [cand("http://10.9.0.5:8080/a/manifest.json"), cand("http://10.9.0.6:8080/b/m.json")]
+    found = find_providers(Query(timeout=2), probe=False, mdns_lookup=fake_source(lan))
+    assert sorted(c.url for c in found) == sorted(c.url for c in lan)
+    assert looks == []
+    near = cand("http://10.9.0.7:8080/c/manifest.json", "dht", rtt=40.0)
+    far = cand("http://192.0.2.7:8080/d/manifest.json", "dht", rtt=5.0)
+    found = find_providers(
+        Query(timeout=2),
+        probe=False,
+        bootstrap=[("127.0.0.1", 1)],
+        mdns_lookup=fake_source([]),
+        dht_lookup=fake_source([far, near]),
+    )
+    assert [c.url for c in found] == [near.url, far.url]
+    assert looks == [1]

@@ -211,7 +211,13 @@ def find_providers(
         found = deduplicate(found)
         if probe and found:
             found = prober.results(found)
-        return rank(found, rng, _networks() if networks is None else networks)
+        local = networks
+        if local is None:
+            # Only a DHT or libp2p candidate needs this machine's networks to be judged local:
+            # mDNS answers are on the LAN by definition, and a look at the interfaces is tens
+            # of ms of a booting machine's one emulated CPU (the LAN boot ranks mDNS answers only).
+            local = _networks() if any(c.source != "mdns" for c in found) else []
+        return rank(found, rng, local)
 
     if query.want_all:
         # Each lookup ends by itself (mDNS at ``lan.until``, its import no longer counted, then
