@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from phase_client.cli._common import _Where
+from phase_client.cli._common import remove_log_handlers
 from phase_client.keys import SigningKey
 from phase_client.manifest import build_document, sign_document
 
@@ -42,10 +41,7 @@ def _our_log_handlers_end_with_the_test() -> Iterator[None]:
     writing to that test's captured stderr. Left there, a later test's server thread logs into
     the closed capture ("Logging error ... I/O operation on closed file"). Remove it."""
     yield
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler.formatter, _Where):
-            root.removeHandler(handler)
+    remove_log_handlers()
 
 
 def fuzz_settings(ci_examples: int) -> settings:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from phase_client.cli import run_tool
-from phase_client.cli._common import exit_codes_help, setup_logging
+from phase_client.cli._common import exit_codes_help, remove_log_handlers, setup_logging
 from phase_client.errors import EXIT_CODES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +101,20 @@ def test_verbose_log_lines_name_their_module() -> None:
             root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
             logging.getLogger("phase_client.fetch.download").info("kernel: 5 bytes verified")
             assert stream.getvalue().splitlines()[-1] == f"INFO kernel: 5 bytes verified{suffix}"
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_remove_log_handlers_takes_off_only_the_commands_own() -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging()
+        other = logging.NullHandler()
+        root.addHandler(other)
+        remove_log_handlers()
+        assert root.handlers == [other]
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)

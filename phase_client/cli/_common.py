@@ -248,6 +248,15 @@ class _Where(logging.Formatter):
         return f"{text} [{record.name}]" if self.verbose > 0 else text
 
 
+def remove_log_handlers() -> None:
+    """Take off the root logger the stderr handlers ``setup_logging`` put there: for a caller
+    that ran a command in-process (a test) and outlives that stderr."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, _Where):
+            root.removeHandler(handler)
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """``LEVEL message`` lines on stderr (``INFO Found 2 ...``) for the ``phase_client`` logger
     tree (and any other logger of ours); -q: WARN and up; -v: DEBUG, with the module's name."""
