@@ -6,7 +6,9 @@ fails at once instead of after 8 s of unanswered discovers: an IPv6-only LAN has
 - a global (here unique-local, as SLAAC would give) IPv6 address is "network up";
 - with only a link-local address, ``phase.ip=`` with an IPv6 prefix is applied;
 - without it, the link-local address is enough (mDNS and a provider on the link);
-- an IPv6 address still in duplicate address detection is waited for, not taken.
+- an IPv6 address still in duplicate address detection is waited for, not taken;
+- with a global IPv6 address, a DHCPv4 lease is waited for only ``DHCP4_AFTER_SLAAC`` seconds
+  (a stand-in ``udhcpc`` that never gets an answer: the boot goes on while it still runs).
 """
 
 from __future__ import annotations
@@ -33,28 +35,39 @@ def function(script: str, name: str) -> str:
     return match.group(0)
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_harness(work: Path, udhcpc: str) -> Path:
+    """``net_up`` and the functions it calls, cut out of the init, with ``udhcpc`` (a shell
+    script's body) standing in for busybox's DHCPv4 client."""
     assert BUSYBOX, "busybox is needed (the initramfs runs on it)"
     init = (REPO / "initramfs" / "init").read_text()
-    work = tmp_path_factory.mktemp("net_up")
     bin_dir = work / "bin"
     bin_dir.mkdir()
     for applet in ("ip", "awk", "head", "tr", "cat", "sleep", "printf"):
         (bin_dir / applet).symlink_to(BUSYBOX)
-    (bin_dir / "udhcpc").write_text("#!/bin/sh\nexit 1\n")  # no DHCPv4 server on the LAN
+    (bin_dir / "udhcpc").write_text(f"#!{BUSYBOX} sh\n{udhcpc}\n")
     (bin_dir / "udhcpc").chmod(0o755)
-    names = ("ethernet_ifaces", "ipv6_addr", "quick_dad", "net_up")
-    body = "\n".join(function(init, name) for name in names)
+    names = ("ethernet_ifaces", "ipv6_addr", "has_global_ipv6", "wait_for_leases", "quick_dad")
+    # The stand-in by its path: busybox sh runs its own applet before any file named udhcpc on
+    # PATH (a shell function of that name, run in the background, would keep the test's pipe
+    # open: busybox sh does not apply its redirection).
+    up = function(init, "net_up").replace(" udhcpc -i ", f" {bin_dir / 'udhcpc'} -i ")
+    assert str(bin_dir) in up, "net_up no longer starts udhcpc -i"
+    body = "\n".join([*(function(init, name) for name in names), up])
     script = work / "net_up.sh"
     script.write_text(
-        f"PATH={bin_dir}\nLOG=/dev/null\n"
+        f"PATH={bin_dir}\nLOG=/dev/null\nDHCP4_AFTER_SLAAC=1\n"
         'say() { printf "phase: %s\\n" "$*"; }\n'
         f"{body}\n"
         'STATIC_IP="$1" STATIC_GW="$2" STATIC_DNS=""\n'
         "net_up\n"
     )
     return script
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A DHCPv4 client that gives up at once: the IPv6 paths without the 8 s of discovers.
+    return write_harness(tmp_path_factory.mktemp("net_up"), "exit 1")
 
 
 @pytest.fixture
@@ -116,3 +129,27 @@ def test_duplicate_address_detection_is_made_quick_before_the_link_comes_up(
     ):
         read = node.run(["cat", f"/proc/sys/net/ipv6/{knob}"], timeout=30)
         assert read.stdout.strip() == value, describe(read)
+
+
+def test_a_slaac_address_ends_the_wait_for_a_dhcpv4_lease(lan: Lan, tmp_path: Path) -> None:
+    """An IPv6-only LAN: nobody answers DHCPv4, and udhcpc would send discovers for 8 s. Once
+    the interface has a global address, the lease is waited for DHCP4_AFTER_SLAAC s (1 here)
+    and no longer: net_up says so and returns while udhcpc still runs in the background. The
+    stand-in udhcpc runs until the test lets it end (30 s at most), and says if it ended on its
+    own: without the watcher, net_up would wait for it."""
+    stop, ended = tmp_path / "stop", tmp_path / "ended"
+    udhcpc = (
+        f"i=0; while [ $i -lt 300 ]; do [ -e {stop} ] && exit 1; sleep 0.1; i=$((i + 1)); done\n"
+        f": >{ended}\nexit 1"
+    )
+    harness = write_harness(tmp_path, udhcpc)
+    node = lan.add_node("boot", ipv4=False, ipv6=True)
+    try:
+        out = net_up(node, harness)
+        assert not ended.exists(), "net_up waited for udhcpc's own end"
+    finally:
+        stop.touch()
+    assert out == (
+        "phase: no DHCPv4 lease after 1s; going on with IPv6 (DHCP goes on trying)\n"
+        f"phase: network up: eth0 {node.address6}\n"
+    )
