@@ -46,7 +46,7 @@ def write_harness(work: Path, udhcpc: str) -> Path:
         (bin_dir / applet).symlink_to(BUSYBOX)
     (bin_dir / "udhcpc").write_text(f"#!{BUSYBOX} sh\n{udhcpc}\n")
     (bin_dir / "udhcpc").chmod(0o755)
-    names = ("ethernet_ifaces", "ipv6_addr", "has_global_ipv6", "wait_for_leases", "quick_dad")
+    names = ("ethernet_ifaces", "ipv6_addr", "wait_for_leases", "quick_dad")
     # The stand-in by its path: busybox sh runs its own applet before any file named udhcpc on
     # PATH (a shell function of that name, run in the background, would keep the test's pipe
     # open: busybox sh does not apply its redirection).
