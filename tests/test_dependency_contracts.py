@@ -16,7 +16,7 @@ import re
 import threading
 import tomllib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ import urllib3
 
 from phase_client.fetch.download import body_reader
 from phase_client.fetch.u3compat import raw_body
+
+from .fetch_servers import QuietServer
 
 REPO = Path(__file__).resolve().parent.parent
 BODY = bytes(range(256)) * 64  # 16 KiB
@@ -65,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd = QuietServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
