@@ -10,16 +10,23 @@
 # the real OS (docs/os-image.md: Debian with systemd, built once into build/os and reused):
 # its kernel, its initramfs and its 120 MB root filesystem, carried across kexec; systemd
 # comes up and prints PHASE-OS-UP state=running, then powers off. DEMO_IMAGE=marker boots the
-# 9-line stage-2 marker instead (fast: PHASE-STAGE2-OK). The serial console is shown live.
+# 9-line stage-2 marker instead (fast: PHASE-STAGE2-OK). DEMO_USB=1 (make demo USB=1) boots
+# the USB stick instead of -kernel/-initrd: the image `make usb` writes (Debian's signed shim,
+# GRUB and generic kernel, our initramfs trusting the demo key), on a USB disk, under OVMF with
+# Secure Boot on and Microsoft's keys enrolled, as a user's machine would. The serial console
+# is shown live.
 # Everything (namespaces, processes, temp files) is removed on exit, also on Ctrl-C.
 # Needs root, qemu-system-x86_64, /dev/net/tun (and mmdebstrap, squashfs-tools for the OS
-# image); `make demo` installs the rest first.
+# image; OVMF, fdisk, mtools, e2fsprogs, grub-pc-bin for the stick); `make demo` installs the
+# rest first.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$here/.venv/bin/python}
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 BOOT_TIMEOUT=${DEMO_BOOT_TIMEOUT:-900} # seconds for the VM to come up (TCG: OS ~80 s, marker ~20 s)
 IMAGE=${DEMO_IMAGE:-os}
+USB=${DEMO_USB:-0}
+OVMF=/usr/share/OVMF
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() {
     echo "demo: $*" >&2
@@ -42,6 +49,21 @@ case "$IMAGE" in
         ;;
     marker) ;;
     *) missing+=("DEMO_IMAGE=$IMAGE: give os (default) or marker") ;;
+esac
+case "$USB" in
+    0 | "") USB=0 ;;
+    1)
+        # What scripts/build-usb.sh and the firmware boot need (make usb-kernel fetches the
+        # kernel, build-usb.sh Debian's shim and GRUB, both with apt).
+        for file in OVMF_CODE_4M.secboot.fd OVMF_VARS_4M.ms.fd; do
+            [ -f "$OVMF/$file" ] || missing+=("$OVMF/$file (apt-get install ovmf)")
+        done
+        for tool in sfdisk:fdisk mformat:mtools mcopy:mtools mkfs.ext4:e2fsprogs \
+            grub-mkimage:grub-pc-bin apt-get:apt make:make; do
+            command -v "${tool%%:*}" >/dev/null || missing+=("${tool%%:*} (apt-get install ${tool#*:})")
+        done
+        ;;
+    *) missing+=("DEMO_USB=$USB: give 1 (boot the USB stick) or 0 (the default: -kernel/-initrd)") ;;
 esac
 if [ ${#missing[@]} -gt 0 ]; then
     printf 'demo: cannot run, missing:\n' >&2
@@ -71,10 +93,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "demo: interrupted" >&2; exit 130' INT TERM
 
-step "Images: Debian's kernel, the zipapp, a demo release key, stage 1 and the $IMAGE image"
-"$here/scripts/fetch-kernel.sh" "$here/build/boot/kernel"
-kernel=$here/build/boot/kernel/vmlinuz
-modules=$here/build/boot/kernel/modules/$(cat "$here/build/boot/kernel/version")
+if [ "$USB" = 1 ]; then
+    step "Images: Debian's signed kernel, the zipapp, a demo release key, stage 1, the stick and the $IMAGE image"
+    # The signed generic kernel the stick boots (the cloud kernel has no drivers for the USB
+    # controllers and NICs of real machines): make usb-kernel, cached in build/usb/kernel.
+    make --no-print-directory -s -C "$here" usb-kernel
+    kernel_dir=$here/build/usb/kernel
+else
+    step "Images: Debian's kernel, the zipapp, a demo release key, stage 1 and the $IMAGE image"
+    "$here/scripts/fetch-kernel.sh" "$here/build/boot/kernel"
+    kernel_dir=$here/build/boot/kernel
+fi
+kernel=$kernel_dir/vmlinuz
+modules=$kernel_dir/modules/$(cat "$kernel_dir/version")
 "$PY" -m phase_client plasmd keygen --out "$work/release.key" >/dev/null
 mkdir -p "$work/keys" && cp "$work/release.key.pub" "$work/keys/demo.pub"
 echo "release key: $(cat "$work/release.key.pub")"
@@ -99,6 +130,15 @@ else
     echo "console=ttyS0 quiet phase.demo=1" >"$combo/cmdline"
     MEMORY=1024
     DONE=PHASE-STAGE2-OK
+fi
+# The kernel command line. The stick's GRUB adds the console and the state partition (phase.cfg
+# on its ESP stays the user's), and the stick's kernel is not quiet: its log shows the Secure
+# Boot chain (EFI stub, secureboot, lockdown lines).
+CMDLINE="panic=-1 phase.arch=x86_64 phase.timeout=5 phase.test=poweroff"
+if [ "$USB" = 1 ]; then
+    "$here/scripts/build-usb.sh" --kernel "$kernel" --initramfs "$work/initramfs.cpio.zst" \
+        --debs "$here/build/usb/debs" --cmdline "$CMDLINE" --output "$work/phase-usb.img"
+    ls -l "$work/phase-usb.img"
 fi
 ls -l "$work/initramfs.cpio.zst" "$combo"
 
@@ -158,13 +198,23 @@ done
 grep -q "Advertising stable/x86_64" "$work/provider.log" || die "the provider did not start"
 sed 's/^/    provider: /' "$work/provider.log"
 
-step "Boot: QEMU (TCG) on $TAP, no provider on the command line; serial console follows"
+if [ "$USB" = 1 ]; then
+    step "Boot: QEMU (TCG) on $TAP from the USB stick, OVMF with Secure Boot on; serial console follows"
+    # The firmware's variables are the machine's own: a fresh copy of Microsoft's enrolled keys.
+    cp "$OVMF/OVMF_VARS_4M.ms.fd" "$work/vars.fd"
+    boot=(-machine "q35,smm=on" -global "driver=cfi.pflash01,property=secure,value=on"
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF/OVMF_CODE_4M.secboot.fd"
+        -drive "if=pflash,format=raw,unit=1,file=$work/vars.fd"
+        -device "qemu-xhci,id=xhci" -drive "if=none,id=stick,format=raw,file=$work/phase-usb.img"
+        -device "usb-storage,bus=xhci.0,drive=stick,bootindex=0")
+else
+    step "Boot: QEMU (TCG) on $TAP, no provider on the command line; serial console follows"
+    boot=(-kernel "$kernel" -initrd "$work/initramfs.cpio.zst" -append "console=ttyS0 quiet $CMDLINE")
+fi
 # QEMU's serial console is our stdout (and a log); the booted system powers the VM off
 # (phase.test=poweroff, carried over by kexec-boot), ending QEMU.
 ip netns exec "$HUB" timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m "$MEMORY" \
-    -smp 1 -display none -no-reboot -monitor none -serial "file:$work/serial.log" \
-    -kernel "$kernel" -initrd "$work/initramfs.cpio.zst" \
-    -append "console=ttyS0 quiet panic=-1 phase.arch=x86_64 phase.timeout=5 phase.test=poweroff" \
+    -smp 1 -display none -no-reboot -monitor none -serial "file:$work/serial.log" "${boot[@]}" \
     -netdev "tap,id=lan,ifname=$TAP,script=no,downscript=no" \
     -device virtio-net-pci,netdev=lan </dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -186,4 +236,11 @@ if ! grep -q "$DONE" "$work/serial.log"; then
     sed 's/^/    qemu: /' "$work/qemu.log" >&2
     die "the VM did not reach stage 2 within ${BOOT_TIMEOUT}s"
 fi
+# The stick's point: the firmware checked shim, shim GRUB, GRUB the kernel, and the kernel
+# locked itself down (so stage 2's kernel had to be signed too).
+if [ "$USB" = 1 ] && ! grep -q "Kernel is locked down from EFI Secure Boot" "$work/serial.log"; then
+    die "the stick booted, but not with Secure Boot on (no lockdown line on the console)"
+fi
+[ "$USB" = 0 ] || printf '\ndemo: booted from the USB stick with Secure Boot on (%s)\n' \
+    "$(grep -m1 -o 'Kernel is locked down from EFI Secure Boot[^;]*' "$work/serial.log" | tr -d '\r')"
 printf '\ndemo: OK, %s\n' "$(grep -m1 -o "$DONE.*" "$work/serial.log" | tr -d '\r')"

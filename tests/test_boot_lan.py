@@ -383,8 +383,8 @@ def test_make_demo_boots_the_real_os() -> None:
 
 
 def test_demo_without_root_says_what_is_missing() -> None:
-    """Run as ``nobody``, with an image kind that does not exist: one message listing root
-    (and whatever else) missing, exit 1, before any step starts."""
+    """Run as ``nobody``, with an image kind and a DEMO_USB that do not exist: one message
+    listing root (and whatever else) missing, exit 1, before any step starts."""
     as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
     result = subprocess.run(
         [*as_nobody, str(SCRIPTS / "demo.sh")],
@@ -392,12 +392,13 @@ def test_demo_without_root_says_what_is_missing() -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PY": sys.executable, "DEMO_IMAGE": "bogus"},
+        env={**os.environ, "PY": sys.executable, "DEMO_IMAGE": "bogus", "DEMO_USB": "2"},
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.startswith("demo: cannot run, missing:\n"), result.stderr
     assert "  - root (network namespaces and a tap device): run it with sudo" in result.stderr
     assert "  - DEMO_IMAGE=bogus: give os (default) or marker" in result.stderr
+    assert "  - DEMO_USB=2: give 1 (boot the USB stick) or 0" in result.stderr
     assert "==>" not in result.stdout, result.stdout
 
 

@@ -16,6 +16,7 @@ The image itself: layout, reproducibility, an unsigned kernel refused, shellchec
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -493,3 +494,40 @@ def test_bios_stick_boots_and_keeps_rollback_state_on_its_partition(
         terminate(static)
     assert f"sequence {sequence - 1} is lower than {sequence}" in log, log
     assert "PHASE-STAGE2" not in log, log
+
+
+@pytest.mark.qemu
+@pytest.mark.netns
+@pytest.mark.slow
+def test_make_demo_usb_boots_the_os_from_the_stick_under_secure_boot() -> None:
+    """``make demo USB=1`` (scripts/demo.sh with DEMO_USB=1): the demo's LAN and provider, and
+    a VM that boots the stick image, not -kernel: OVMF with Secure Boot on checks shim, GRUB
+    and Debian's kernel, the kernel locks down, stage 1 finds the provider by mDNS, and the
+    real OS (its signed kernel kexec'd through kexec_file_load) comes up to PHASE-OS-UP."""
+    result = subprocess.run(
+        [str(SCRIPTS / "demo.sh")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        errors="replace",  # the firmware's and GRUB's screens are not UTF-8
+        timeout=BOOT_DEADLINE + 1800,  # the OS image build, when it is not cached yet
+        env={**os.environ, "PY": sys.executable, "DEMO_USB": "1"},
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "Welcome to GRUB!" in out, out  # Debian's signed GRUB from the stick's ESP
+    assert "EFI stub: UEFI Secure Boot is enabled." in out, out
+    assert "Kernel is locked down from EFI Secure Boot" in out, out
+    assert "phase: Phase Boot stage 1: " in out, out
+    assert re.search(r"phase: discovered http://\S+ via mdns \(version ", out), out
+    assert "kexec-boot: kernel loaded; kexec -e" in out, out
+    assert "phase-os: root filesystem mounted" in out, out
+    lines = result.stdout.rstrip().splitlines()
+    booted = r"^demo: booted from the USB stick with Secure Boot on \(Kernel is locked down"
+    assert re.search(booted, result.stdout, re.M), out
+    assert re.fullmatch(r"demo: OK, PHASE-OS-UP state=running kernel=\S+ root=overlay "
+                        r"version=\S+", lines[-1]), out  # fmt: skip
+    prefix = re.search(r"namespaces (phase-demo-[0-9a-f]+)-", out)
+    assert prefix is not None, out
+    left = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    assert not [name for name in left if name.startswith(prefix.group(1))], left
