@@ -53,12 +53,12 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 </busconfig>
 """
 
-# IPv4 and IPv6 on every interface; no HINFO or workstation records (not ours to test).
+# avahi's defaults, but for the D-Bus API on (the tools use it) and no HINFO or workstation
+# records (not ours to test).
 DAEMON_CONFIG = """[server]
 use-ipv4=yes
 use-ipv6=yes
 enable-dbus=yes
-ratelimit-interval-usec=0
 [publish]
 publish-hinfo=no
 publish-workstation=no
