@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import logging
 import random
 import socket
 import threading
@@ -413,3 +414,27 @@ def test_the_interfaces_are_read_only_to_judge_a_dht_candidate(
     )
     assert [c.url for c in found] == [near.url, far.url]
     assert looks == [1]
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["default", "verbose"])
+def test_a_source_that_fails_unexpectedly_is_one_line_and_a_traceback_with_v(
+    http_server: str, caplog: pytest.LogCaptureFixture, debug: bool
+) -> None:
+    """A source raising something that is no PhaseError (a bug, ours or a library's) does not
+    stop the other source; it is one WARN line, and with -v (DEBUG) also where it was raised."""
+
+    def broken(query: Query, *_: Sequence[str]) -> list[Candidate]:
+        raise RuntimeError("not running")
+
+    wan = cand(f"{http_server}/stable/x86_64/manifest.json", "dht")
+    caplog.set_level(logging.DEBUG if debug else logging.INFO, logger="phase_client")
+    result = find_providers(
+        Query(timeout=5), bootstrap=[("127.0.0.1", 1)], mdns_lookup=broken,
+        dht_lookup=fake_source([wan]),
+    )  # fmt: skip
+    assert [c.url for c in result] == [wan.url]
+    (record,) = [r for r in caplog.records if "discovery failed" in r.getMessage()]
+    assert record.getMessage() == "mdns discovery failed: RuntimeError: not running"
+    assert record.levelno == logging.WARNING
+    traceback = bool(record.exc_info) and record.exc_info[0] is RuntimeError  # type: ignore[index]
+    assert traceback is debug

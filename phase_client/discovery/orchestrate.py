@@ -90,7 +90,14 @@ class _Background:
         except PhaseError as exc:
             log.info("%s discovery: %s", self.name, exc)
         except Exception as exc:  # a source failing must not stop the other one
-            log.warning("%s discovery failed: %s: %s", self.name, type(exc).__name__, exc)
+            # One line; with -v also where it was raised (an unexpected error is a bug to find).
+            log.warning(
+                "%s discovery failed: %s: %s",
+                self.name,
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
         finally:
             self._done.set()
             self._wake.set()
