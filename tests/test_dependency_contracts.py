@@ -383,3 +383,32 @@ def test_rpcudp_adapter_round_trip_late_reply_and_timeout() -> None:
             b.transport.close()
 
     asyncio.run(main())
+
+
+def test_zeroconf_a_cancelled_start_waiter_cancels_the_start_for_everyone() -> None:
+    """Why mdns/browse.py waits for zeroconf's start before its browser exists: a task that
+    awaits the start (ServiceInfo.async_request does, before the start) and is cancelled takes
+    zeroconf's shared start-up future with it, and every later wait says NotRunningException.
+    When a zeroconf release shields that future, this fails and the wait may move back."""
+    from zeroconf import NotRunningException
+    from zeroconf.asyncio import AsyncZeroconf
+
+    async def main() -> tuple[bool, bool]:
+        azc = AsyncZeroconf(interfaces=["127.0.0.1"])
+        try:
+            waiter = asyncio.ensure_future(azc.zeroconf.async_wait_for_start())
+            await asyncio.sleep(0)  # the waiter awaits the start while the sockets are wrapped
+            pending = not azc.zeroconf.started
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+            try:
+                await azc.zeroconf.async_wait_for_start(timeout=5)
+            except NotRunningException:
+                return pending, True
+            return pending, False
+        finally:
+            await azc.async_close()
+
+    pending, refused = asyncio.run(main())
+    assert pending, "zeroconf had started before the waiter was cancelled: no test"
+    assert refused, "zeroconf's start survived a cancelled waiter: browse.py's early wait may go"

@@ -173,9 +173,16 @@ async def _browse(
         if resolving.get(name) is task:
             del resolving[name]
 
-    browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    browser: AsyncServiceBrowser | None = None
     watch: asyncio.Future[None] | None = None
     try:
+        # Started before the browser exists. A resolution that begins before zeroconf has
+        # started awaits its start-up future itself (ServiceInfo.async_request), and cancelling
+        # that resolution (on_change does, when newer records come) cancels the future for every
+        # waiter: our question then failed with NotRunningException, ~1 discovery in 250 on a
+        # LAN whose providers' packets arrive while zeroconf's sockets are being wrapped.
+        await azc.zeroconf.async_wait_for_start()
+        browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
         # Ask at once instead of after the browser's random 20-120 ms first-query delay: RFC
         # 6762 5.1 allows a one-shot querier to ask immediately, and a question asking for a
         # unicast response (QU) is answered at once, while answers to a plain multicast question
@@ -204,7 +211,8 @@ async def _browse(
     finally:
         if watch is not None:
             watch.cancel()
-        await browser.async_cancel()
+        if browser is not None:
+            await browser.async_cancel()
         tasks = list(resolving.values())
         for task in tasks:
             task.cancel()
